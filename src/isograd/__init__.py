@@ -1,0 +1,17 @@
+"""isograd: per-prediction uncertainty from the gradient norm of the predicted probability.
+
+epistemic = σ²·‖∇θ p(x)‖², aleatoric = p(1−p), total = their sum (arXiv 2603.29466).
+"""
+
+from .estimate import Task, Uncertainty, estimate
+from .norms import Method, NonFiniteOutputWarning, sq_grad_norms
+
+__version__ = "0.1.0"
+__all__ = [
+    "Method",
+    "NonFiniteOutputWarning",
+    "Task",
+    "Uncertainty",
+    "estimate",
+    "sq_grad_norms",
+]

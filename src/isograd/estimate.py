@@ -1,0 +1,152 @@
+"""Per-prediction uncertainty of classifiers and regressors: `estimate` -> `Uncertainty`.
+
+epistemic = σ²·‖∇θ p(x)‖² (isotropic first-order variance of the predicted probability),
+aleatoric = p(1−p) (Bernoulli variance of the point prediction), total = their sum
+(the two terms of the law of total variance of the indicator of the scored class).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import nn
+
+from .norms.api import Method, sq_grad_norms
+
+
+class Task(str, Enum):
+    """What the model's output means."""
+
+    CLASSIFICATION = "classification"
+    """Logits [B, C]; p = softmax probability of the scored class."""
+    BINARY = "binary"
+    """One logit [B] or [B, 1]; p = sigmoid probability of the scored class (0 or 1)."""
+    REGRESSION = "regression"
+    """Mean [B] / [B, 1], or [B, 2] = (mean, log-variance); p = the predicted mean."""
+
+    @classmethod
+    def parse(cls, value: str | Task) -> Task:
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(t.value) for t in cls)
+            raise ValueError(f"unknown task {value!r}; allowed: {allowed}") from None
+
+
+@dataclass(frozen=True)
+class Uncertainty:
+    """Per-example uncertainty; every field is a float64 tensor of shape [B] unless noted.
+
+    Attributes:
+        p: predicted probability of the scored class (regression: predicted mean).
+        epistemic: sigma2 · ‖∇θ p‖².
+        aleatoric: p(1−p) (regression: predicted or given noise variance).
+        total: epistemic + aleatoric.
+        label: scored class, int64 [B] (regression: None).
+        sq_grad_norm: ‖∇θ p‖², the raw squared gradient norm (σ² = 1).
+        sigma2: the isotropic prior variance σ² used.
+    """
+
+    p: torch.Tensor
+    epistemic: torch.Tensor
+    aleatoric: torch.Tensor
+    total: torch.Tensor
+    label: torch.Tensor | None
+    sq_grad_norm: torch.Tensor
+    sigma2: float
+
+
+def _forward(model: nn.Module, x: Any) -> torch.Tensor:
+    out = model(**x) if isinstance(x, Mapping) else model(x)
+    if not isinstance(out, torch.Tensor):
+        out = getattr(out, "logits", None)
+        if out is None:
+            raise TypeError("model output must be a tensor or have a .logits tensor")
+    return out
+
+
+def estimate(
+    model: nn.Module,
+    x: Any,
+    *,
+    task: str | Task = Task.CLASSIFICATION,
+    target: torch.Tensor | None = None,
+    sigma2: float = 1.0,
+    noise_var: float | torch.Tensor | None = None,
+    method: str | Method = Method.LOOP,
+    params: Any = None,
+) -> Uncertainty:
+    """Epistemic, aleatoric and total uncertainty of each prediction, one forward + backward.
+
+    Args:
+        model: a classifier (logits), binary classifier (one logit) or regressor.
+        x: the input batch: a tensor (``model(x)``) or a mapping (``model(**x)``).
+        task: "classification", "binary" or "regression".
+        target: int [B]: the class to score instead of the predicted one (classification,
+            binary).
+        sigma2: isotropic parameter variance σ²; scales epistemic only (no rank metric changes).
+        noise_var: regression noise variance when the model does not predict one.
+        method: norm engine, see `Method`.
+        params: parameter selection, see `sq_grad_norms`.
+
+    Returns:
+        An `Uncertainty` of float64 [B] tensors.
+    """
+    t = Task.parse(task)
+    if sigma2 < 0:
+        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    saved: dict[str, torch.Tensor] = {}
+
+    def fn(m: nn.Module, batch: Any) -> torch.Tensor:
+        out = _forward(m, batch)
+        if t is Task.REGRESSION:
+            if out.dim() == 2 and out.shape[1] == 2:
+                saved["noise"] = out[:, 1].detach().double().exp()
+                out = out[:, 0]
+            elif out.dim() == 2 and out.shape[1] == 1:
+                out = out[:, 0]
+            elif out.dim() != 1:
+                raise ValueError(f"regression output must be [B], [B,1] or [B,2]; got {list(out.shape)}")
+            saved["p"] = out.detach().double()
+            return out
+        if t is Task.BINARY:
+            z = out.reshape(out.shape[0], -1)
+            if z.shape[1] != 1:
+                raise ValueError(f"binary task needs one logit per example; got {list(out.shape)}")
+            z = z[:, 0]
+            label = (z.detach() > 0).long() if target is None else torch.as_tensor(target).long()
+            logp = nn.functional.logsigmoid(torch.where(label.to(z.device) == 1, z, -z))
+        else:
+            if out.dim() != 2:
+                raise ValueError(f"classification output must be logits [B, C]; got {list(out.shape)}")
+            label = out.detach().argmax(1) if target is None else torch.as_tensor(target).long()
+            logp = out.log_softmax(1).gather(1, label.to(out.device)[:, None])[:, 0]
+        saved["label"] = label.cpu()
+        saved["p"] = logp.detach().double().exp().cpu()
+        # differentiate log p, then ‖∇p‖² = p²‖∇log p‖²: stable where p itself underflows
+        return logp
+
+    norms = sq_grad_norms(model, fn, x, method=method, params=params)
+    p = saved["p"].cpu()
+    if t is Task.REGRESSION:
+        g2 = norms
+        if "noise" in saved:
+            alea = saved["noise"].cpu()
+        elif noise_var is not None:
+            alea = torch.as_tensor(noise_var, dtype=torch.float64).expand_as(p).clone()
+        else:
+            raise ValueError("regression needs noise_var when the model predicts no variance")
+        label = None
+    else:
+        g2 = p.square() * norms
+        alea = p * (1 - p)
+        label = saved["label"]
+    epi = sigma2 * g2
+    return Uncertainty(
+        p=p, epistemic=epi, aleatoric=alea, total=epi + alea, label=label,
+        sq_grad_norm=g2, sigma2=float(sigma2),
+    )

@@ -1,0 +1,169 @@
+"""Shared plumbing of the norm engines: parameter selection, batch checks, the state guard.
+
+Everything here is engine-agnostic; `api.py` calls it, engines receive its results.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+ParamSelection = None | Sequence[str] | Callable[[str, torch.Tensor], bool] | Iterable[torch.Tensor]
+
+
+class NonFiniteOutputWarning(UserWarning):
+    """Some examples' `fn` outputs were NaN or inf; their norms are NaN, the others are exact."""
+
+
+def select_params(model: nn.Module, params: ParamSelection) -> dict[str, nn.Parameter]:
+    """Resolve a parameter selection to an ordered ``{name: parameter}`` dict.
+
+    Tied parameters appear once, under the first name `named_parameters` gives them.
+
+    Args:
+        model: the model.
+        params: None (every parameter, frozen or not), a sequence of names, a predicate
+            ``(name, param) -> bool``, or an iterable of parameter tensors of the model.
+
+    Raises:
+        ValueError: unknown names, foreign tensors, or an empty selection.
+    """
+    named = dict(model.named_parameters())  # deduplicated by identity: tied params once
+    if params is None:
+        chosen = named
+    elif callable(params):
+        chosen = {n: p for n, p in named.items() if params(n, p)}
+    else:
+        items = list(params)
+        if items and all(isinstance(x, str) for x in items):
+            unknown = [n for n in items if n not in named]
+            if unknown:
+                all_named = dict(model.named_parameters(remove_duplicate=False))
+                aliases = {n: all_named[n] for n in unknown if n in all_named}
+                unknown = [n for n in unknown if n not in aliases]
+                if unknown:
+                    raise ValueError(
+                        f"unknown parameter names {unknown[:5]}; the model has e.g. "
+                        f"{list(named)[:5]}"
+                    )
+                # a tied alias (e.g. lm_head.weight) selects the shared tensor under its first name
+                ids = {id(p) for p in aliases.values()}
+                items = [n for n in items if n not in aliases] + [
+                    n for n, p in named.items() if id(p) in ids
+                ]
+            wanted = set(items)
+            chosen = {n: p for n, p in named.items() if n in wanted}
+        elif all(isinstance(x, torch.Tensor) for x in items):
+            ids = {id(x) for x in items}
+            chosen = {n: p for n, p in named.items() if id(p) in ids}
+            if len(chosen) != len(ids):
+                raise ValueError("some selected tensors are not parameters of the model")
+        else:
+            raise TypeError(
+                "params must be None, a sequence of names, a predicate (name, param) -> bool, "
+                "or an iterable of parameter tensors"
+            )
+    if not chosen:
+        raise ValueError("the parameter selection is empty: nothing to differentiate")
+    return chosen
+
+
+def infer_batch_size(batch: Any) -> int | None:
+    """Leading dimension of the first tensor found in `batch` (tensor, mapping or sequence)."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() > 0 else None
+    if isinstance(batch, Mapping):
+        values: Iterable[Any] = batch.values()
+    elif isinstance(batch, (list, tuple)):
+        values = batch
+    else:
+        return None
+    for v in values:
+        b = infer_batch_size(v)
+        if b is not None:
+            return b
+    return None
+
+
+def check_output(out: Any, batch_size: int | None) -> torch.Tensor:
+    """Validate `fn`'s output: a differentiable tensor of shape [B]."""
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"fn must return a torch.Tensor of shape [B], got {type(out).__name__}")
+    if out.dim() != 1 or (batch_size is not None and out.shape[0] != batch_size):
+        expected = f"[{batch_size}]" if batch_size is not None else "[B]"
+        raise ValueError(
+            f"fn must return one scalar per example, shape {expected}; got {list(out.shape)}"
+        )
+    if not out.requires_grad:
+        raise ValueError(
+            "fn's output is not differentiable with respect to the selected parameters "
+            "(it does not require grad: was it computed under torch.no_grad() or detached?)"
+        )
+    if not (out.is_floating_point() or out.is_complex()):
+        raise TypeError(f"fn must return floating-point values, got {out.dtype}")
+    return out
+
+
+def warn_non_finite(bad: torch.Tensor) -> None:
+    """Warn once about the examples whose outputs were not finite (indices listed)."""
+    idx = torch.nonzero(bad).flatten().tolist()
+    if idx:
+        shown = idx[:10] + (["..."] if len(idx) > 10 else [])
+        warnings.warn(
+            f"fn returned NaN/inf for {len(idx)} example(s) {shown}; their norms are NaN",
+            NonFiniteOutputWarning,
+            stacklevel=3,
+        )
+
+
+def _hook_dicts(module: nn.Module) -> list[dict]:
+    names = [
+        "_forward_hooks",
+        "_forward_pre_hooks",
+        "_backward_hooks",
+        "_backward_pre_hooks",
+        "_state_dict_hooks",
+        "_load_state_dict_pre_hooks",
+    ]
+    return [getattr(module, n) for n in names if isinstance(getattr(module, n, None), dict)]
+
+
+@contextlib.contextmanager
+def model_state_guard(
+    model: nn.Module, selected: Mapping[str, nn.Parameter]
+) -> Iterator[None]:
+    """Run a computation with eval semantics and only `selected` requiring grad, then restore.
+
+    On exit, normal or not: every module's train/eval mode, every parameter's `requires_grad`
+    and `.grad`, and the module hook dicts are exactly as on entry (hooks added inside are
+    removed; the caller's hooks are kept, in order).
+    """
+    modules = list(model.modules())
+    training = [m.training for m in modules]
+    all_params = list(dict(model.named_parameters()).values())
+    flags = [p.requires_grad for p in all_params]
+    grads = [p.grad for p in all_params]
+    hooks = [(d, dict(d)) for m in modules for d in _hook_dicts(m)]
+    chosen = {id(p) for p in selected.values()}
+    try:
+        model.eval()
+        for p in all_params:
+            p.grad = None
+            p.requires_grad_(id(p) in chosen)
+        with torch.enable_grad():
+            yield
+    finally:
+        for m, t in zip(modules, training):
+            m.training = t
+        for p, f, g in zip(all_params, flags, grads):
+            p.requires_grad_(f)
+            p.grad = g
+        for d, saved in hooks:
+            if list(d.items()) != list(saved.items()):
+                d.clear()
+                d.update(saved)

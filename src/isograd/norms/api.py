@@ -1,0 +1,88 @@
+"""The front door for per-example squared gradient norms: `sq_grad_norms`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from enum import Enum
+from typing import Any
+
+import torch
+from torch import nn
+
+from ._common import ParamSelection, infer_batch_size, model_state_guard, select_params
+from .loop import loop_sq_grad_norms
+
+
+class Method(str, Enum):
+    """How per-example norms are computed."""
+
+    LOOP = "loop"
+    """Reference engine: one backward per example; exact for any model."""
+    GHOST = "ghost"
+    """Batched engine: all examples in one backward, exact per-layer rules, no weight gradient."""
+    AUTO = "auto"
+    """"ghost" when every selected parameter has an exact rule, else "loop"."""
+
+    @classmethod
+    def parse(cls, value: str | Method) -> Method:
+        """`value` as a Method, or a ValueError listing the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"unknown method {value!r}; allowed: {allowed}") from None
+
+
+def _ghost_engine():
+    try:
+        from .ghost import ghost_sq_grad_norms, unsupported_params
+    except ImportError as e:  # the batched engine is a separate issue; fail loudly until then
+        raise NotImplementedError(
+            "method='ghost' (batched one-backward engine) is not available yet; use method='loop'"
+        ) from e
+    return ghost_sq_grad_norms, unsupported_params
+
+
+def sq_grad_norms(
+    model: nn.Module,
+    fn: Callable[[nn.Module, Any], torch.Tensor],
+    batch: Any,
+    *,
+    method: str | Method = Method.LOOP,
+    params: ParamSelection = None,
+    by_param: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-example squared norms ‖∂ fn(model, batch)_i / ∂θ‖² over the selected parameters.
+
+    The model runs with eval semantics (dropout off); afterwards its modes, hooks, `.grad`
+    fields and `requires_grad` flags are exactly as before, also when this raises.
+
+    Args:
+        model: any `torch.nn.Module`, used as is (never wrapped).
+        fn: ``fn(model, batch) -> Tensor[B]``, one differentiable scalar per example.
+        batch: whatever `fn` takes; its first tensor's leading dimension is the batch size B.
+        method: a `Method` or its value ("loop", "ghost", "auto").
+        params: which parameters θ covers: None (all, including frozen ones), names,
+            a predicate ``(name, param) -> bool``, or parameter tensors.
+        by_param: also return a dict name -> Tensor[B] per parameter tensor (sums to the total).
+
+    Returns:
+        Tensor[B] float64 of squared norms (NaN for examples whose output is not finite, with a
+        `NonFiniteOutputWarning`), or ``(total, per_param)`` when `by_param`.
+
+    Raises:
+        ValueError: empty batch, empty selection, `fn` output of the wrong shape or not
+            differentiable, unknown method.
+    """
+    m = Method.parse(method)
+    if infer_batch_size(batch) == 0:
+        raise ValueError("the batch is empty (batch size 0)")
+    selected = select_params(model, params)
+    if m is Method.LOOP:
+        engine = loop_sq_grad_norms
+    else:
+        ghost, unsupported = _ghost_engine()
+        engine = ghost if m is Method.GHOST or not unsupported(model, selected) else loop_sq_grad_norms
+    with model_state_guard(model, selected):
+        total, per = engine(model, fn, batch, selected, by_param)
+    return (total, per) if by_param else total
