@@ -1,0 +1,174 @@
+"""Declarative test problems every norm engine runs through (no downloads: configs in code).
+
+A `Problem` builds a model and a batch in a given dtype and names the per-example scalar
+`fn(model, batch) -> [B]`. `brute_force` is the independent reference: the full Jacobian of
+the per-example outputs (torch.func.jacrev over `functional_call`), squared and summed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.func import functional_call, jacrev
+
+VOCAB = 37
+
+
+@dataclass(frozen=True)
+class Problem:
+    id: str
+    build_model: Callable[[torch.dtype], nn.Module]
+    build_batch: Callable[[torch.dtype], Any]
+    fn: Callable[[nn.Module, Any], torch.Tensor]
+
+
+def _seeded(builder):
+    def build(dtype: torch.dtype) -> nn.Module:
+        torch.manual_seed(0)
+        return builder().to(dtype)
+
+    return build
+
+
+def _x(shape, seed=1):
+    def build(dtype):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(*shape, generator=g).to(dtype)
+
+    return build
+
+
+def log_softmax_top(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """log p of the predicted class, [B]."""
+    logits = model(x)
+    return logits.log_softmax(1).max(1).values
+
+
+def prob_top(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """p of the predicted class itself, [B]."""
+    return model(x).softmax(1).max(1).values
+
+
+def regression_mean(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return model(x)[:, 0]
+
+
+def binary_logsigmoid(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    return nn.functional.logsigmoid(model(x)[:, 0])
+
+
+class SmallCNN(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(1, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.conv2 = nn.Conv2d(3, 4, 3, stride=2)
+        self.head = nn.Linear(4 * 3 * 3, 5)
+        with torch.no_grad():  # non-trivial running statistics: eval-mode BN is affine
+            self.bn.running_mean.uniform_(-0.5, 0.5)
+            self.bn.running_var.uniform_(0.5, 2.0)
+            self.bn.weight.uniform_(0.5, 1.5)
+            self.bn.bias.uniform_(-0.5, 0.5)
+        self.drop = nn.Dropout(0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.bn(self.conv1(x)))
+        h = self.drop(torch.relu(self.conv2(h)))
+        return self.head(h.flatten(1))
+
+
+def tiny_gpt2() -> nn.Module:
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    cfg = GPT2Config(
+        vocab_size=VOCAB, n_positions=16, n_embd=8, n_layer=2, n_head=2,
+        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1, tie_word_embeddings=True,
+        bos_token_id=1, eos_token_id=2,
+    )
+    model = GPT2LMHeadModel(cfg)
+    assert model.lm_head.weight is model.transformer.wte.weight
+    return model
+
+
+def tiny_llama() -> nn.Module:
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+        num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
+        tie_word_embeddings=False, attention_dropout=0.1, bos_token_id=1, eos_token_id=2,
+    )
+    model = LlamaForCausalLM(cfg)
+    with torch.no_grad():  # RMSNorm weights start at 1; perturb so their gradients are generic
+        for n, p in model.named_parameters():
+            if "norm" in n:
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+SEQS = [[3, 5, 7, 11, 2, 9], [4, 4, 8], [1, 30, 12, 12, 6]]
+
+
+def padded_batch(side: str = "right", seqs: list[list[int]] = SEQS):
+    """input_ids / attention_mask for `seqs`, padded on `side` with token 0."""
+    width = max(map(len, seqs))
+    ids, mask = [], []
+    for s in seqs:
+        pad = [0] * (width - len(s))
+        ids.append(s + pad if side == "right" else pad + s)
+        mask.append([1] * len(s) + [0] * len(pad) if side == "right" else [0] * len(pad) + [1] * len(s))
+    return {"input_ids": torch.tensor(ids), "attention_mask": torch.tensor(mask)}
+
+
+def lm_logprob(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Sum of next-token log-probs over each example's real tokens, [B] (padding-aware)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    logp = logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
+    keep = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
+    return (logp * keep).sum(1)
+
+
+def _lm_batch(side):
+    return lambda dtype: padded_batch(side)
+
+
+PROBLEMS: list[Problem] = [
+    Problem("mlp-classification", _seeded(lambda: nn.Sequential(
+        nn.Linear(4, 6), nn.Tanh(), nn.Linear(6, 3))), _x((5, 4)), log_softmax_top),
+    Problem("mlp-classification-prob", _seeded(lambda: nn.Sequential(
+        nn.Linear(4, 6), nn.GELU(), nn.Linear(6, 3))), _x((5, 4)), prob_top),
+    Problem("mlp-binary", _seeded(lambda: nn.Sequential(
+        nn.Linear(3, 5), nn.ReLU(), nn.Linear(5, 1))), _x((6, 3)), binary_logsigmoid),
+    Problem("mlp-regression", _seeded(lambda: nn.Sequential(
+        nn.Linear(2, 7), nn.LayerNorm(7), nn.Tanh(), nn.Dropout(0.3), nn.Linear(7, 2))),
+        _x((4, 2)), regression_mean),
+    Problem("cnn", _seeded(SmallCNN), _x((3, 1, 7, 7)), log_softmax_top),
+    Problem("gpt2-tied-right-pad", _seeded(tiny_gpt2), _lm_batch("right"), lm_logprob),
+    Problem("gpt2-tied-left-pad", _seeded(tiny_gpt2), _lm_batch("left"), lm_logprob),
+    Problem("llama-right-pad", _seeded(tiny_llama), _lm_batch("right"), lm_logprob),
+    Problem("llama-left-pad", _seeded(tiny_llama), _lm_batch("left"), lm_logprob),
+]
+
+
+def brute_force(model: nn.Module, fn, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Squared norms from the full per-example Jacobian (float64 expected): total and per param."""
+    was = model.training
+    model.eval()
+    try:
+        params = {n: p.detach() for n, p in model.named_parameters()}
+
+        def f(ps):
+            return fn(lambda *a, **k: functional_call(model, ps, a, k), batch)
+
+        jac = jacrev(f)(params)
+    finally:
+        model.train(was)
+    per = {n: j.reshape(j.shape[0], -1).double().square().sum(1) for n, j in jac.items()}
+    return sum(per.values()), per
+
