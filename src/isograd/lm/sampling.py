@@ -1,0 +1,207 @@
+"""Sampling K one-line answers from a causal LM, with their token log-probabilities.
+
+The answers feed the sampling baselines (naive and semantic entropy): they are drawn once per
+question and reused by every method (the pipeline passes them in ``QAContext.samples``).
+
+Decoding rules (shared with the greedy answer of ``isograd.lm.generate``):
+- plain ancestral sampling from ``softmax(logits / temperature)``: no top-k, top-p, repetition
+  penalty or other processor from the model's ``generation_config`` (they would change the
+  distribution the entropies are meant to measure); ``temperature=0`` is greedy (argmax);
+- an answer is one line: it stops *before* the first token that is an end-of-sequence token or
+  whose decoded text contains a newline, or after ``max_new_tokens`` tokens; the stop token is
+  not part of the answer (neither its id nor its log-probability);
+- ``token_logprobs`` are log-probabilities under the untempered (temperature 1) model
+  distribution, whatever temperature was used to draw the tokens: they are the model's own
+  probabilities of the answer, comparable between samples and with the greedy answer;
+- ``text`` is the decoded answer tokens, stripped of surrounding whitespace.
+
+Seeding: a private ``torch.Generator`` seeded with ``seed`` draws the tokens, so the global RNG
+state is never read nor changed, and the same inputs give the same samples.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import weakref
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One generated answer.
+
+    Attributes:
+        text: the decoded answer, stripped.
+        token_ids: the answer's token ids (stop token excluded), length L.
+        token_logprobs: log p(token_t | prompt, tokens_<t) under the temperature-1 model, length L.
+    """
+
+    text: str
+    token_ids: tuple[int, ...]
+    token_logprobs: tuple[float, ...]
+
+    @property
+    def logprob(self) -> float:
+        """log p(answer | prompt): the sum of the token log-probabilities (0 for an empty answer)."""
+        return float(sum(self.token_logprobs))
+
+    @property
+    def mean_logprob(self) -> float:
+        """Length-normalised log-probability (mean over tokens; 0 for an empty answer)."""
+        n = len(self.token_logprobs)
+        return self.logprob / n if n else 0.0
+
+
+_STOP_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _eos_ids(tokenizer: Any, model: Any | None) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(tokenizer, "eos_token_id", None),
+                getattr(getattr(model, "generation_config", None), "eos_token_id", None),
+                getattr(getattr(model, "config", None), "eos_token_id", None)):
+        if src is None:
+            continue
+        ids.update([src] if isinstance(src, int) else list(src))
+    return ids
+
+
+def stop_mask(tokenizer: Any, vocab_size: int, model: Any | None = None) -> torch.Tensor:
+    """Boolean mask [vocab_size] of the tokens that end a one-line answer.
+
+    True for every end-of-sequence id (tokenizer's and model's) and every token whose decoded
+    text contains a newline. Token ids beyond the tokenizer's vocabulary (padded embedding
+    rows) are never stop tokens. The newline part is cached per tokenizer.
+    """
+    try:
+        newline = _STOP_CACHE[tokenizer]
+    except (KeyError, TypeError):
+        n = len(tokenizer)
+        texts = tokenizer.batch_decode([[i] for i in range(n)])
+        newline = torch.tensor(["\n" in t for t in texts], dtype=torch.bool)
+        with contextlib.suppress(TypeError):  # tokenizers that refuse weak references
+            _STOP_CACHE[tokenizer] = newline
+    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    m = min(vocab_size, newline.numel())
+    mask[:m] = newline[:m]
+    for i in _eos_ids(tokenizer, model):
+        if 0 <= i < vocab_size:
+            mask[i] = True
+    return mask
+
+
+@contextlib.contextmanager
+def eval_mode(model: Any) -> Iterator[None]:
+    """Put ``model`` in eval mode for the block and restore its train flag afterwards."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+def encode_prompt(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
+    """Token ids [1, P] of a prompt (``add_special_tokens=False``: templates carry their own)."""
+    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
+    if ids.numel() == 0:
+        raise ValueError("the prompt tokenizes to no token; give a non-empty prompt")
+    return ids.to(device)
+
+
+@torch.no_grad()
+def sample_answers(
+    model: Any,
+    tokenizer: Any,
+    prompt: str,
+    *,
+    k: int = 10,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+    seed: int = 0,
+) -> list[Sample]:
+    """Draw ``k`` one-line answers to ``prompt`` in one batch (see the module docstring).
+
+    The K copies of the prompt run as one batch with a KV cache: the cost is about K forward
+    passes over prompt + answer (counted as K forward-pass equivalents by the baselines).
+
+    Args:
+        model: a causal LM (Hugging Face ``...ForCausalLM``); left in its train/eval mode.
+        tokenizer: its tokenizer.
+        prompt: the full prompt text (chat template already applied), tokenized without
+            special tokens.
+        k: number of answers.
+        temperature: sampling temperature; 0 means greedy (then all k answers are equal).
+        max_new_tokens: cap on answer tokens.
+        seed: seed of the private generator.
+
+    Returns:
+        k Samples, in draw order.
+    """
+    if k < 1:
+        raise ValueError(f"k must be >= 1, got {k}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    device = next(model.parameters()).device
+    inp = encode_prompt(tokenizer, prompt, device).expand(k, -1)
+    gen = torch.Generator(device=device)
+    gen.manual_seed(seed)
+    tokens: list[torch.Tensor] = []
+    logps: list[torch.Tensor] = []
+    done = torch.zeros(k, dtype=torch.bool, device=device)
+    stop = None
+    past = None
+    cache_kw, extra = _forward_kwargs(model)
+    with eval_mode(model):
+        for _ in range(max_new_tokens):
+            out = model(input_ids=inp, use_cache=True, **{cache_kw: past}, **extra)
+            past = out.get("cache", None) or out.get("past_key_values", None)
+            logits = out.logits[:, -1, :].float()
+            if stop is None:
+                stop = stop_mask(tokenizer, logits.shape[-1], model).to(device)
+            logp = torch.log_softmax(logits, dim=-1)
+            if temperature == 0:
+                tok = logits.argmax(dim=-1)
+            else:
+                probs = torch.softmax(logits / temperature, dim=-1)
+                tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+            # a finished row keeps being fed (no ragged batch); its tokens are masked out below
+            tokens.append(torch.where(done, -1, tok))
+            logps.append(logp.gather(1, tok[:, None]).squeeze(1))
+            done = done | stop[tok]
+            if bool(done.all()):
+                break
+            inp = tok[:, None]
+    return [_to_sample(tokenizer, [int(t[i]) for t in tokens], [float(lp[i]) for lp in logps],
+                       stop.cpu()) for i in range(k)]
+
+
+def _forward_kwargs(model: Any) -> tuple[str, dict[str, int]]:
+    """Name of the KV-cache argument and the 'last logits only' option of ``model.forward``.
+
+    transformers 5 renamed ``past_key_values`` to ``cache``; 4.x calls ``logits_to_keep``
+    ``num_logits_to_keep`` in some releases. Only the last position's logits are needed.
+    """
+    names = inspect.signature(model.forward).parameters
+    cache_kw = "cache" if "cache" in names else "past_key_values"
+    for opt in ("logits_to_keep", "num_logits_to_keep"):
+        if opt in names:
+            return cache_kw, {opt: 1}
+    return cache_kw, {}
+
+
+def _to_sample(tokenizer: Any, ids: list[int], lps: list[float], stop: torch.Tensor) -> Sample:
+    keep_ids: list[int] = []
+    keep_lps: list[float] = []
+    for t, lp in zip(ids, lps):
+        if t < 0 or bool(stop[t]):
+            break
+        keep_ids.append(t)
+        keep_lps.append(lp)
+    text = tokenizer.decode(keep_ids, skip_special_tokens=True).strip() if keep_ids else ""
+    return Sample(text=text, token_ids=tuple(keep_ids), token_logprobs=tuple(keep_lps))
