@@ -1,0 +1,249 @@
+"""Metrics for "does this score predict an error?", in the sklearn shape ``f(y_true, score)``.
+
+Convention: ``y_true[i] = 1`` when answer i is INCORRECT and ``score`` is oriented so that higher
+means more uncertain. Everything is numpy only, exact under ties, and deterministic (seeded).
+
+- :func:`auroc`: Mann–Whitney U with mid-ranks (= ``sklearn.metrics.roc_auc_score``).
+- :func:`bootstrap_auroc`: mean ± std over resamples of the rows (the paper: 300).
+- :func:`paired_bootstrap`: two-sided p-value for AUROC(s1) = AUROC(s2) on the same resamples.
+- :func:`benjamini_hochberg`: FDR-adjusted p-values.
+- :func:`spearman`; :func:`prr`, :func:`aurc` as LM-Polygraph defines them; :func:`accuracy`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+
+def _check(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    y = np.asarray(y_true)
+    s = np.asarray(score, dtype=np.float64)
+    if y.ndim != 1 or s.ndim != 1 or len(y) != len(s):
+        raise ValueError(f"y_true and score must be 1-D of equal length, got {y.shape} and {s.shape}")
+    if len(y) == 0:
+        raise ValueError("empty input")
+    if y.dtype == bool:
+        y = y.astype(np.int64)
+    if not np.isin(y, (0, 1)).all():
+        raise ValueError("y_true must be binary (1 = incorrect answer, 0 = correct)")
+    if np.isnan(s).any():
+        raise ValueError(f"score has {int(np.isnan(s).sum())} NaN values; drop them first")
+    return y.astype(np.int64), s
+
+
+def rankdata(x: ArrayLike) -> NDArray[np.float64]:
+    """Mid-ranks (1-based; ties share their average rank), as ``scipy.stats.rankdata``."""
+    x = np.asarray(x, dtype=np.float64)
+    order = np.argsort(x, kind="mergesort")
+    xs = x[order]
+    # group boundaries of equal values
+    starts = np.r_[0, np.flatnonzero(xs[1:] != xs[:-1]) + 1]
+    ends = np.r_[starts[1:], len(xs)]
+    mid = (starts + ends + 1) / 2.0  # average of 1-based ranks starts+1..ends
+    ranks = np.empty(len(x), dtype=np.float64)
+    ranks[order] = np.repeat(mid, ends - starts)
+    return ranks
+
+
+def _groups(s: NDArray[np.float64]) -> NDArray[np.int64]:
+    """Index of each row's value among the sorted unique values (for weighted AUROC)."""
+    _, inv = np.unique(s, return_inverse=True)
+    return inv.reshape(-1)
+
+
+def _weighted_auc(y: NDArray[np.int64], g: NDArray[np.int64], w: NDArray[np.float64]) -> NDArray[np.float64]:
+    """AUROC of resampled data given per-row weights w [R, N] (counts of each row in a resample).
+
+    AUROC = P(score_pos > score_neg) + ½ P(equal): with per-value-group positive/negative
+    masses P[g], Q[g]: sum_g P[g] (Q[<g] + ½ Q[g]) / (ΣP ΣQ). Exact, O(R·N).
+    """
+    n_groups = int(g.max()) + 1
+    R = w.shape[0]
+    offs = (np.arange(R) * n_groups)[:, None]
+
+    def mass(mask: NDArray[np.bool_]) -> NDArray[np.float64]:
+        flat = (offs + g[mask][None, :]).ravel()
+        return np.bincount(flat, weights=w[:, mask].ravel(), minlength=R * n_groups).reshape(R, n_groups)
+
+    pos, neg = mass(y == 1), mass(y == 0)
+    below = np.cumsum(neg, axis=1) - neg
+    num = (pos * (below + 0.5 * neg)).sum(axis=1)
+    den = pos.sum(axis=1) * neg.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return num / den
+
+
+def auroc(y_true: ArrayLike, score: ArrayLike) -> float:
+    """Area under the ROC curve of ``score`` for predicting ``y_true = 1``; ties count ½.
+
+    Raises:
+        ValueError: if ``y_true`` has a single class (AUROC undefined).
+    """
+    y, s = _check(y_true, score)
+    n1 = int(y.sum())
+    n0 = len(y) - n1
+    if n1 == 0 or n0 == 0:
+        raise ValueError("AUROC needs both classes in y_true (correct and incorrect answers)")
+    r = rankdata(s)
+    return float((r[y == 1].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def roc_curve(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(false positive rate, true positive rate), thresholds at each distinct score, from (0, 0)."""
+    y, s = _check(y_true, score)
+    order = np.argsort(-s, kind="mergesort")
+    ys, ss = y[order], s[order]
+    last = np.r_[np.flatnonzero(ss[1:] != ss[:-1]), len(ss) - 1]  # end of each tie group
+    tp = np.cumsum(ys)[last]
+    fp = (last + 1) - tp
+    n1, n0 = max(int(y.sum()), 1), max(int(len(y) - y.sum()), 1)
+    return np.r_[0.0, fp / n0], np.r_[0.0, tp / n1]
+
+
+def _resample_weights(y: NDArray[np.int64], n: int, seed: int) -> NDArray[np.float64]:
+    """[n, N] counts of each row in n bootstrap resamples that contain both classes.
+
+    Resamples with one class only (AUROC undefined) are redrawn, deterministically.
+    """
+    if n < 2:
+        raise ValueError(f"need at least 2 bootstrap resamples, got {n}")
+    N = len(y)
+    if y.min() == y.max():
+        raise ValueError("bootstrap AUROC needs both classes in y_true")
+    rng = np.random.default_rng(seed)
+    chunks: list[NDArray[np.int64]] = []
+    have = 0
+    while have < n:
+        idx = rng.integers(0, N, size=(n - have, N))
+        yy = y[idx]
+        idx = idx[yy.min(axis=1) != yy.max(axis=1)]
+        chunks.append(idx)
+        have += len(idx)
+    idx = np.concatenate(chunks)[:n]
+    flat = (np.arange(n)[:, None] * N + idx).ravel()
+    return np.bincount(flat, minlength=n * N).reshape(n, N).astype(np.float64)
+
+
+def bootstrap_auroc_samples(y_true: ArrayLike, score: ArrayLike, *, n: int = 300,
+                            seed: int = 0) -> NDArray[np.float64]:
+    """AUROC on each of ``n`` bootstrap resamples of the rows [n]."""
+    y, s = _check(y_true, score)
+    w = _resample_weights(y, n, seed)
+    return _weighted_auc(y, _groups(s), w)
+
+
+def bootstrap_auroc(y_true: ArrayLike, score: ArrayLike, *, n: int = 300,
+                    seed: int = 0) -> tuple[float, float]:
+    """(mean, std) of AUROC over ``n`` bootstrap resamples of the rows, as the paper reports.
+
+    The std is the population std of the resampled AUROCs (``ddof=0``), i.e. the bootstrap
+    standard error. Resamples lacking a class are redrawn.
+    """
+    a = bootstrap_auroc_samples(y_true, score, n=n, seed=seed)
+    return float(a.mean()), float(a.std())
+
+
+def paired_bootstrap(y_true: ArrayLike, s1: ArrayLike, s2: ArrayLike, *, n: int = 300,
+                     seed: int = 0) -> float:
+    """Two-sided p-value of H0: AUROC(s1) = AUROC(s2), paired over the same resamples.
+
+    With d = AUROC(s1) − AUROC(s2) on the data and d_b on resample b, the bootstrap distribution
+    shifted to the null is d_b − d; p = (1 + #{|d_b − d| ≥ |d|}) / (n + 1) (never 0; smallest
+    1/(n+1)). Identical scores give p = 1.
+    """
+    y, a = _check(y_true, s1)
+    _, b = _check(y_true, s2)
+    if len(a) != len(b):
+        raise ValueError("s1 and s2 must have the same length")
+    w = _resample_weights(y, n, seed)
+    d = auroc(y, a) - auroc(y, b)
+    db = _weighted_auc(y, _groups(a), w) - _weighted_auc(y, _groups(b), w)
+    # tolerance: identical scores must give exactly |d_b − d| = 0 ≥ |d| = 0
+    extreme = np.abs(db - d) >= abs(d) - 1e-12
+    return float((1 + extreme.sum()) / (n + 1))
+
+
+def benjamini_hochberg(pvals: ArrayLike) -> NDArray[np.float64]:
+    """Benjamini–Hochberg adjusted p-values (step-up, monotone, capped at 1), input order kept."""
+    p = np.asarray(pvals, dtype=np.float64)
+    if p.ndim != 1:
+        raise ValueError("pvals must be 1-D")
+    if np.isnan(p).any() or (p < 0).any() or (p > 1).any():
+        raise ValueError("p-values must lie in [0, 1] (no NaN)")
+    m = len(p)
+    if m == 0:
+        return p.copy()
+    order = np.argsort(p)
+    scaled = p[order] * m / np.arange(1, m + 1)
+    adj = np.minimum.accumulate(scaled[::-1])[::-1]
+    out = np.empty(m)
+    out[order] = np.minimum(adj, 1.0)
+    return out
+
+
+def spearman(a: ArrayLike, b: ArrayLike) -> float:
+    """Spearman rank correlation (Pearson on mid-ranks); NaN if either input is constant."""
+    x = np.asarray(a, dtype=np.float64)
+    y = np.asarray(b, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 1:
+        raise ValueError("a and b must be 1-D of equal length")
+    if np.isnan(x).any() or np.isnan(y).any():
+        raise ValueError("spearman: NaN in input")
+    rx, ry = rankdata(x), rankdata(y)
+    rx -= rx.mean()
+    ry -= ry.mean()
+    den = np.sqrt((rx * rx).sum() * (ry * ry).sum())
+    return float((rx * ry).sum() / den) if den > 0 else float("nan")
+
+
+def _tie_averaged(y: NDArray[np.int64], s: NDArray[np.float64]) -> NDArray[np.float64]:
+    """y sorted by ascending score (most confident first), each tie group replaced by its mean:
+    the expectation over random tie-breaking, so results do not depend on sort order."""
+    order = np.argsort(s, kind="mergesort")
+    ss, ys = s[order], y[order].astype(np.float64)
+    g = np.r_[0, np.cumsum(ss[1:] != ss[:-1])]
+    means = np.bincount(g, weights=ys) / np.bincount(g)
+    return means[g]
+
+
+def _rejection_area(quality_sorted: NDArray[np.float64]) -> float:
+    """LM-Polygraph's PredictionRejectionArea (max_rejection = 1): mean over k = 1..N of the
+    mean quality of the k most confident rows."""
+    k = np.arange(1, len(quality_sorted) + 1)
+    return float((np.cumsum(quality_sorted) / k).mean())
+
+
+def aurc(y_true: ArrayLike, score: ArrayLike) -> float:
+    """Area under the risk–coverage curve (LM-Polygraph ``RiskCoverageCurveAUC``); lower is better.
+
+    Rows sorted by ascending uncertainty; AURC = mean over coverage k/N of the error rate among
+    the k most confident. Ties: averaged over their orderings.
+    """
+    y, s = _check(y_true, score)
+    return _rejection_area(_tie_averaged(y, s))
+
+
+def prr(y_true: ArrayLike, score: ArrayLike) -> float:
+    """Prediction rejection ratio (LM-Polygraph's normalised PredictionRejectionArea).
+
+    PRR = (PRA(score) − PRA(random)) / (PRA(oracle) − PRA(random)) with quality = 1 − y_true;
+    PRA(random) = mean quality (the limit LM-Polygraph estimates with random permutations);
+    the oracle rejects incorrect answers first. 1 = oracle, 0 = random, < 0 worse than random.
+    NaN when all answers are equally correct.
+    """
+    y, s = _check(y_true, score)
+    q = 1.0 - y.astype(np.float64)
+    pra = _rejection_area(1.0 - _tie_averaged(y, s))
+    rnd = float(q.mean())
+    oracle = _rejection_area(np.sort(q)[::-1])
+    den = oracle - rnd
+    return float((pra - rnd) / den) if den > 0 else float("nan")
+
+
+def accuracy(correct: ArrayLike) -> float:
+    """Fraction of correct answers (``correct`` boolean or 0/1)."""
+    c = np.asarray(correct, dtype=np.float64)
+    if c.ndim != 1 or len(c) == 0:
+        raise ValueError("correct must be a non-empty 1-D array")
+    return float(c.mean())

@@ -1,0 +1,498 @@
+"""QA datasets: TruthfulQA (generation and MC1), TriviaQA, NQ-open, as :class:`Question` lists.
+
+Where a file comes from, in this order (the first hit wins):
+
+1. ``data=``: a file, or a directory laid out like ``$ISOGRAD_DATA`` (or holding the file itself);
+   when given it is the only place looked at.
+2. ``$ISOGRAD_DATA/<relative path>`` (layout of ``../shared/data``, see its README.md).
+3. the user cache, ``<isograd cache>/data/<relative path>`` (where downloads land).
+4. the canonical online source, unless ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``/``ISOGRAD_OFFLINE``
+   is set; short timeout, saved into the user cache.
+
+Files are checked against the sha256 of the known versions; an unknown version only warns.
+A malformed file raises :class:`DatasetError` naming the file and the line; nothing is dropped
+silently (``limit`` keeps the first ``limit`` questions in file order, and the log says how many).
+Only the standard library is used here.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import urllib.error
+import urllib.request
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+DOWNLOAD_TIMEOUT_S = 15.0
+_OFFLINE_VARS = ("ISOGRAD_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question with its references.
+
+    Attributes:
+        id: stable id, unique within the dataset (independent of ``limit`` and file order).
+        dataset: dataset id (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``, ``nq-open``).
+        question: the question text.
+        answers: correct references / aliases (MC1: the one correct option).
+        incorrect: TruthfulQA incorrect references (MC1: the wrong options).
+        options: MC1 options in file order (upstream lists the correct one first).
+        label: MC1 index of the correct option in ``options``.
+    """
+
+    id: str
+    dataset: str
+    question: str
+    answers: tuple[str, ...]
+    incorrect: tuple[str, ...] = ()
+    options: tuple[str, ...] = ()
+    label: int | None = None
+
+
+class DatasetError(ValueError):
+    """A data file is malformed; ``path`` and ``line`` (1-based, or None) locate the problem."""
+
+    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
+        self.path = Path(path)
+        self.line = line
+        where = f"{path}:{line}" if line is not None else str(path)
+        super().__init__(f"{where}: {message}")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A registered dataset: where its file lives and how to read it.
+
+    Attributes:
+        name: dataset id.
+        relpath: path under ``$ISOGRAD_DATA`` / the user cache.
+        url: canonical online source of that exact file.
+        sha256: known good versions, sha256 -> version label.
+        parse: (path, dataset name) -> questions, raising DatasetError.
+        description: one line for help texts.
+    """
+
+    name: str
+    relpath: str
+    url: str
+    sha256: dict[str, str]
+    parse: Callable[[Path, str], list[Question]]
+    description: str
+
+
+def _qhash(text: str) -> str:
+    return hashlib.sha1(text.strip().encode("utf-8")).hexdigest()[:10]
+
+
+def _unique_ids(prefix: str, questions: list[str]) -> list[str]:
+    """Ids from the question text (so they survive reordering); repeats get ``-2``, ``-3``..."""
+    seen: dict[str, int] = {}
+    out = []
+    for q in questions:
+        base = f"{prefix}-{_qhash(q)}"
+        seen[base] = seen.get(base, 0) + 1
+        out.append(base if seen[base] == 1 else f"{base}-{seen[base]}")
+    return out
+
+
+def _dedupe(items: list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s for s in items if s))
+
+
+def split_answers(cell: str) -> list[str]:
+    """Split a TruthfulQA answer cell on ``;`` (answers are ``"; "``-separated; a few cells end
+    with a stray ``;``), stripped, empty pieces dropped (as TruthfulQA's own ``split_multi_answer``)."""
+    return [a.strip() for a in cell.split(";") if a.strip()]
+
+
+# ---------------------------------------------------------------- readers with line numbers
+
+
+def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    """Yield (line, element) of a top-level JSON array, so errors can name an element's line."""
+    text = path.read_text(encoding="utf-8-sig")
+    dec = json.JSONDecoder()
+    n = len(text)
+
+    def skip(i: int) -> int:
+        while i < n and text[i] in " \t\r\n":
+            i += 1
+        return i
+
+    def line_of(i: int) -> int:
+        return text.count("\n", 0, i) + 1
+
+    i = skip(0)
+    if i >= n or text[i] != "[":
+        raise DatasetError(path, line_of(i), "expected a JSON array (a list of records)")
+    i = skip(i + 1)
+    if i < n and text[i] == "]":
+        return
+    while True:
+        try:
+            obj, end = dec.raw_decode(text, i)
+        except json.JSONDecodeError as e:
+            raise DatasetError(path, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from e
+        yield line_of(i), obj
+        i = skip(end)
+        if i < n and text[i] == ",":
+            i = skip(i + 1)
+        elif i < n and text[i] == "]":
+            if skip(i + 1) != n:
+                raise DatasetError(path, line_of(i + 1), "unexpected text after the JSON array")
+            return
+        else:
+            raise DatasetError(path, line_of(i), "expected ',' or ']' between array elements")
+
+
+def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    with path.open(encoding="utf-8-sig") as f:
+        for lineno, raw in enumerate(f, 1):
+            if not raw.strip():  # blank lines (e.g. a trailing one) carry no record
+                continue
+            try:
+                yield lineno, json.loads(raw)
+            except json.JSONDecodeError as e:
+                raise DatasetError(path, lineno, f"invalid JSON line: {e.msg} (column {e.colno})") from e
+
+
+def _records(path: Path) -> Iterator[tuple[int | None, Any]]:
+    """JSON array, ``{"Data": [...]}`` (TriviaQA's official layout) or JSON lines."""
+    text = path.read_text(encoding="utf-8-sig")
+    head = text.lstrip()[:1]
+    if head == "[":
+        yield from _iter_json_array(path)
+        return
+    if head == "{":
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # JSON lines (or broken: the line reader names the line)
+        if isinstance(whole, dict) and "Data" in whole:
+            if not isinstance(whole["Data"], list):
+                raise DatasetError(path, 1, '"Data" must be a list of records')
+            for rec in whole["Data"]:
+                yield None, rec  # one JSON document: records have no line of their own
+            return
+    yield from _iter_jsonl(path)
+
+
+def _need_str(path: Path, line: int | None, rec: dict, key: str) -> str:
+    val = rec.get(key)
+    if not isinstance(val, str) or not val.strip():
+        raise DatasetError(path, line, f"field {key!r} missing or not a non-empty string")
+    return val.strip()
+
+
+def _need_str_list(path: Path, line: int | None, val: Any, what: str) -> list[str]:
+    if not isinstance(val, list) or not all(isinstance(a, str) for a in val):
+        raise DatasetError(path, line, f"{what} must be a list of strings")
+    out = [a.strip() for a in val if a.strip()]
+    if not out:
+        raise DatasetError(path, line, f"{what} is empty")
+    return out
+
+
+def _need_dict(path: Path, line: int | None, rec: Any) -> dict:
+    if not isinstance(rec, dict):
+        raise DatasetError(path, line, f"expected a JSON object, got {type(rec).__name__}")
+    return rec
+
+
+# ---------------------------------------------------------------- parsers
+
+TQA_COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
+
+
+def parse_truthfulqa_csv(path: Path, name: str = "truthfulqa-gen") -> list[Question]:
+    """TruthfulQA.csv: answers = Best Answer then Correct Answers (deduplicated), incorrect =
+    Incorrect Answers. The CSV starts with a UTF-8 BOM, hence ``utf-8-sig``."""
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        header = reader.fieldnames or []
+        missing = [c for c in TQA_COLUMNS if c not in header]
+        if missing:
+            raise DatasetError(path, 1, f"CSV header lacks columns {missing}; expected the "
+                               f"TruthfulQA columns {list(TQA_COLUMNS)} (found {header})")
+        rows = []
+        for rec in reader:
+            line = reader.line_num  # last physical line of the record (cells may span lines)
+            if None in rec or any(rec[c] is None for c in TQA_COLUMNS):
+                raise DatasetError(path, line, f"expected {len(header)} cells per row")
+            q = rec["Question"].strip()
+            if not q:
+                raise DatasetError(path, line, "empty Question")
+            correct = split_answers(rec["Correct Answers"])
+            best = rec["Best Answer"].strip()
+            wrong = split_answers(rec["Incorrect Answers"])
+            if not (correct or best):
+                raise DatasetError(path, line, "no correct answer (Best Answer and Correct Answers empty)")
+            if not wrong:
+                raise DatasetError(path, line, "no incorrect answer (Incorrect Answers empty)")
+            rows.append((q, _dedupe([best, *correct]), _dedupe(wrong)))
+    ids = _unique_ids("truthfulqa", [r[0] for r in rows])
+    return [Question(id=i, dataset=name, question=q, answers=a, incorrect=w)
+            for i, (q, a, w) in zip(ids, rows)]
+
+
+def parse_truthfulqa_mc1(path: Path, name: str = "truthfulqa-mc1") -> list[Question]:
+    """mc_task.json: options = mc1_targets keys in file order, label = index of the single 1.
+
+    Ids equal the generation task's ids for the same question text.
+    """
+    rows = []
+    for line, rec in _iter_json_array(path):
+        rec = _need_dict(path, line, rec)
+        q = _need_str(path, line, rec, "question")
+        targets = rec.get("mc1_targets")
+        if not isinstance(targets, dict) or not targets:
+            raise DatasetError(path, line, "field 'mc1_targets' missing or not a non-empty object")
+        options = tuple(k.strip() for k in targets)
+        flags = list(targets.values())
+        if any(v not in (0, 1) or isinstance(v, bool) for v in flags) or flags.count(1) != 1:
+            raise DatasetError(path, line, f"mc1_targets must map options to 0/1 with exactly one 1, got {flags}")
+        if len(set(options)) != len(options):
+            raise DatasetError(path, line, "mc1_targets has repeated options")
+        label = flags.index(1)
+        rows.append((q, options, label))
+    ids = _unique_ids("truthfulqa", [r[0] for r in rows])
+    return [Question(id=i, dataset=name, question=q, answers=(opts[lab],),
+                     incorrect=tuple(o for j, o in enumerate(opts) if j != lab),
+                     options=opts, label=lab)
+            for i, (q, opts, lab) in zip(ids, rows)]
+
+
+def _trivia_fields(path: Path, line: int | None, rec: dict) -> tuple[str | None, str, list[str]]:
+    """(id, question, answers) from the sample layout (qid, question, gold_answer, aliases), the
+    HF layout (question_id, question, answer{value, aliases}) or the official one (Question...)."""
+    if "Question" in rec and "question" not in rec:  # official TriviaQA json
+        ans = rec.get("Answer") or {}
+        qid, q = rec.get("QuestionId"), _need_str(path, line, rec, "Question")
+        gold, aliases = ans.get("Value"), ans.get("Aliases")
+    elif isinstance(rec.get("answer"), dict):  # Hugging Face mandarjoshi/trivia_qa
+        ans = rec["answer"]
+        qid, q = rec.get("question_id"), _need_str(path, line, rec, "question")
+        gold, aliases = ans.get("value"), ans.get("aliases")
+    else:
+        qid, q = rec.get("qid", rec.get("id")), _need_str(path, line, rec, "question")
+        gold, aliases = rec.get("gold_answer"), rec.get("aliases", rec.get("answer"))
+    if aliases is None:
+        raise DatasetError(path, line, "no answer aliases (field 'aliases')")
+    aliases = _need_str_list(path, line, aliases, "aliases")
+    golds = [gold.strip()] if isinstance(gold, str) and gold.strip() else []
+    return (str(qid) if qid is not None else None), q, [*golds, *aliases]
+
+
+def parse_triviaqa(path: Path, name: str = "triviaqa") -> list[Question]:
+    """TriviaQA: answers = gold answer then its aliases (deduplicated); id = the file's qid."""
+    out: list[Question] = []
+    seen: dict[str, int | None] = {}
+    for line, rec in _records(path):
+        rec = _need_dict(path, line, rec)
+        qid, q, answers = _trivia_fields(path, line, rec)
+        qid = qid or f"triviaqa-{_qhash(q)}"
+        if qid in seen:
+            raise DatasetError(path, line, f"duplicate id {qid!r} (first at line {seen[qid]})")
+        seen[qid] = line
+        out.append(Question(id=qid, dataset=name, question=q, answers=_dedupe(answers)))
+    return out
+
+
+def parse_nq_open(path: Path, name: str = "nq-open") -> list[Question]:
+    """NQ-open JSON lines ``{"question", "answer": [...]}``."""
+    rows = []
+    for line, rec in _iter_jsonl(path):
+        rec = _need_dict(path, line, rec)
+        q = _need_str(path, line, rec, "question")
+        answers = _need_str_list(path, line, rec.get("answer"), "field 'answer'")
+        rows.append((q, _dedupe(answers)))
+    ids = _unique_ids("nq", [r[0] for r in rows])
+    return [Question(id=i, dataset=name, question=q, answers=a) for i, (q, a) in zip(ids, rows)]
+
+
+DATASETS: dict[str, DatasetSpec] = {
+    s.name: s
+    for s in (
+        DatasetSpec(
+            "truthfulqa-gen", "truthfulqa/TruthfulQA.csv",
+            "https://raw.githubusercontent.com/sylinrl/TruthfulQA/main/TruthfulQA.csv",
+            {"967b82fb1fb6274e4971c6c80caa9d04f844c512b1033c146f26c78270cd384b": "current",
+             "f4fcc4a841d4474c46a4719c295c6df5f12eef14c187fbb9637a29e70d9ece00": "v0 (2021)"},
+            parse_truthfulqa_csv,
+            "TruthfulQA generation: 817 questions, correct and incorrect references",
+        ),
+        DatasetSpec(
+            "truthfulqa-mc1", "truthfulqa/mc_task.json",
+            "https://raw.githubusercontent.com/sylinrl/TruthfulQA/main/data/mc_task.json",
+            {"75b84d5cc8f0e287c055db1857808e734ea53ade8ee68aad2d007f38896330a8": "current",
+             "131e6f4156297bee09b38279e2fa847e4359c200504eca99ea3fab4b2d3a6144": "v0 (2021)"},
+            parse_truthfulqa_mc1,
+            "TruthfulQA MC1: 817 questions, one correct option among ~5",
+        ),
+        DatasetSpec(
+            "triviaqa", "triviaqa_sample/triviaqa_150.json",
+            # the 150-question sample with aliases (see ../shared/data/README.md), pinned commit
+            "https://raw.githubusercontent.com/Clivia0617/persona-hallucination-study/"
+            "29ad64c1524bc1175aeece87a5786536c7fec0ae/data/triviaqa.json",
+            {"232c91a7be4357af547e101498c9613b210dcb292d6162145e4c37ff6f86cfad": "sample-150"},
+            parse_triviaqa,
+            "TriviaQA (rc.wikipedia validation) sample: 150 questions with answer aliases",
+        ),
+        DatasetSpec(
+            "nq-open", "nq_open/NQ-open.dev.jsonl",
+            "https://raw.githubusercontent.com/google-research-datasets/natural-questions/"
+            "fb26a3073b1fe636c97302890a27b491d6530130/nq_open/NQ-open.dev.jsonl",
+            {"f15567f38099f3615f5b8a685c0aef449c11ad90d3da3735e8d1b98115b40616": "dev"},
+            parse_nq_open,
+            "Natural Questions open-domain dev: 3,610 questions with short answers",
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------------- resolution
+
+
+def data_cache_dir() -> Path:
+    """``<isograd user cache>/data``; same rule as ``isograd.lm.models.cache_dir`` (no torch)."""
+    env = os.environ.get("ISOGRAD_CACHE")
+    if env:
+        return Path(env) / "data"
+    try:
+        from platformdirs import user_cache_dir
+    except ImportError:  # platformdirs is in the lm extra; mirror its Linux default
+        base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "isograd"
+    else:
+        base = Path(user_cache_dir("isograd"))
+    return base / "data"
+
+
+def offline() -> bool:
+    """True when any of ISOGRAD_OFFLINE / HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set (not 0/false)."""
+    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no", "off")
+               for v in _OFFLINE_VARS)
+
+
+def _spec(name: str) -> DatasetSpec:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+
+
+def _in_dir(folder: Path, spec: DatasetSpec) -> list[Path]:
+    return [folder / spec.relpath, folder / Path(spec.relpath).name]
+
+
+def _download(spec: DatasetSpec, dest: Path) -> Path:
+    log.info("downloading %s from %s", spec.name, spec.url)
+    req = urllib.request.Request(spec.url, headers={"User-Agent": "isograd"})
+    with urllib.request.urlopen(req, timeout=DOWNLOAD_TIMEOUT_S) as resp:
+        body = resp.read()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
+    tmp.write_bytes(body)
+    tmp.replace(dest)  # atomic: a half-written file never sits at the final path
+    return dest
+
+
+def resolve_dataset(name: str, *, data: str | Path | None = None) -> Path:
+    """The file ``load_dataset(name, data=data)`` reads (downloading it if needed and allowed).
+
+    Raises:
+        ValueError: unknown name. FileNotFoundError: nowhere to be found (lists what was tried).
+    """
+    spec = _spec(name)
+    if data is not None:
+        p = Path(data).expanduser()
+        tried = _in_dir(p, spec) if p.is_dir() else [p]
+        for c in tried:
+            if c.is_file():
+                return c
+        raise FileNotFoundError(f"{name}: no data file at {' or '.join(map(str, tried))}")
+    tried: list[str] = []
+    candidates: list[Path] = []
+    env = os.environ.get("ISOGRAD_DATA")
+    if env:
+        candidates.append(Path(env).expanduser() / spec.relpath)
+    else:
+        tried.append("$ISOGRAD_DATA (not set)")
+    cached = data_cache_dir() / spec.relpath
+    candidates.append(cached)
+    for c in candidates:
+        if c.is_file():
+            return c
+        tried.append(str(c))
+    if offline():
+        tried.append(f"{spec.url} (not tried: offline mode, one of {', '.join(_OFFLINE_VARS)} is set)")
+    else:
+        try:
+            return _download(spec, cached)
+        except (urllib.error.URLError, OSError, TimeoutError) as e:
+            tried.append(f"{spec.url} ({type(e).__name__}: {e})")
+    raise FileNotFoundError(
+        f"dataset {name!r} not found. Tried: " + "; ".join(tried)
+        + ". Pass data=PATH (--data), set ISOGRAD_DATA to a folder laid out like "
+        f"../shared/data ({spec.relpath}), or allow network access."
+    )
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def dataset_version(name: str, path: str | Path) -> str | None:
+    """Version label of a known file (by sha256), or None for an unknown one."""
+    return _spec(name).sha256.get(_sha256(Path(path)))
+
+
+def load_dataset(name: str, *, data: str | Path | None = None, limit: int | None = None) -> list[Question]:
+    """Load a dataset as questions, in file order.
+
+    Args:
+        name: one of ``DATASETS`` (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``, ``nq-open``).
+        data: a file or a directory (``$ISOGRAD_DATA`` layout, or holding the file); overrides
+            the search (see the module docstring).
+        limit: keep the first ``limit`` questions in file order (None = all).
+
+    Returns:
+        The questions; ids are stable and do not depend on ``limit``.
+
+    Raises:
+        ValueError: unknown name or bad limit. DatasetError: malformed file (file and line named).
+        FileNotFoundError: the file is nowhere to be found.
+    """
+    spec = _spec(name)
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
+    path = resolve_dataset(name, data=data)
+    version = dataset_version(name, path)
+    if version is None:
+        warnings.warn(f"{path}: sha256 matches no known version of {name} (known: "
+                      f"{', '.join(spec.sha256.values())}); results may not compare with others",
+                      stacklevel=2)
+    questions = spec.parse(path, name)
+    total = len(questions)
+    if not total:
+        raise DatasetError(path, None, "no questions in file")
+    if limit is not None and limit > total:
+        warnings.warn(f"{name}: limit={limit} but the file has only {total} questions; using all",
+                      stacklevel=2)
+    kept = questions if limit is None else questions[:limit]
+    log.info("%s: loaded %d of %d questions from %s (version %s)", name, len(kept), total, path,
+             version or "unknown")
+    return kept
