@@ -1,5 +1,22 @@
 """Causal language models: loading, prompts, answer probability, generation, scoring."""
 
+from .generate import greedy_answer
 from .models import DEFAULT_MODEL, load_model
+from .prompts import mc_prompt, qa_prompt
+from .sampling import Sample, sample_answers
+from .score import ChoiceScores, LMScores, Prediction, score, score_choices
 
-__all__ = ["DEFAULT_MODEL", "load_model"]
+__all__ = [
+    "DEFAULT_MODEL",
+    "ChoiceScores",
+    "LMScores",
+    "Prediction",
+    "Sample",
+    "greedy_answer",
+    "load_model",
+    "mc_prompt",
+    "qa_prompt",
+    "sample_answers",
+    "score",
+    "score_choices",
+]

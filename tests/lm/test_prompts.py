@@ -1,0 +1,89 @@
+"""qa_prompt / mc_prompt text, answer tokenization, and the greedy answer."""
+
+from __future__ import annotations
+
+import torch
+
+from isograd.lm.generate import greedy_answer
+from isograd.lm.prompts import INSTRUCTION, encode_answer, encode_prompt, mc_prompt, qa_prompt
+
+from .tiny_lm import tiny_model, tiny_tokenizer
+
+
+def test_chat_prompt_uses_template():
+    tok = tiny_tokenizer(chat=True)
+    p = qa_prompt(tok, "  Who wrote Hamlet?\n")
+    assert p == (f"<s>user\n{INSTRUCTION}\nQuestion: Who wrote Hamlet?</s>\n<s>assistant\n")
+    assert mc_prompt(tok, "Who wrote Hamlet?") == p
+    ids = encode_prompt(tok, p)
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 2  # specials parsed
+
+
+def test_plain_prompt_without_template():
+    tok = tiny_tokenizer(chat=False)
+    p = qa_prompt(tok, "Why?")
+    assert p == f"{INSTRUCTION}\nQuestion: Why?\nAnswer:"
+
+
+def test_plain_prompt_adds_bos_when_tokenizer_would():
+    from tokenizers.processors import TemplateProcessing
+
+    tok = tiny_tokenizer(chat=False)
+    tok._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", tok.bos_token_id)]
+    )
+    p = qa_prompt(tok, "Why?")
+    assert p.startswith("<s>" + INSTRUCTION)
+    assert encode_prompt(tok, p).count(tok.bos_token_id) == 1  # not twice
+
+
+def test_encode_answer_is_the_continuation():
+    tok = tiny_tokenizer(chat=False)
+    p = qa_prompt(tok, "Why?")
+    a = encode_answer(tok, p, " because")
+    assert encode_prompt(tok, p) + a == encode_prompt(tok, p + " because")
+    assert tok.decode(a) == " because"
+
+
+def _greedy_reference(model, tok, prompt, max_new):
+    ids = encode_prompt(tok, prompt)
+    out, lps = [], []
+    for _ in range(max_new):
+        logp = model(input_ids=torch.tensor([ids + out])).logits[0, -1].log_softmax(-1)
+        t = int(logp.argmax())
+        if t == tok.eos_token_id or "\n" in tok.decode([t]):
+            break
+        out.append(t)
+        lps.append(float(logp[t].detach()))
+    return out, lps
+
+
+def test_greedy_answer_matches_argmax_loop():
+    tok = tiny_tokenizer(chat=True)
+    for seed in range(3):
+        model = tiny_model("llama", seed=seed)
+        prompt = qa_prompt(tok, "Who?")
+        s = greedy_answer(model, tok, prompt, max_new_tokens=12)
+        ref_ids, ref_lps = _greedy_reference(model, tok, prompt, 12)
+        assert list(s.token_ids) == ref_ids
+        torch.testing.assert_close(torch.tensor(s.token_logprobs, dtype=torch.float64),
+                                   torch.tensor(ref_lps, dtype=torch.float64))
+        assert s.text == tok.decode(ref_ids, skip_special_tokens=True).strip()
+        assert len(s.token_ids) <= 12
+
+
+def test_greedy_answer_stops_before_newline():
+    tok = tiny_tokenizer(chat=True)
+    model = tiny_model("llama")
+    nl = tok.convert_tokens_to_ids("\n")
+    prompt = qa_prompt(tok, "Who?")
+    first = greedy_answer(model, tok, prompt, max_new_tokens=3)
+    assert len(first.token_ids) == 3  # this random model does not stop on its own
+    boost = torch.zeros(model.config.vocab_size, dtype=torch.float64)
+    boost[nl] = 100.0  # "\n" becomes the argmax everywhere: the answer stops at once
+    handle = model.lm_head.register_forward_hook(lambda m, i, o: o + boost)
+    try:
+        s = greedy_answer(model, tok, prompt, max_new_tokens=30)
+    finally:
+        handle.remove()
+    assert s.token_ids == () and s.text == "" and s.token_logprobs == ()
