@@ -1,0 +1,302 @@
+"""Datasets: parsing, resolution order, malformed files, the real local copies (row counts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.error
+from pathlib import Path
+
+import pytest
+
+from isograd.qa import datasets as D
+from isograd.qa.datasets import DATASETS, DatasetError, Question, load_dataset, resolve_dataset
+
+REAL = Path(os.environ.get("ISOGRAD_DATA", "/nonexistent"))
+needs_real = pytest.mark.skipif(not (REAL / "truthfulqa").is_dir(),
+                                reason="$ISOGRAD_DATA with the local QA data is not available")
+
+TQA_HEADER = "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """No network, no real cache, no ambient ISOGRAD_DATA unless a test sets them."""
+    monkeypatch.setenv("ISOGRAD_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ISOGRAD_DATA", raising=False)
+
+    def no_net(*a, **k):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", no_net)
+
+
+def write(tmp_path: Path, name: str, text: str, encoding: str = "utf-8") -> Path:
+    p = tmp_path / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text, encoding=encoding)
+    return p
+
+
+def tqa_csv(tmp_path: Path, rows: list[str], header: str = TQA_HEADER) -> Path:
+    return write(tmp_path, "TruthfulQA.csv", header + "".join(rows), encoding="utf-8-sig")
+
+
+# --------------------------------------------------------------------- parsing
+
+
+def test_truthfulqa_csv_bom_split_and_dedupe(tmp_path):
+    p = tqa_csv(tmp_path, [
+        'Adversarial,Misc,Q one?,Best,"Best; Other;",Wrong A; Wrong B;,src\n',
+        'Adversarial,Misc,"Q two,\nwith newline?",B2,C2,W2,src\n',
+    ])
+    with pytest.warns(UserWarning, match="sha256"):
+        qs = load_dataset("truthfulqa-gen", data=p)
+    assert [q.question for q in qs] == ["Q one?", "Q two,\nwith newline?"]
+    assert qs[0].answers == ("Best", "Other")  # Best Answer first, deduplicated, trailing ';' dropped
+    assert qs[0].incorrect == ("Wrong A", "Wrong B")
+    assert qs[0].dataset == "truthfulqa-gen" and qs[0].label is None
+    assert len({q.id for q in qs}) == 2
+
+
+def test_truthfulqa_csv_wrong_header_names_file_and_line(tmp_path):
+    p = tqa_csv(tmp_path, ["a,b,c\n"], header="Type,Category,Question,Answer\n")
+    with pytest.warns(UserWarning), pytest.raises(DatasetError) as ei:
+        load_dataset("truthfulqa-gen", data=p)
+    assert ei.value.line == 1 and ei.value.path == p
+    assert str(p) in str(ei.value) and "Correct Answers" in str(ei.value)
+
+
+@pytest.mark.parametrize("row, msg", [
+    ("Adv,Cat,,Best,C,W,src\n", "empty Question"),
+    ("Adv,Cat,Q?,Best,C,,src\n", "no incorrect"),
+    ("Adv,Cat,Q?,Best\n", "cells per row"),
+])
+def test_truthfulqa_csv_bad_rows(tmp_path, row, msg):
+    p = tqa_csv(tmp_path, ["Adv,Cat,Fine?,B,C,W,src\n", row])
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match=msg) as ei:
+        load_dataset("truthfulqa-gen", data=p)
+    assert ei.value.line == 3
+
+
+def test_mc1_options_in_file_order_and_label(tmp_path):
+    data = [{"question": "Q?", "mc1_targets": {"wrong 1": 0, "right": 1, "wrong 2": 0},
+             "mc2_targets": {}}]
+    p = write(tmp_path, "mc_task.json", json.dumps(data, indent=2))
+    with pytest.warns(UserWarning):
+        (q,) = load_dataset("truthfulqa-mc1", data=p)
+    assert q.options == ("wrong 1", "right", "wrong 2") and q.label == 1
+    assert q.answers == ("right",) and q.incorrect == ("wrong 1", "wrong 2")
+
+
+@pytest.mark.parametrize("item, msg", [
+    ({"question": "Q?", "mc1_targets": {"a": 1, "b": 1}}, "exactly one 1"),
+    ({"question": "Q?"}, "mc1_targets"),
+    ({"mc1_targets": {"a": 1}}, "'question'"),
+    (["not", "an", "object"], "JSON object"),
+])
+def test_mc1_malformed_item_names_its_line(tmp_path, item, msg):
+    good = {"question": "Fine?", "mc1_targets": {"a": 1, "b": 0}}
+    p = write(tmp_path, "mc_task.json", json.dumps([good, item], indent=2))
+    first_line_of_item = json.dumps([good, item], indent=2).splitlines().index(
+        "  {" if isinstance(item, dict) else "  [", 2) + 1
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match=msg) as ei:
+        load_dataset("truthfulqa-mc1", data=p)
+    assert ei.value.line == first_line_of_item
+
+
+def test_json_syntax_error_names_line(tmp_path):
+    p = write(tmp_path, "mc_task.json", '[\n {"question": "Q?",\n  "mc1_targets": {"a": 1,}\n }\n]')
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="invalid JSON") as ei:
+        load_dataset("truthfulqa-mc1", data=p)
+    assert ei.value.line == 3
+
+
+def test_nq_open_bad_line_and_missing_field(tmp_path):
+    good = json.dumps({"question": "q", "answer": ["a"]})
+    p = write(tmp_path, "nq.jsonl", f"{good}\n\n{{not json\n")
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="invalid JSON line") as ei:
+        load_dataset("nq-open", data=p)
+    assert ei.value.line == 3
+    p = write(tmp_path, "nq.jsonl", f'{good}\n{json.dumps({"question": "q2", "answer": "a"})}\n')
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="list of strings") as ei:
+        load_dataset("nq-open", data=p)
+    assert ei.value.line == 2
+
+
+def test_triviaqa_layouts_and_duplicate_ids(tmp_path):
+    sample = [{"qid": "t1", "question": "Q1?", "gold_answer": "Paris", "aliases": ["paris", "Paris"]}]
+    p = write(tmp_path, "a.json", json.dumps(sample))
+    with pytest.warns(UserWarning):
+        (q,) = load_dataset("triviaqa", data=p)
+    assert q.id == "t1" and q.answers == ("Paris", "paris")
+    hf = "\n".join(json.dumps({"question_id": f"h{i}", "question": f"Q{i}?",
+                               "answer": {"value": "X", "aliases": ["X", "Ex"]}}) for i in range(3))
+    with pytest.warns(UserWarning):
+        qs = load_dataset("triviaqa", data=write(tmp_path, "b.jsonl", hf))
+    assert [q.id for q in qs] == ["h0", "h1", "h2"] and qs[0].answers == ("X", "Ex")
+    official = {"Data": [{"Question": "Q?", "QuestionId": "o1", "Answer": {"Value": "V", "Aliases": ["v"]}}]}
+    with pytest.warns(UserWarning):
+        (q,) = load_dataset("triviaqa", data=write(tmp_path, "c.json", json.dumps(official)))
+    assert q.id == "o1" and q.answers == ("V", "v")
+    dup = json.dumps(sample + sample, indent=1)
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="duplicate id"):
+        load_dataset("triviaqa", data=write(tmp_path, "d.json", dup))
+
+
+def test_ids_stable_under_limit_and_reordering(tmp_path):
+    lines = [json.dumps({"question": f"q{i}", "answer": ["a"]}) for i in range(5)]
+    p1 = write(tmp_path, "x.jsonl", "\n".join(lines))
+    p2 = write(tmp_path, "y.jsonl", "\n".join(reversed(lines)))
+    with pytest.warns(UserWarning):
+        full = {q.question: q.id for q in load_dataset("nq-open", data=p1)}
+        rev = {q.question: q.id for q in load_dataset("nq-open", data=p2)}
+        lim = load_dataset("nq-open", data=p1, limit=2)
+    assert full == rev and len(set(full.values())) == 5
+    assert [q.id for q in lim] == [full["q0"], full["q1"]]
+
+
+def test_repeated_question_text_gets_distinct_ids(tmp_path):
+    line = json.dumps({"question": "same", "answer": ["a"]})
+    with pytest.warns(UserWarning):
+        qs = load_dataset("nq-open", data=write(tmp_path, "x.jsonl", f"{line}\n{line}\n"))
+    assert len({q.id for q in qs}) == 2 and qs[1].id == qs[0].id + "-2"
+
+
+def test_limit_validation_and_warning(tmp_path):
+    p = write(tmp_path, "x.jsonl", json.dumps({"question": "q", "answer": ["a"]}))
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="limit"):
+            load_dataset("nq-open", data=p, limit=bad)
+    with pytest.warns(UserWarning) as rec:
+        assert len(load_dataset("nq-open", data=p, limit=10)) == 1
+    assert any("only 1 questions" in str(w.message) for w in rec)
+
+
+def test_empty_file_is_an_error(tmp_path):
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="no questions"):
+        load_dataset("nq-open", data=write(tmp_path, "x.jsonl", "\n"))
+
+
+# --------------------------------------------------------------------- resolution
+
+
+def test_unknown_dataset_lists_names():
+    with pytest.raises(ValueError, match="truthfulqa-gen"):
+        load_dataset("squad")
+
+
+def test_resolution_order(tmp_path, monkeypatch):
+    rel = DATASETS["nq-open"].relpath
+    envdir, cache = tmp_path / "env", tmp_path / "cache" / "data"
+    write(envdir, rel, json.dumps({"question": "from env", "answer": ["a"]}))
+    write(cache, rel, json.dumps({"question": "from cache", "answer": ["a"]}))
+    explicit = write(tmp_path, "mine.jsonl", json.dumps({"question": "explicit", "answer": ["a"]}))
+    assert resolve_dataset("nq-open") == cache / rel  # no ISOGRAD_DATA: the user cache
+    monkeypatch.setenv("ISOGRAD_DATA", str(envdir))
+    assert resolve_dataset("nq-open") == envdir / rel
+    assert resolve_dataset("nq-open", data=explicit) == explicit
+    assert resolve_dataset("nq-open", data=envdir) == envdir / rel  # a dir in the same layout
+    flat = tmp_path / "flat"
+    write(flat, Path(rel).name, "{}")
+    assert resolve_dataset("nq-open", data=flat) == flat / Path(rel).name  # the file in the dir
+    with pytest.raises(FileNotFoundError, match="no data file"):
+        resolve_dataset("nq-open", data=tmp_path / "missing.jsonl")  # explicit: no fallback
+
+
+def test_offline_never_downloads_and_says_so(monkeypatch):
+    with pytest.raises(FileNotFoundError) as ei:
+        resolve_dataset("triviaqa")  # the autouse fixture makes urlopen fail loudly
+    assert "offline" in str(ei.value) and "ISOGRAD_DATA" in str(ei.value)
+
+
+def test_online_download_into_cache(tmp_path, monkeypatch):
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ISOGRAD_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    body = json.dumps([{"qid": "d1", "question": "Q?", "aliases": ["A"]}]).encode()
+    calls = []
+
+    class Resp:
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            return False
+
+        def read(self):
+            return body
+
+    def fake(req, timeout):
+        calls.append((req.full_url, timeout))
+        return Resp()
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", fake)
+    with pytest.warns(UserWarning, match="sha256"):
+        (q,) = load_dataset("triviaqa")
+    assert calls == [(DATASETS["triviaqa"].url, D.DOWNLOAD_TIMEOUT_S)] and q.id == "d1"
+    assert (tmp_path / "cache" / "data" / DATASETS["triviaqa"].relpath).read_bytes() == body
+    with pytest.warns(UserWarning):
+        load_dataset("triviaqa")
+    assert len(calls) == 1  # the second load reads the cached copy
+
+
+def test_unreachable_network_is_reported(monkeypatch):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("ISOGRAD_OFFLINE", raising=False)
+
+    def down(req, timeout):
+        raise urllib.error.URLError("no route")
+
+    monkeypatch.setattr(D.urllib.request, "urlopen", down)
+    with pytest.raises(FileNotFoundError, match="URLError"):
+        resolve_dataset("nq-open")
+
+
+@pytest.mark.parametrize("val, off", [("1", True), ("true", True), ("0", False), ("", False)])
+def test_offline_flag_values(monkeypatch, val, off):
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ISOGRAD_OFFLINE"):
+        monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", val)
+    assert D.offline() is off
+
+
+def test_cache_dir_matches_lm_models(monkeypatch):
+    monkeypatch.delenv("ISOGRAD_CACHE", raising=False)
+    models = pytest.importorskip("isograd.lm.models")
+    assert D.data_cache_dir() == models.cache_dir() / "data"
+
+
+# --------------------------------------------------------------------- the real files
+
+
+@needs_real
+@pytest.mark.parametrize("name, n", [("truthfulqa-gen", 817), ("truthfulqa-mc1", 817),
+                                     ("triviaqa", 150), ("nq-open", 3610)])
+def test_real_files_row_counts_and_versions(monkeypatch, name, n):
+    import warnings
+
+    monkeypatch.setenv("ISOGRAD_DATA", str(REAL))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a known sha256: no warning
+        qs = load_dataset(name)
+    assert len(qs) == n and len({q.id for q in qs}) == n
+    assert all(isinstance(q, Question) and q.question and q.answers for q in qs)
+    assert D.dataset_version(name, resolve_dataset(name)) is not None
+    if name == "truthfulqa-gen":
+        assert all(q.incorrect for q in qs)
+    if name == "truthfulqa-mc1":
+        assert all(q.options[q.label] == q.answers[0] for q in qs)
+        gen_ids = {q.id for q in load_dataset("truthfulqa-gen")}
+        assert len(gen_ids & {q.id for q in qs}) > 800  # same question text, same id
+
+
+@needs_real
+def test_real_truthfulqa_v0_is_a_known_version(monkeypatch):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        qs = load_dataset("truthfulqa-gen", data=REAL / "truthfulqa" / "v0" / "TruthfulQA.csv")
+    assert len(qs) == 817
