@@ -1,0 +1,171 @@
+"""report.evaluate / write_report on synthetic scores.jsonl rows (no model, no network)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from isograd.evaluate import metrics as M
+from isograd.evaluate.report import (
+    PAPER_TABLE2,
+    evaluate,
+    read_scores,
+    render_markdown,
+    write_report,
+)
+
+METHODS = {"epistemic": True, "aleatoric": True, "p_true": False, "naive_entropy": True}
+
+
+def make_rows(n: int = 160, seed: int = 0, sigma2: float = 1.0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(n):
+        correct = bool(rng.random() < 0.45)
+        p = rng.uniform(0.3, 0.95) if correct else rng.uniform(0.0, 0.7)
+        rows.append({
+            "id": f"q{i}", "question": f"question {i}?", "answer": "a", "correct": correct, "p": p,
+            "epistemic": sigma2 * float(rng.lognormal(0, 1) * (1.0 if correct else 1.6)),
+            "aleatoric": p * (1 - p),
+            "p_true": float(np.clip(rng.normal(0.6 if correct else 0.4, 0.2), 0, 1)),
+            "naive_entropy": float(rng.normal()),
+            "cost_epistemic_s": 0.3, "cost_epistemic_fwd": 2.0,
+            "cost_aleatoric_s": 0.1, "cost_aleatoric_fwd": 1.0,
+            "cost_p_true_s": 0.2 + 0.01 * (i % 2), "cost_p_true_fwd": 1.0,
+        })
+    return rows
+
+
+@pytest.fixture(scope="module")
+def rows():
+    return make_rows()
+
+
+@pytest.fixture(scope="module")
+def metrics(rows):
+    return evaluate(rows, METHODS, model="tiny", dataset="truthfulqa-gen", command="isograd qa --x")
+
+
+def test_schema_and_basic_numbers(rows, metrics):
+    y = np.array([0 if r["correct"] else 1 for r in rows])
+    assert metrics["model"] == "tiny" and metrics["dataset"] == "truthfulqa-gen"
+    assert metrics["n"] == len(rows) and metrics["accuracy"] == pytest.approx(1 - y.mean())
+    assert set(metrics["methods"]) == {*METHODS, "combined", "combined_logreg_cv"}
+    for name, e in metrics["methods"].items():
+        for key in ("auroc_mean", "auroc_std", "auroc", "prr", "aurc", "n", "higher_is_uncertain"):
+            assert key in e, (name, key)
+    pt = np.array([r["p_true"] for r in rows])
+    assert metrics["methods"]["p_true"]["auroc"] == pytest.approx(M.auroc(y, -pt))  # oriented
+    mean, std = M.bootstrap_auroc(y, -pt, n=300, seed=0)
+    assert metrics["methods"]["p_true"]["auroc_mean"] == mean and metrics["methods"]["p_true"]["auroc_std"] == std
+    assert metrics["methods"]["p_true"]["paper_auroc_mean"] == PAPER_TABLE2["p_true"]["TruthfulQA"][0]
+
+
+def test_costs_are_averaged(metrics):
+    e = metrics["methods"]
+    assert e["p_true"]["cost_s"] == pytest.approx(0.205) and e["p_true"]["cost_fwd"] == 1.0
+    assert e["naive_entropy"]["cost_s"] is None
+    assert e["combined"]["cost_s"] == pytest.approx(0.3) and e["combined"]["cost_fwd"] == 2.0
+
+
+def test_comparisons_and_spearman(rows, metrics):
+    comp = metrics["comparisons"]
+    assert comp["reference"] == "combined"
+    names = [c["method"] for c in comp["results"]]
+    assert names == ["epistemic", "aleatoric", "p_true", "naive_entropy"]
+    ps = [c["p"] for c in comp["results"]]
+    np.testing.assert_allclose([c["p_bh"] for c in comp["results"]], M.benjamini_hochberg(ps))
+    assert all(c["p_bh"] >= c["p"] for c in comp["results"])
+    epi = [r["epistemic"] for r in rows]
+    pt = [r["p_true"] for r in rows]
+    assert metrics["spearman"]["epistemic_vs_p_true"] == pytest.approx(M.spearman(epi, pt))
+    assert metrics["spearman"]["oriented"]["p_true"]["p_true"] == pytest.approx(1.0)
+
+
+def test_deterministic(rows, metrics):
+    again = evaluate(rows, METHODS, model="tiny", dataset="truthfulqa-gen", command="isograd qa --x")
+    assert json.dumps(again, sort_keys=True) == json.dumps(metrics, sort_keys=True)
+
+
+def test_sigma2_changes_nothing(metrics):
+    scaled = evaluate(make_rows(sigma2=1e-7), METHODS, model="tiny", dataset="truthfulqa-gen",
+                      command="isograd qa --x")
+    for m in ("epistemic", "combined", "combined_logreg_cv"):
+        for k in ("auroc", "auroc_mean", "auroc_std", "prr", "aurc"):
+            assert scaled["methods"][m][k] == pytest.approx(metrics["methods"][m][k], abs=1e-9), (m, k)
+    assert scaled["comparisons"] == metrics["comparisons"]
+
+
+def test_missing_values_per_method():
+    rows = make_rows(80, seed=1)
+    for r in rows[:10]:
+        r["p_true"] = None
+    rows[10]["naive_entropy"] = float("nan")
+    m = evaluate(rows, METHODS, dataset="triviaqa")
+    assert m["methods"]["p_true"]["n"] == 70 and m["methods"]["p_true"]["n_missing"] == 10
+    assert m["methods"]["naive_entropy"]["n"] == 79
+    p_true_cmp = [c for c in m["comparisons"]["results"] if c["method"] == "p_true"][0]
+    assert p_true_cmp["n"] == 70
+    assert m["methods"]["combined"]["paper_auroc_mean"] == PAPER_TABLE2["combined"]["TriviaQA"][0]
+
+
+def test_row_combined_values_are_replaced_and_noted():
+    rows = make_rows(60)
+    for r in rows:
+        r["combined"] = 0.0
+    m = evaluate(rows, {**METHODS, "combined": True})
+    assert m["methods"]["combined"]["auroc"] != 0.5 and any("replaced" in n for n in m["notes"])
+
+
+def test_input_errors():
+    rows = make_rows(20)
+    with pytest.raises(ValueError, match="no value in any row"):
+        evaluate(rows, {"semantic_entropy": True})
+    bad = [dict(r) for r in rows]
+    bad[3]["correct"] = "yes"
+    with pytest.raises(ValueError, match="row 3"):
+        evaluate(bad, METHODS)
+    with pytest.raises(ValueError, match="no rows"):
+        evaluate([], METHODS)
+
+
+def test_single_class_gives_no_auroc_but_no_crash():
+    rows = make_rows(30)
+    for r in rows:
+        r["correct"] = True
+    m = evaluate(rows, METHODS, combine=False)
+    assert m["accuracy"] == 1.0 and m["methods"]["epistemic"]["auroc_mean"] is None
+    assert "combined" not in m["methods"]
+
+
+def test_write_report(tmp_path, rows, metrics):
+    written = write_report(tmp_path, metrics, rows)
+    assert [p.name for p in written] == ["metrics.json", "report.md", "roc.png"]
+    loaded = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN would fail below
+    assert loaded["n"] == metrics["n"] and "NaN" not in (tmp_path / "metrics.json").read_text()
+    assert loaded["methods"]["combined"]["auroc_mean"] == pytest.approx(metrics["methods"]["combined"]["auroc_mean"])
+    md = (tmp_path / "report.md").read_text()
+    assert "0.63 ± 0.08" in md and "0.55 ± 0.06" in md  # the paper's TruthfulQA column
+    assert "Grünefeld" in md and "isograd qa --x" in md
+    assert "semantic entropy | not run" in md  # every Table-2 row shown
+    c = metrics["methods"]["combined"]
+    assert f"{c['auroc_mean']:.2f} ± {c['auroc_std']:.2f}" in md
+    assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_markdown_for_dataset_without_paper_numbers(rows):
+    m = evaluate(rows, METHODS, dataset="nq-open")
+    md = render_markdown(m)
+    assert "reports no numbers" in md and "0.63 ± 0.08" not in md
+    assert "paper_auroc_mean" not in m["methods"]["combined"]
+
+
+def test_read_scores(tmp_path, rows):
+    p = tmp_path / "scores.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows[:5]) + "\n")
+    assert read_scores(p) == rows[:5]
+    p.write_text(json.dumps(rows[0]) + "\n{oops\n")
+    with pytest.raises(ValueError, match=":2:"):
+        read_scores(p)
