@@ -1,0 +1,362 @@
+"""Semantic entropy (Kuhn, Gal & Farquhar 2023; Farquhar et al. 2024, Nature).
+
+The K sampled answers are clustered into meanings, then the entropy is taken over meanings:
+
+1. Clustering, greedy as in Farquhar et al.'s ``get_semantic_ids``: samples are visited in
+   order; a sample joins the first existing cluster whose first member (its representative) it
+   is equivalent to, else it opens a new cluster. Equivalence = bidirectional entailment, decided
+   by an entailment back-end (`Entailment`). Two shortcuts that need no judge: answers equal
+   after SQuAD-style normalisation (lower case, no punctuation, articles or extra spaces) are
+   the same meaning; an empty answer only shares a meaning with other empty answers.
+2. Entropy over clusters (`SEVariant`), in nats:
+   - ``weighted`` (default; Kuhn et al.'s definition and Farquhar et al.'s main one): each
+     sample's length-normalised probability exp(mean token log-prob), normalised over the K
+     samples, summed per cluster: SE = −Σ_c p(c) log p(c);
+   - ``discrete`` (Farquhar et al.'s "discrete semantic entropy"): p(c) = (cluster size) / K.
+
+Entailment back-ends, all offline: ``llm`` (the same LM asked, per direction, whether answer 1
+entails answer 2; P(Yes) > 0.5 both ways), ``embedding`` (cosine similarity of the LM's own
+mean-pooled hidden states of the answers in context), ``ngram`` (cosine of character 3-gram
+counts, no model), ``nli`` (a user-supplied NLI classifier, entailment must be the argmax both
+ways). The default is ``llm``; /work/notes/ISSUE_5.md compares them.
+
+Cost (forward-pass equivalents): K samples + judge calls: ``llm`` and ``nli`` one per directed
+pair judged (an NLI forward counts as one, whatever that model's size); ``embedding`` one per
+distinct answer; ``ngram`` none.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import string
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any, ClassVar
+
+import torch
+
+from ...lm.sampling import Sample, encode_prompt, eval_mode
+from ._lm import forward_batch, option_probs, render
+from .base import BaselineResult, QAContext, get_samples, question_text
+
+
+class Entailment(str, Enum):
+    """How two answers are judged to mean the same."""
+
+    LLM = "llm"
+    """The same LM as judge: 'does answer 1 entail answer 2?', P(Yes) > threshold both ways."""
+    EMBEDDING = "embedding"
+    """Cosine of the LM's mean-pooled hidden states (answer in context) >= threshold."""
+    NGRAM = "ngram"
+    """Cosine of character 3-gram count vectors of the normalised answers >= threshold."""
+    NLI = "nli"
+    """A user-supplied NLI model (HF id or path): entailment is the argmax both ways."""
+
+    @classmethod
+    def parse(cls, value: str | Entailment) -> Entailment:
+        """`value` as an Entailment, or a ValueError listing the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"unknown entailment back-end {value!r}; allowed: {allowed}") from None
+
+
+class SEVariant(str, Enum):
+    """How the probability of a meaning is formed."""
+
+    WEIGHTED = "weighted"
+    """Sum of the cluster's normalised length-normalised sample probabilities (Kuhn et al.)."""
+    DISCRETE = "discrete"
+    """Fraction of the K samples in the cluster (Farquhar et al.'s discrete SE)."""
+
+    @classmethod
+    def parse(cls, value: str | SEVariant) -> SEVariant:
+        """`value` as an SEVariant, or a ValueError listing the allowed values."""
+        try:
+            return cls(value)
+        except ValueError:
+            allowed = ", ".join(repr(m.value) for m in cls)
+            raise ValueError(f"unknown semantic entropy variant {value!r}; allowed: {allowed}") from None
+
+
+DEFAULT_THRESHOLDS = {Entailment.LLM: 0.5, Entailment.EMBEDDING: 0.9, Entailment.NGRAM: 0.5,
+                      Entailment.NLI: 0.0}
+
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+_PUNCT = str.maketrans("", "", string.punctuation)
+
+
+def normalize(text: str) -> str:
+    """SQuAD-style answer normalisation: lower case, no punctuation, articles, extra spaces."""
+    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
+
+
+# --- entropies ---------------------------------------------------------------------------
+
+def cluster_entropy(ids: Sequence[int], log_weights: Sequence[float] | None = None) -> float:
+    """Entropy (nats) of the distribution over clusters.
+
+    Args:
+        ids: cluster id per sample [K].
+        log_weights: per-sample log weights [K] (e.g. length-normalised log-probabilities),
+            normalised over the samples; None gives each sample weight 1/K (discrete SE).
+    """
+    if len(ids) == 0:
+        raise ValueError("no samples")
+    if log_weights is None:
+        log_weights = [0.0] * len(ids)
+    lw = torch.as_tensor(list(log_weights), dtype=torch.float64)
+    lw = lw - torch.logsumexp(lw, 0)
+    idx = torch.as_tensor(list(ids))
+    mass = [torch.logsumexp(lw[idx == c], 0) for c in sorted(set(ids))]
+    logp = torch.stack(mass)
+    h = float(-(logp.exp() * logp).sum())
+    return h if h > 0 else 0.0  # one cluster: -0.0 or a rounding negative
+
+
+# --- judges -------------------------------------------------------------------------------
+
+class _Judge:
+    """Decides whether text ``i`` means the same as each of texts ``reps`` (indices)."""
+
+    cost: float = 0.0
+
+    def same(self, i: int, reps: Sequence[int]) -> list[bool]:
+        raise NotImplementedError
+
+
+class _SimilarityJudge(_Judge):
+    def __init__(self, vectors: torch.Tensor, threshold: float, cost: float) -> None:
+        self.unit = torch.nn.functional.normalize(vectors.double(), dim=-1)
+        self.threshold, self.cost = threshold, cost
+
+    def same(self, i: int, reps: Sequence[int]) -> list[bool]:
+        return [float(self.unit[i] @ self.unit[r]) >= self.threshold for r in reps]
+
+
+def ngram_vectors(texts: Sequence[str], n: int = 3) -> torch.Tensor:
+    """Character n-gram count vectors [N, G] of the normalised texts (space-padded)."""
+    grams = [Counter(p[j:j + n] for j in range(max(1, len(p) - n + 1)))
+             for p in (f" {normalize(t)} " for t in texts)]
+    vocab = {g: j for j, g in enumerate(sorted(set().union(*grams)))}
+    out = torch.zeros(len(texts), max(1, len(vocab)), dtype=torch.float64)
+    for i, c in enumerate(grams):
+        for g, v in c.items():
+            out[i, vocab[g]] = v
+    return out
+
+
+@torch.no_grad()
+def embed_answers(model: Any, tokenizer: Any, question: str, texts: Sequence[str],
+                  *, layer: int | None = None) -> torch.Tensor:
+    """Mean-pooled hidden states [N, d] of each answer read after its question.
+
+    The LM reads ``"Question: {question}\\nAnswer: {text}"``; the states of the answer's tokens
+    at ``layer`` (default: the middle layer) are averaged. Pooling over the answer only keeps
+    the first position (an attention sink with a huge norm in many LMs) out of the mean.
+    """
+    device = next(model.parameters()).device
+    head = f"Question: {question.strip()}\nAnswer:"
+    head_ids = encode_prompt(tokenizer, head, device)[0].tolist()
+    seqs, starts = [], []
+    for t in texts:
+        ids = encode_prompt(tokenizer, f"{head} {t.strip()}", device)[0].tolist()
+        k = len(head_ids) if ids[:len(head_ids)] == head_ids and len(ids) > len(head_ids) else 1
+        seqs.append(ids)
+        starts.append(k)
+    with eval_mode(model):
+        _, mask, hs = forward_batch(model, seqs, keep=1, hidden=True)
+    assert hs is not None
+    h = hs[len(hs) // 2 if layer is None else layer].double()
+    t = mask.shape[1]
+    out = []
+    for i, (s, k) in enumerate(zip(seqs, starts)):
+        lo = t - len(s) + k  # first answer position in the left-padded row
+        out.append(h[i, lo:].mean(0))
+    return torch.stack(out).cpu()
+
+
+class _LLMJudge(_Judge):
+    def __init__(self, model: Any, tokenizer: Any, question: str, texts: Sequence[str],
+                 threshold: float) -> None:
+        self.m, self.t, self.q, self.texts, self.threshold = model, tokenizer, question, texts, threshold
+        self.p_yes: list[float] = []  # every P(Yes) computed, for diagnostics
+
+    def prompt(self, a: str, b: str) -> str:
+        user = (f"We are evaluating answers to the question: {self.q.strip()}\n"
+                f"Answer 1: {a.strip()}\nAnswer 2: {b.strip()}\n"
+                "Does Answer 1 entail Answer 2, that is, if Answer 1 is correct, must "
+                "Answer 2 also be correct? Reply Yes or No.")
+        return render(self.t, user, "Reply:")
+
+    def same(self, i: int, reps: Sequence[int]) -> list[bool]:
+        # representative => new first; the reverse only where that held (usually few)
+        fwd = self._yes([(self.texts[r], self.texts[i]) for r in reps])
+        back_reps = [r for r, ok in zip(reps, fwd) if ok]
+        back = dict(zip(back_reps, self._yes([(self.texts[i], self.texts[r]) for r in back_reps])))
+        return [bool(back.get(r, False)) for r in reps]
+
+    def _yes(self, pairs: Sequence[tuple[str, str]]) -> list[bool]:
+        if not pairs:
+            return []
+        p_yes = option_probs(self.m, self.t, [self.prompt(a, b) for a, b in pairs],
+                             (" Yes", " No"))[:, 0]
+        self.cost += len(pairs)
+        self.p_yes += p_yes.tolist()
+        return [bool(p > self.threshold) for p in p_yes]
+
+
+_NLI_CACHE: dict[str, tuple[Any, Any]] = {}
+
+
+def load_nli(name_or_path: str, device: str | torch.device = "cpu") -> tuple[Any, Any]:
+    """(model, tokenizer) of an NLI sequence classifier, loaded once per process."""
+    if name_or_path not in _NLI_CACHE:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(name_or_path)
+        _NLI_CACHE[name_or_path] = (model.to(device).eval(), tok)
+    return _NLI_CACHE[name_or_path]
+
+
+def entailment_index(nli_model: Any) -> int:
+    """Index of the entailment class in an NLI model's ``config.id2label``."""
+    labels = {int(k): str(v) for k, v in nli_model.config.id2label.items()}
+    hits = [k for k, v in labels.items() if "entail" in v.lower() and "not" not in v.lower()]
+    if len(hits) != 1:
+        raise ValueError(f"cannot find the entailment label among {labels}; "
+                         "the NLI model needs one label containing 'entail'")
+    return hits[0]
+
+
+class _NLIJudge(_Judge):
+    def __init__(self, nli: tuple[Any, Any], question: str, texts: Sequence[str]) -> None:
+        self.m, self.t = nli
+        self.ent = entailment_index(self.m)
+        # question + answer on both sides (Kuhn et al.)
+        self.texts = [f"{question.strip()} {t.strip()}" for t in texts]
+
+    @torch.no_grad()
+    def same(self, i: int, reps: Sequence[int]) -> list[bool]:
+        prem = [self.texts[x] for r in reps for x in (r, i)]
+        hyp = [self.texts[x] for r in reps for x in (i, r)]
+        device = next(self.m.parameters()).device
+        enc = self.t(prem, hyp, return_tensors="pt", padding=True, truncation=True).to(device)
+        with eval_mode(self.m):
+            pred = self.m(**enc).logits.argmax(-1).tolist()
+        self.cost += len(prem)
+        return [pred[2 * j] == self.ent and pred[2 * j + 1] == self.ent for j in range(len(reps))]
+
+
+# --- clustering ---------------------------------------------------------------------------
+
+def semantic_ids(texts: Sequence[str], judge: _Judge | None) -> list[int]:
+    """Greedy clustering of answers into meanings (module docstring); cluster id per text.
+
+    ``judge`` works on the indices of the distinct normalised texts, in first-seen order
+    (``unique_texts(texts)``); None clusters by normalised string equality only.
+    """
+    keys = [normalize(t) for t in texts]
+    uniq = list(dict.fromkeys(keys))
+    cluster_of: dict[str, int] = {}
+    reps: list[int] = []  # per cluster: index (into uniq) of its representative
+    for u, key in enumerate(uniq):
+        cid = None
+        candidates = [c for c, r in enumerate(reps) if uniq[r]]
+        if key and candidates and judge is not None:
+            same = judge.same(u, [reps[c] for c in candidates])
+            cid = next((c for c, s in zip(candidates, same) if s), None)
+        if cid is None:
+            cid = len(reps)
+            reps.append(u)
+        cluster_of[key] = cid
+    return [cluster_of[k] for k in keys]
+
+
+def unique_texts(texts: Sequence[str]) -> list[str]:
+    """One original text per distinct normalised text, in first-seen order."""
+    first: dict[str, str] = {}
+    for t in texts:
+        first.setdefault(normalize(t), t)
+    return list(first.values())
+
+
+def make_judge(backend: Entailment, model: Any, tokenizer: Any, question: str,
+               texts: Sequence[str], *, threshold: float, nli: Any = None,
+               layer: int | None = None) -> _Judge:
+    """The judge of one question's distinct answers ``texts`` (see `Entailment`)."""
+    if backend is Entailment.LLM:
+        return _LLMJudge(model, tokenizer, question, texts, threshold)
+    if backend is Entailment.NGRAM:
+        return _SimilarityJudge(ngram_vectors(texts), threshold, 0.0)
+    if backend is Entailment.EMBEDDING:
+        nonempty = [t if t.strip() else "-" for t in texts]
+        return _SimilarityJudge(embed_answers(model, tokenizer, question, nonempty, layer=layer),
+                                threshold, float(len(texts)))
+    if nli is None:
+        raise ValueError("entailment='nli' needs nli=<HF id or local path> "
+                         "(or a (model, tokenizer) pair)")
+    pair = load_nli(nli) if isinstance(nli, str) else tuple(nli)
+    return _NLIJudge(pair, question, texts)
+
+
+@dataclass(frozen=True)
+class SemanticEntropy:
+    """Semantic entropy of K samples (module docstring).
+
+    Attributes:
+        entailment: back-end, an `Entailment` value (default "llm").
+        variant: an `SEVariant` value (default "weighted").
+        threshold: the back-end's decision threshold (None: `DEFAULT_THRESHOLDS`).
+        nli: for entailment="nli", an HF id / local path, or a (model, tokenizer) pair.
+        layer: for entailment="embedding", the hidden-state layer (None: the middle one).
+        k, temperature, max_new_tokens, seed: sampling options when ``ctx.samples`` is None.
+    """
+
+    entailment: str = Entailment.LLM.value
+    variant: str = SEVariant.WEIGHTED.value
+    threshold: float | None = None
+    nli: Any = field(default=None, compare=False)
+    layer: int | None = None
+    k: int = 10
+    temperature: float = 1.0
+    max_new_tokens: int = 32
+    seed: int = 0
+
+    name: ClassVar[str] = "semantic_entropy"
+    needs_samples: ClassVar[bool] = True
+    higher_is_uncertain: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        Entailment.parse(self.entailment)
+        SEVariant.parse(self.variant)
+
+    def clusters(self, model: Any, tokenizer: Any, question: str,
+                 samples: Sequence[Sample]) -> tuple[list[int], float]:
+        """Cluster id per sample and the judge's cost in forward-pass equivalents."""
+        backend = Entailment.parse(self.entailment)
+        texts = [s.text for s in samples]
+        uniq = unique_texts(texts)
+        if len(uniq) < 2:
+            return [0] * len(texts), 0.0
+        thr = DEFAULT_THRESHOLDS[backend] if self.threshold is None else self.threshold
+        judge = make_judge(backend, model, tokenizer, question, uniq, threshold=thr,
+                           nli=self.nli, layer=self.layer)
+        return semantic_ids(texts, judge), judge.cost
+
+    def __call__(self, model: Any, tokenizer: Any, ctx: QAContext) -> BaselineResult:
+        samples, cost = get_samples(model, tokenizer, ctx, k=self.k, temperature=self.temperature,
+                                    max_new_tokens=self.max_new_tokens, seed=self.seed)
+        ids, judge_cost = self.clusters(model, tokenizer, question_text(ctx.question), samples)
+        weights = None
+        if SEVariant.parse(self.variant) is SEVariant.WEIGHTED:
+            weights = [s.mean_logprob for s in samples]
+        value = cluster_entropy(ids, weights)
+        if not math.isfinite(value):
+            raise FloatingPointError("non-finite semantic entropy")
+        return BaselineResult(value=value, forward_passes=cost + judge_cost)
