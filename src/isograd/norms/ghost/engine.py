@@ -1,0 +1,339 @@
+"""The ghost engine: exact per-example squared gradient norms of a whole batch in one backward.
+
+1. Forward hooks on every module that owns a selected parameter record each call: what its rule
+   needs (references to inputs, token ids) and the autograd edge of each output (taken at once,
+   so later in-place ops on the output cannot change which gradient is seen).
+2. One walk of the graph checks that every use of a selected parameter happened inside the
+   forward of a module that owns it (else the number would silently miss a use: refused), and
+   finds the lowest tapped nodes.
+3. One backward with ``inputs`` = those lowest edges runs only activation gradients: no weight
+   gradient is ever computed. Pre-hooks on the tapped nodes receive each output gradient as the
+   backward reaches it; the rule turns (captured inputs, output gradient) into factors, their
+   norms (and cross terms between uses of a tied parameter) are accumulated, and both are freed.
+
+Assumption (as for every batched per-example method): example i's output depends only on
+example i, with examples on dimension 0 of every layer's input and output. That holds for
+standard models in eval mode (which `sq_grad_norms` enforces); a `fn` that mixes examples,
+or a sequence-first layout, is not detected in general: use ``method="loop"`` for those.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.autograd.graph import get_gradient_edge
+from torch.utils._pytree import tree_flatten
+
+from .._common import check_output, infer_batch_size, warn_non_finite
+from . import factors as fx
+from .graph import local_edges, walk
+from .rules import GENERIC, Rule, rule_for
+
+
+@dataclass(eq=False)
+class _Owner:
+    """A module owning selected parameters directly: attr -> selected name."""
+
+    name: str
+    module: nn.Module
+    rule: Rule
+    attrs: dict[str, str]
+
+
+@dataclass(eq=False)
+class _Call:
+    owner: _Owner
+    ctx: Any
+    grads: list[Tensor | None]
+    taps: list[tuple[int, Any]]  # (index among tensor outputs, GradientEdge)
+    first: int
+    last: int
+    pending: int = 0
+    done: bool = False
+
+
+@dataclass(eq=False)
+class _Tied:
+    """Cross-term bookkeeping of one parameter with several uses."""
+
+    done: list[tuple[_Call, str]] = field(default_factory=list)
+    partials: dict[tuple[int, int], fx.Partial] = field(default_factory=dict)
+
+
+_PROBE = torch.empty(0, requires_grad=True)
+
+
+def _seq() -> int | None:
+    """The autograd sequence number the next node will get (None under no_grad)."""
+    view = _PROBE.view(0)
+    return None if view.grad_fn is None else view.grad_fn._sequence_nr() + 1
+
+
+def plan(
+    model: nn.Module, selected: Mapping[str, nn.Parameter], *, generic_ok: bool
+) -> list[_Owner]:
+    """The modules owning selected parameters, each with its rule (raises when none is exact)."""
+    ids = {id(p): n for n, p in selected.items()}
+    owners = []
+    for mname, m in model.named_modules():
+        attrs = {a: ids[id(p)] for a, p in m._parameters.items() if p is not None and id(p) in ids}
+        if not attrs:
+            continue
+        rule = rule_for(m)
+        label = f"{mname or '<root>'} ({type(m).__name__})"
+        if rule is None:
+            if not generic_ok:
+                raise NotImplementedError(f"ghost has no rule for module {label}")
+            rule = GENERIC
+        reason = rule.refuse(m)
+        if reason:
+            raise ValueError(
+                f"ghost cannot compute exact per-example gradients for module {label}: {reason}; "
+                "use method='loop'"
+            )
+        owners.append(_Owner(label, m, rule, attrs))
+    return owners
+
+
+def unsupported_params(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> list[str]:
+    """Names of selected parameters owned by a module with no dedicated exact rule."""
+    ids = {id(p): n for n, p in selected.items()}
+    bad: list[str] = []
+    for m in model.modules():
+        rule = rule_for(m)
+        ok = rule is not None and rule.refuse(m) is None
+        for p in m._parameters.values():
+            if p is not None and id(p) in ids and not ok and ids[id(p)] not in bad:
+                bad.append(ids[id(p)])
+    return bad
+
+
+def coverage(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> dict[str, str]:
+    """Which rule each selected parameter goes through ("a+b" for a parameter with two owners)."""
+    ids = {id(p): n for n, p in selected.items()}
+    used: dict[str, list[str]] = defaultdict(list)
+    for m in model.modules():
+        rule = rule_for(m)
+        reason = rule.refuse(m) if rule is not None else None
+        label = (rule or GENERIC).name if reason is None else f"refused: {reason}"
+        for p in m._parameters.values():
+            if p is not None and id(p) in ids:
+                used[ids[id(p)]].append(label)
+    return {n: "+".join(used[n]) for n in selected}
+
+
+class _Run:
+    """State of one ghost call: recorded module calls, accumulated norms, hook handles."""
+
+    def __init__(self, owners: list[_Owner], names: list[str]) -> None:
+        self.owners = owners
+        self.index = {n: j for j, n in enumerate(names)}
+        self.recording = True
+        self.calls: list[_Call] = []
+        self.starts: dict[int, list[int | None]] = defaultdict(list)
+        self.handles: list[Any] = []
+        self.per: Tensor | None = None
+        self.batch = 0
+        self.uses: dict[str, list[tuple[_Call, str]]] = {}
+        self.tied: dict[str, _Tied] = {}
+        self.grams = fx.GramCache()
+
+    # forward ---------------------------------------------------------------------------
+    def install(self) -> None:
+        for owner in self.owners:
+            m = owner.module
+            self.handles.append(m.register_forward_pre_hook(self._pre(owner), with_kwargs=True))
+            self.handles.append(m.register_forward_hook(self._post(owner), with_kwargs=True))
+
+    def _pre(self, owner: _Owner) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
+            if self.recording:
+                self.starts[id(owner)].append(_seq())
+
+        return hook
+
+    def _post(self, owner: _Owner) -> Callable:
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            if not self.recording:
+                return
+            stack = self.starts[id(owner)]
+            first = stack.pop() if stack else None
+            tensors = [x for x in tree_flatten(output)[0] if isinstance(x, Tensor)]
+            taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
+            if not taps or first is None:
+                return  # no differentiable output (e.g. under no_grad): no gradient flows here
+            ctx = owner.rule.capture(module, args, kwargs, output)
+            last = _seq() or first  # nodes of this call are numbered in [first, last)
+            self.calls.append(_Call(owner, ctx, [None] * len(tensors), taps, first, last))
+
+        return hook
+
+    # graph -----------------------------------------------------------------------------
+    def prepare(self, out: Tensor, selected: Mapping[str, nn.Parameter]) -> list[Any]:
+        """Check parameter uses, hook tapped nodes; return the backward's input edges."""
+        pid = {id(p): n for n, p in selected.items()}
+        by_node: dict[Any, list[tuple[_Call, int, int]]] = defaultdict(list)
+        for c in self.calls:
+            for j, edge in c.taps:
+                by_node[edge.node].append((c, j, edge.output_nr))
+        reachable, edges, lowest = walk(out.grad_fn, set(by_node), set(pid))
+        local: Counter = Counter()
+        for c in self.calls:
+            own = {id(c.owner.module._parameters[a]) for a in c.owner.attrs}
+            local.update(
+                local_edges([e.node for _, e in c.taps], c.first, c.last, reachable, own)
+            )
+        for i, n in pid.items():
+            if edges[i] != local[i]:
+                owners = [o.name for o in self.owners if n in o.attrs.values()]
+                raise ValueError(
+                    f"ghost: parameter {n!r} enters the graph {edges[i]} time(s) but "
+                    f"{local[i]} time(s) inside the forward of the module(s) owning it "
+                    f"({', '.join(owners)}); a use outside them (e.g. a parent or fn using the "
+                    "tensor directly) has no rule. Use method='loop'"
+                )
+        self.calls = [c for c in self.calls if any(e.node in reachable for _, e in c.taps)]
+        for c in self.calls:
+            c.pending = sum(e.node in reachable for _, e in c.taps)
+            for a, n in c.owner.attrs.items():
+                self.uses.setdefault(n, []).append((c, a))
+        self.tied = {n: _Tied() for n, u in self.uses.items() if len(u) > 1}
+        by_edge: dict[tuple[Any, int], list[tuple[_Call, int]]] = defaultdict(list)
+        edge_of: dict[tuple[Any, int], Any] = {}
+        for c in self.calls:
+            for j, e in c.taps:
+                by_edge[(e.node, e.output_nr)].append((c, j))
+                edge_of[(e.node, e.output_nr)] = e
+        inputs, self.lowest = [], []
+        for key, taps in by_edge.items():
+            if key[0] in lowest:  # captured by the backward itself: its result
+                self.lowest.append(taps)
+                inputs.append(edge_of[key])
+        for node, taps in by_node.items():
+            if node in reachable and node not in lowest:
+                self.handles.append(node.register_prehook(self._arrive_hook(taps)))
+        return inputs
+
+    def _arrive_hook(self, taps: list[tuple[_Call, int, int]]) -> Callable:
+        def hook(grad_outputs: tuple[Tensor | None, ...]) -> None:
+            for call, j, nr in taps:
+                self.arrive(call, j, grad_outputs[nr])
+
+        return hook
+
+    # backward --------------------------------------------------------------------------
+    def arrive(self, call: _Call, j: int, g: Tensor | None) -> None:
+        call.grads[j] = g
+        call.pending -= 1
+        if call.pending == 0:
+            self.process(call)
+
+    def process(self, call: _Call) -> None:
+        if call.done:
+            return
+        call.done = True
+        with torch.no_grad():  # norms only: never part of any graph
+            self._process(call)
+
+    def _process(self, call: _Call) -> None:
+        owner = call.owner
+        for g in call.grads:
+            if g is not None and (g.dim() == 0 or g.shape[0] != self.batch):
+                raise ValueError(
+                    f"ghost needs the examples on dimension 0 of every layer's output; module "
+                    f"{owner.name} produced shape {list(g.shape)} for a batch of {self.batch}. "
+                    "Use method='loop'"
+                )
+        got: dict[str, fx.Factor] = {}
+        if any(g is not None for g in call.grads):
+            got = owner.rule.factors(owner.module, call.ctx, call.grads, list(owner.attrs))
+        for a, n in owner.attrs.items():
+            self._accumulate(n, call, a, got.get(a))
+        call.ctx, call.grads = None, []
+
+    def _accumulate(self, name: str, call: _Call, attr: str, f: fx.Factor | None) -> None:
+        row = self.per[self.index[name]]
+        tied = self.tied.get(name)
+        if tied is None:
+            if f is not None:
+                row += fx.sq_norm(f, self.grams).to(row.device)
+            return
+        if f is not None:
+            row += fx.sq_norm(f, self.grams).to(row.device)
+        for dc, _ in tied.done:
+            p = tied.partials.pop((id(dc), id(call)), None)
+            if p is not None and f is not None:
+                row += 2 * fx.finish(p, f).to(row.device)
+        tied.done.append((call, attr))
+        if f is None:
+            return
+        for wc, wa in self.uses[name]:
+            if wc is call or wc.done:
+                continue
+            fw = wc.owner.rule.factors(wc.owner.module, wc.ctx, None, [wa]).get(wa)
+            tied.partials[(id(call), id(wc))] = fx.Partial(f) if fw is None else fx.partial(f, fw)
+
+    def finish(self, grads: tuple[Tensor | None, ...]) -> None:
+        for taps, g in zip(self.lowest, grads):
+            for call, j in taps:
+                self.arrive(call, j, g)
+        for c in self.calls:
+            if not c.done:
+                self.process(c)
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+        self.handles.clear()
+        self.calls.clear()
+        self.uses.clear()
+        self.tied.clear()
+        self.grams.items.clear()
+
+
+def ghost_sq_grad_norms(
+    model: nn.Module,
+    fn: Callable[[nn.Module, Any], Tensor],
+    batch: Any,
+    selected: Mapping[str, nn.Parameter],
+    by_param: bool,
+) -> tuple[Tensor, dict[str, Tensor] | None]:
+    """Per-example squared gradient norms, all examples in one weightless backward.
+
+    Must run inside `model_state_guard` (selected params require grad, nothing else does).
+    Module kinds without a dedicated rule take the generic vjp rule (see `rules.py`).
+
+    Returns:
+        total [B] float64, and with `by_param` a dict name -> [B] float64 that sums to it.
+    """
+    names = list(selected)
+    run = _Run(plan(model, selected, generic_ok=True), names)
+    try:
+        run.install()
+        out = check_output(fn(model, batch), infer_batch_size(batch))
+        run.recording = False
+        n = out.shape[0]
+        run.batch = n
+        run.per = torch.zeros(len(names), n, dtype=torch.float64, device=out.device)
+        finite = torch.isfinite(out.detach())
+        inputs = run.prepare(out, selected) if out.grad_fn is not None else []
+        grads: tuple[Tensor | None, ...] = ()
+        if inputs:
+            grads = torch.autograd.grad(
+                out, inputs=inputs, grad_outputs=finite.to(out.dtype), allow_unused=True
+            )
+        run.finish(grads)
+        del out, grads
+    finally:
+        run.close()
+    per = run.per.cpu()
+    bad = ~finite.cpu()
+    per[:, bad] = float("nan")
+    warn_non_finite(bad)
+    total = per.sum(0)
+    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None)

@@ -1,0 +1,81 @@
+"""Generic exact rule: per-example vector-Jacobian products of the module, vectorised by vmap.
+
+For a module whose own parameters have no dedicated rule, each example's input is run through
+the module again (``functional_call`` on a batch of one) and its output gradient is pulled back
+to the module's direct parameters with `torch.func.vjp`; `torch.func.vmap` batches this over
+examples. The per-example gradients are materialised ([B, *shape] per parameter), so the rule
+refuses, with the figure, when that would exceed `MAX_BYTES`. Exact whenever the module treats
+examples independently (which the ghost engine assumes of the whole model anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vjp, vmap
+from torch.utils._pytree import tree_flatten, tree_unflatten
+
+from .factors import Dense, Factor
+
+MAX_BYTES = 2 * 1024**3
+"""Largest total size of materialised per-example gradients the generic rule accepts."""
+
+
+def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """The call's arguments and which output leaves are tensors (references only)."""
+    leaves, _ = tree_flatten(output)
+    return args, kwargs, [isinstance(x, Tensor) for x in leaves]
+
+
+def _output_tensors(out: Any, is_tensor: Sequence[bool]) -> tuple[Tensor, ...]:
+    leaves, _ = tree_flatten(out)
+    return tuple(x for x, t in zip(leaves, is_tensor) if t)
+
+
+def generic_factors(
+    module: nn.Module, ctx: Any, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """Per-example gradients of the module's own parameters `attrs`, each Dense [B, *shape]."""
+    if grads is None or all(g is None for g in grads):
+        return {}
+    args, kwargs, is_tensor = ctx
+    n = next(g.shape[0] for g in grads if g is not None)
+    own = dict(module.named_parameters(recurse=False))
+    size = sum(own[a].numel() * own[a].element_size() for a in attrs) * n
+    if size > MAX_BYTES:
+        raise MemoryError(
+            f"the generic per-example rule for {type(module).__name__} would materialise "
+            f"{size / 1024**3:.1f} GiB of per-example gradients (limit {MAX_BYTES / 1024**3:.0f} "
+            "GiB); select fewer parameters or use method='loop'"
+        )
+    flat, spec = tree_flatten((args, kwargs))
+    batched = [
+        i for i, x in enumerate(flat) if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == n
+    ]
+    fixed = {k: v.detach() for k, v in own.items() if k not in attrs}
+    primals = {a: own[a].detach() for a in attrs}
+    present = [j for j, g in enumerate(grads) if g is not None]
+
+    def one(p: dict[str, Tensor], ex: list[Tensor], g_ex: list[Tensor]):
+        leaves = list(flat)
+        for i, x in zip(batched, ex):
+            leaves[i] = x.unsqueeze(0)
+        a, kw = tree_unflatten(leaves, spec)
+
+        def f(q: dict[str, Tensor]) -> tuple[Tensor, ...]:
+            return _output_tensors(functional_call(module, {**fixed, **q}, tuple(a), kw), is_tensor)
+
+        y, pull = vjp(f, p)
+        cot = [torch.zeros_like(yi) for yi in y]
+        for j, gj in zip(present, g_ex):
+            cot[j] = gj.unsqueeze(0).to(y[j].dtype)
+        return pull(tuple(cot))[0]
+
+    ex = [flat[i].detach() for i in batched]
+    g_in = [grads[j].detach() for j in present]
+    with torch.no_grad():  # torch.func still differentiates; plain autograd records nothing
+        per = vmap(one, in_dims=(None, 0, 0))(primals, ex, g_in)
+    return {a: Dense(per[a]) for a in attrs}

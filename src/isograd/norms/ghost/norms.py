@@ -1,0 +1,139 @@
+"""Normalisation layers with elementwise affine parameters: ``y = w ⊙ x̂ + b``.
+
+x̂ is recomputed from the saved input exactly as the layer computes it, and example b's
+gradients are ``Σ g ⊙ x̂`` and ``Σ g`` over its positions, materialised (they are small).
+BatchNorm is exact only with running statistics (eval mode): batch statistics would couple
+the examples, so it is refused then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.func import functional_call
+
+from . import generic
+from .factors import Dense, Factor
+
+
+def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
+    """The layer's input (a reference)."""
+    return args[0] if args else kwargs["input"]
+
+
+def _affine(g: Tensor, xhat: Tensor, keep: Sequence[int], attrs: Sequence[str]) -> dict:
+    """Sum g⊙x̂ and g over every dimension except 0 (examples) and those in `keep`."""
+    dims = [d for d in range(1, g.dim()) if d not in keep]
+    out: dict[str, Factor] = {}
+    if "weight" in attrs:
+        prod = g * xhat
+        out["weight"] = Dense(prod.sum(dims) if dims else prod)
+    if "bias" in attrs:
+        out["bias"] = Dense(g.sum(dims) if dims else g)
+    return out
+
+
+def _check(module: nn.Module, a: Tensor, min_dim: int) -> None:
+    if a.dim() < min_dim:
+        raise ValueError(
+            f"ghost needs a batch dimension first; {type(module).__name__} got {list(a.shape)}"
+        )
+
+
+def layer_norm_factors(
+    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """nn.LayerNorm: weight, bias [*normalized_shape]."""
+    if grads is None or grads[0] is None:
+        return {}
+    shape = tuple(module.normalized_shape)
+    _check(module, a, len(shape) + 1)
+    xhat = F.layer_norm(a, shape, None, None, module.eps)
+    keep = range(a.dim() - len(shape), a.dim())
+    return _affine(grads[0], xhat, list(keep), attrs)
+
+
+def rms_norm_factors(
+    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """nn.RMSNorm: weight [*normalized_shape]."""
+    if grads is None or grads[0] is None:
+        return {}
+    shape = tuple(module.normalized_shape)
+    _check(module, a, len(shape) + 1)
+    xhat = F.rms_norm(a, shape, None, module.eps)
+    keep = range(a.dim() - len(shape), a.dim())
+    return _affine(grads[0], xhat, list(keep), attrs)
+
+
+def group_norm_factors(
+    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """nn.GroupNorm: weight, bias [C] (channel dimension 1)."""
+    if grads is None or grads[0] is None:
+        return {}
+    _check(module, a, 2)
+    xhat = F.group_norm(a, module.num_groups, None, None, module.eps)
+    return _affine(grads[0], xhat, [1], attrs)
+
+
+def batch_norm_refuse(module: nn.Module) -> str | None:
+    """BatchNorm with batch statistics couples the examples: no per-example gradient."""
+    if module.training or module.running_mean is None or module.running_var is None:
+        return "it normalises with batch statistics (no running statistics), coupling examples"
+    return None
+
+
+def batch_norm_factors(
+    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """nn.BatchNorm{1,2,3}d with running statistics: weight, bias [C]."""
+    if grads is None or grads[0] is None:
+        return {}
+    _check(module, a, 2)
+    shape = [1, -1] + [1] * (a.dim() - 2)
+    mean = module.running_mean.view(shape)
+    rstd = torch.rsqrt(module.running_var.view(shape) + module.eps)
+    xhat = (a - mean) * rstd
+    return _affine(grads[0], xhat, [1], attrs)
+
+
+def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """Arguments and output of the call (references)."""
+    return args, kwargs, output
+
+
+def broadcast_factors(
+    module: nn.Module, ctx: Any, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """Norm layers of other libraries (HF's RMSNorm variants): 1-D parameters broadcast.
+
+    The layer is run again on the batch with each 1-D parameter replaced by a per-example copy
+    [B, 1, ..., d] (an expanded view, no memory); autograd then returns example b's gradient
+    in row b, whatever the layer's formula (casts, Gemma's 1 + w). Only when that rerun
+    reproduces the recorded output bit for bit; otherwise the generic vmap rule takes over.
+    """
+    if grads is None or grads[0] is None:
+        return {}
+    args, kwargs, y = ctx
+    g = grads[0]
+    a = args[0] if args else None
+    own = dict(module.named_parameters(recurse=False))
+    fits = (
+        isinstance(a, Tensor) and isinstance(y, Tensor) and a.dim() >= 2
+        and all(own[k].dim() == 1 and own[k].shape[0] == a.shape[-1] for k in attrs)
+    )
+    if fits:
+        lead = [a.shape[0]] + [1] * (a.dim() - 2)
+        leaves = {k: own[k].detach().expand(*lead, -1).requires_grad_() for k in attrs}
+        fixed = {k: p.detach() for k, p in own.items() if k not in leaves}
+        with torch.enable_grad():
+            y2 = functional_call(module, {**fixed, **leaves}, (a.detach(), *args[1:]), kwargs)
+        if isinstance(y2, Tensor) and y2.shape == y.shape and torch.equal(y2, y):
+            got = torch.autograd.grad(y2, list(leaves.values()), g)
+            return {k: Dense(v.reshape(v.shape[0], -1)) for k, v in zip(leaves, got)}
+    return generic.generic_factors(module, (args, kwargs, [True]), grads, attrs)

@@ -1,0 +1,89 @@
+"""The one explicit table of per-layer rules of the ghost engine.
+
+A rule says, for one module call, what to keep from the forward pass (`capture`) and how the
+per-example gradients of the module's own parameters factor once the output gradient is known
+(`factors`, see `factors.py`). The first matching entry wins. A parameterised module matched
+by no entry goes through `GENERIC` (exact per-example vjp via vmap) when ``method="ghost"``;
+``method="auto"`` then prefers the loop engine (`unsupported_params`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from torch import Tensor, nn
+
+from . import conv, embedding, generic, linear, norms
+from .factors import Factor
+
+Capture = Callable[[nn.Module, tuple, dict, Any], Any]
+Factors = Callable[[nn.Module, Any, Sequence[Tensor | None] | None, Sequence[str]], dict[str, Factor]]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """How one kind of module yields per-example gradient factors of its own parameters."""
+
+    name: str
+    matches: Callable[[nn.Module], bool]
+    capture: Capture
+    """(module, args, kwargs, output) -> ctx: references to what `factors` needs."""
+    factors: Factors
+    """(module, ctx, output grads or None, selected attrs) -> {attr: Factor}; with grads None,
+    only the forward-time sides (used to prepare cross terms of tied parameters)."""
+    refuse: Callable[[nn.Module], str | None] = lambda m: None
+    """Why this particular module instance cannot be handled exactly (None: it can)."""
+
+
+def _exactly(*classes: type) -> Callable[[nn.Module], bool]:
+    """Instances of `classes` (or subclasses) that keep the class's own forward."""
+    forwards = {c.forward for c in classes}
+    return lambda m: isinstance(m, classes) and type(m).forward in forwards
+
+
+def _hf_conv1d(m: nn.Module) -> bool:
+    mod = sys.modules.get("transformers.pytorch_utils")  # no transformers import: no Conv1D
+    cls = getattr(mod, "Conv1D", None)
+    return cls is not None and isinstance(m, cls) and type(m).forward is cls.forward
+
+
+def _hf_rms_norm(m: nn.Module) -> bool:
+    # the many RMSNorm classes of transformers (Llama, Qwen, Mistral, Gemma's 1+w, T5LayerNorm):
+    # formulas differ in casts and offsets: the per-example broadcast rerun handles them all
+    name = type(m).__name__
+    own = dict(m.named_parameters(recurse=False))
+    return (
+        type(m).__module__.startswith("transformers.")
+        and (name.endswith("RMSNorm") or name == "T5LayerNorm")
+        and set(own) <= {"weight", "bias"}
+        and not list(m.children())
+    )
+
+
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
+
+RULES: tuple[Rule, ...] = (
+    Rule("linear", _exactly(nn.Linear), linear.capture_input, linear.linear_factors),
+    Rule("conv1d-transposed-linear", _hf_conv1d, linear.capture_input, linear.conv1d_hf_factors),
+    Rule("embedding", _exactly(nn.Embedding), embedding.capture_ids, embedding.embedding_factors,
+         embedding.refuse),
+    Rule("conv", conv.matches, conv.capture_input, conv.conv_factors),
+    Rule("layer-norm", _exactly(nn.LayerNorm), norms.capture_input, norms.layer_norm_factors),
+    Rule("rms-norm", _exactly(nn.RMSNorm), norms.capture_input, norms.rms_norm_factors),
+    Rule("group-norm", _exactly(nn.GroupNorm), norms.capture_input, norms.group_norm_factors),
+    Rule("batch-norm", _exactly(*_BATCH_NORMS), norms.capture_input, norms.batch_norm_factors,
+         norms.batch_norm_refuse),
+    Rule("hf-rms-norm", _hf_rms_norm, norms.capture_call, norms.broadcast_factors),
+)
+"""Dedicated rules, first match wins."""
+
+GENERIC = Rule("generic (vjp)", lambda m: True, generic.capture_call, generic.generic_factors)
+"""Fallback for any other module with parameters (``method="ghost"`` only)."""
+
+
+def rule_for(module: nn.Module) -> Rule | None:
+    """The dedicated rule for `module`, or None when only the generic fallback applies."""
+    return next((r for r in RULES if r.matches(module)), None)
