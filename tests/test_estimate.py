@@ -146,3 +146,13 @@ def test_bad_task_and_shapes():
     with pytest.raises(ValueError, match="sigma2"):
         estimate(model, X, sigma2=-1)
     assert Task("binary") is Task.BINARY
+
+
+@pytest.mark.parametrize("task,d_out", [("classification", 4), ("binary", 1), ("regression", 2)])
+def test_engines_agree_through_estimate(task, d_out):
+    model = _mlp(3, d_out)
+    ref = estimate(model, X, task=task, method="loop")
+    for method in ("ghost", "auto"):
+        u = estimate(model, X, task=task, method=method)
+        torch.testing.assert_close(u.epistemic, ref.epistemic, rtol=1e-8, atol=0)
+        torch.testing.assert_close(u.p, ref.p)

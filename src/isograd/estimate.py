@@ -77,7 +77,7 @@ def estimate(
     target: torch.Tensor | None = None,
     sigma2: float = 1.0,
     noise_var: float | torch.Tensor | None = None,
-    method: str | Method = Method.LOOP,
+    method: str | Method = Method.AUTO,
     params: Any = None,
 ) -> Uncertainty:
     """Epistemic, aleatoric and total uncertainty of each prediction, one forward + backward.
