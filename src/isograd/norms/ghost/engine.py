@@ -263,6 +263,8 @@ class _Run:
             if f is not None:
                 row += fx.sq_norm(f, self.grams).to(row.device)
             return
+        if isinstance(f, fx.Outer):
+            f = fx.compact(f)  # once, for its norm and every cross term
         if f is not None:
             row += fx.sq_norm(f, self.grams).to(row.device)
         for dc, _ in tied.done:

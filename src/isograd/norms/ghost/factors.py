@@ -48,6 +48,7 @@ class Outer:
     left: Side | None
     right: Side | None
     grad: str = "left"
+    compacted: bool = False
 
     def sides(self) -> tuple[Side, Side]:
         """(gradient side, other side)."""
@@ -82,7 +83,8 @@ def _dense(side: Side, dtype: torch.dtype) -> Tensor:
 def _nonzero_rows(side: Side) -> Tensor:
     if isinstance(side, Index):
         return side.ids >= 0
-    return torch.linalg.vector_norm(side, float("inf"), dim=-1) != 0
+    lo, hi = torch.aminmax(side, dim=-1)  # one pass, exact (no squares that could underflow)
+    return (lo != 0) | (hi != 0)
 
 
 def _take_rows(side: Side, order: Tensor, valid: Tensor) -> Side:
@@ -107,12 +109,14 @@ def _selection(keep: Tensor) -> tuple[Tensor, Tensor] | None:
 
 def compact(f: Outer, keep: Tensor | None = None) -> Outer:
     """Drop rows t where the gradient side is zero (they contribute nothing); exact."""
+    if f.compacted:
+        return f
     if keep is None:
         keep = _nonzero_rows(f.sides()[0])
     sel = _selection(keep)
     if sel is None:
-        return f
-    return Outer(_take_rows(f.left, *sel), _take_rows(f.right, *sel), f.grad)
+        return Outer(f.left, f.right, f.grad, True)
+    return Outer(_take_rows(f.left, *sel), _take_rows(f.right, *sel), f.grad, True)
 
 
 def _width(side: Side) -> int:
@@ -163,15 +167,17 @@ class GramCache:
 
     def __init__(self, size: int = 4) -> None:
         self.size = size
-        self.items: list[tuple[Tensor, torch.dtype, Tensor]] = []
+        self.items: list[tuple[tuple, Tensor, Tensor]] = []
 
     def gram(self, x: Tensor, dtype: torch.dtype) -> Tensor:
-        for t, d, k in self.items:
-            if t is x and d == dtype:
-                return k
-        k = gram(x, x, dtype)
-        self.items = [(x, dtype, k), *self.items[: self.size - 1]]
-        return k
+        # layers reading one input each get their own view of it: compare memory, not objects
+        key = (x.data_ptr(), x.shape, x.stride(), x.dtype, dtype)
+        for k, _, kx in self.items:
+            if k == key:
+                return kx
+        kx = gram(x, x, dtype)
+        self.items = [(key, x, kx), *self.items[: self.size - 1]]
+        return kx
 
 
 def sq_norm(f: Factor, cache: GramCache | None = None) -> Tensor:

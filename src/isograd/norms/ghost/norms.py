@@ -82,8 +82,11 @@ def group_norm_factors(
 
 
 def batch_norm_refuse(module: nn.Module) -> str | None:
-    """BatchNorm with batch statistics couples the examples: no per-example gradient."""
-    if module.training or module.running_mean is None or module.running_var is None:
+    """BatchNorm with batch statistics couples the examples: no per-example gradient.
+
+    (The engine always runs in eval mode, so running statistics are used when they exist.)
+    """
+    if module.running_mean is None or module.running_var is None:
         return "it normalises with batch statistics (no running statistics), coupling examples"
     return None
 
