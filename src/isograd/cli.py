@@ -27,6 +27,102 @@ def demo() -> None:
     run_demo()
 
 
+@app.command()
+def qa(
+    model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
+    dataset: str = typer.Option(..., help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | nq-open."),
+    out: str = typer.Option(..., help="Output directory (scores.jsonl, metrics.json, report.md, roc.png)."),
+    data: str = typer.Option(None, help="Dataset file or folder (default: $ISOGRAD_DATA, cache, online)."),
+    limit: int = typer.Option(None, help="Only the first N questions (file order)."),
+    methods: str = typer.Option("all", help="Comma-separated baselines, 'all' or 'none'."),
+    prediction: str = typer.Option("sequence", help="p of an answer: sequence | geometric | first_token."),
+    alternatives: bool = typer.Option(True, help="Also record the other two predictions of p."),
+    seed: int = typer.Option(0, help="Seed of sampling and bootstrap."),
+    max_new_tokens: int = typer.Option(24, help="Cap on answer tokens (greedy and samples)."),
+    k: int = typer.Option(5, help="Samples per question for the sampling baselines."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
+    judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge)."),
+    option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
+                                     "e.g. semantic_entropy.entailment=embedding."),
+    quiet: bool = typer.Option(False, help="No progress bar and no table."),
+) -> None:
+    """Answer, grade and score a QA dataset; write scores.jsonl (resumable) and the report."""
+    import shlex
+    import sys
+
+    from .qa.pipeline import ALL_METHODS, RunMismatchError, parse_options, print_table, run_qa
+
+    names = (list(ALL_METHODS) if methods == "all" else [] if methods == "none"
+             else [m.strip() for m in methods.split(",") if m.strip()])
+    command = "isograd " + shlex.join(sys.argv[1:])
+    try:
+        metrics = run_qa(out, model=model, dataset=dataset, data=data, limit=limit, methods=names,
+                         prediction=prediction, alternatives=alternatives, seed=seed,
+                         max_new_tokens=max_new_tokens, k=k, temperature=temperature,
+                         dtype=dtype, device=device, norm_method=norm_method, judge=judge,
+                         baseline_options=parse_options(option or []),
+                         progress=not quiet, command=command)
+    except (RunMismatchError, ValueError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not quiet:
+        print_table(metrics)
+
+
+@app.command()
+def score(
+    input: str = typer.Option(..., help="JSONL of {prompt, answer, optional id}."),
+    out: str = typer.Option(..., help="Output JSONL (appended; rerun resumes)."),
+    model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
+    prediction: str = typer.Option("sequence", help="sequence | geometric | first_token."),
+    as_question: bool = typer.Option(False, help="'prompt' is a bare question: wrap it in the QA prompt."),
+    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
+    batch_size: int = typer.Option(8, help="Pairs per forward pass."),
+    dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
+    device: str = typer.Option("cpu", help="Torch device."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Score (prompt, answer) pairs generated elsewhere: p, epistemic, aleatoric per line."""
+    from .qa.pipeline import RunMismatchError, score_file
+
+    try:
+        n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
+                       norm_method=norm_method, batch_size=batch_size, dtype=dtype,
+                       device=device, progress=not quiet)
+    except (RunMismatchError, ValueError, FileNotFoundError) as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from None
+    if not quiet:
+        typer.echo(f"scored {n} pair(s) into {out}")
+
+
+@app.command()
+def validate(
+    out: str = typer.Option(..., help="Output directory (agreement.json, table.md, trend.png, maps/)."),
+    problems: list[str] = typer.Option(None, help="Problems (repeat or comma-separate); default all 8."),
+    widths: list[int] = typer.Option(None, help="Hidden widths (repeat the option); default 4..128."),
+    depths: list[int] = typer.Option(None, help="Hidden layers (repeat the option); default 1 and 2."),
+    quick: bool = typer.Option(False, help="CI size: width 8, depth 1, short chains (<= 3 min)."),
+    chains: int = typer.Option(None, help="NUTS chains (default 4; quick 2)."),
+    warmup: int = typer.Option(None, help="NUTS warm-up draws per chain."),
+    samples: int = typer.Option(None, help="NUTS kept draws per chain."),
+    seed: int = typer.Option(0, help="Seed of data, MAP initialisation and chains."),
+    sigma_p: float = typer.Option(None, help="Prior standard deviation σ_p of every weight."),
+) -> None:
+    """Agreement of GN / Laplace / aleatoric with an MCMC reference (paper §4.1, Table 1)."""
+    import sys
+
+    from .validate.study import run_study, study_config
+
+    names = [n for p in problems or [] for n in p.split(",") if n]
+    cfg = study_config(quick=quick, problems=names, widths=widths, depths=depths, chains=chains,
+                       warmup=warmup, samples=samples, seed=seed, sigma_p=sigma_p)
+    run_study(out, cfg, command="isograd " + " ".join(sys.argv[1:]))
+
+
 def main() -> None:
     app()
 

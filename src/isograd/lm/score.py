@@ -89,6 +89,8 @@ class ChoiceScores:
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
         option_logliks: per question, each option's summed answer-token log-likelihood.
+        pick_token_ids: per question, the picked option's token ids.
+        pick_token_logprobs: per question, the picked option's token log-probabilities.
         by_layer: as in `LMScores`, or None.
         sigma2: σ².
     """
@@ -99,6 +101,8 @@ class ChoiceScores:
     aleatoric: torch.Tensor
     total: torch.Tensor
     option_logliks: tuple[tuple[float, ...], ...]
+    pick_token_ids: tuple[tuple[int, ...], ...]
+    pick_token_logprobs: tuple[tuple[float, ...], ...]
     by_layer: dict[str, torch.Tensor] | None
     sigma2: float
 
@@ -238,15 +242,19 @@ def _choice_fn(saved: dict[str, Any]):
     """fn(model, batch) -> log softmax-probability of the picked option [Q]."""
 
     def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, _ = _token_logprobs(m, b)
+        tok, mask = _token_logprobs(m, b)
         ll = tok.sum(1)  # [R] summed log-likelihood of each option row
         out = []
         for q in range(b["question"].shape[0]):
-            lq = ll[b["owner"] == q]
+            rows = (b["owner"] == q).nonzero().flatten()
+            lq = ll[rows]
             k = int(lq.detach().argmax())
             out.append(lq[k] - torch.logsumexp(lq, 0))
             saved["pick"].append(k)
             saved["ll"].append(tuple(float(x) for x in lq.detach().double()))
+            r = int(rows[k])
+            saved["ids"].append(tuple(int(t) for t in b["input_ids"][r][b["answer_mask"][r]]))
+            saved["lps"].append(tuple(float(x) for x in tok[r][mask[r]].detach().double()))
         lp = torch.stack(out)
         saved["log_p"] = lp.detach().double()
         return lp
@@ -363,7 +371,7 @@ def score_choices(
     if sigma2 < 0:
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
     pad = _pad_id(tokenizer)
-    picks, log_ps, norms, lls, groups = [], [], [], [], []
+    picks, log_ps, norms, lls, groups, ids, lps = [], [], [], [], [], [], []
     for start in range(0, len(prompts), batch_size):
         qs = range(start, min(start + batch_size, len(prompts)))
         pairs, owner = [], []
@@ -375,7 +383,7 @@ def score_choices(
         batch = _make_batch(pairs, pad, "right")
         # the question index comes first: sq_grad_norms reads the batch size Q from it
         batch = {"question": torch.arange(len(qs)), "owner": torch.tensor(owner), **batch}
-        saved: dict[str, Any] = {"pick": [], "ll": []}
+        saved: dict[str, Any] = {"pick": [], "ll": [], "ids": [], "lps": []}
         res = sq_grad_norms(model, _choice_fn(saved), batch, method="loop", params=params,
                             by_param=by_layer)
         total, per = res if by_layer else (res, None)
@@ -383,6 +391,8 @@ def score_choices(
         log_ps.append(saved["log_p"])
         picks += saved["pick"]
         lls += saved["ll"]
+        ids += saved["ids"]
+        lps += saved["lps"]
         if per is not None:
             groups.append(_group(per))
     log_p = torch.cat(log_ps)
@@ -395,5 +405,6 @@ def score_choices(
                   for g in groups[0]}
     return ChoiceScores(
         pick=torch.tensor(picks, dtype=torch.long), p=p, epistemic=epi, aleatoric=alea,
-        total=epi + alea, option_logliks=tuple(lls), by_layer=layers, sigma2=float(sigma2),
+        total=epi + alea, option_logliks=tuple(lls), pick_token_ids=tuple(ids),
+        pick_token_logprobs=tuple(lps), by_layer=layers, sigma2=float(sigma2),
     )

@@ -1,0 +1,572 @@
+"""The QA pipeline behind ``isograd qa``: prompt -> answer -> grade -> scores -> metrics.
+
+Per question (in dataset order), one line is appended to ``DIR/scores.jsonl`` and flushed:
+
+* generation datasets: greedy answer (`greedy_answer`) -> grade (`grade`) -> gradient scores of
+  the answer's exact generated tokens (`score`) -> each requested baseline (`make_baseline`);
+  when a method needs samples, K samples are drawn once (`sample_answers`) and shared;
+* ``truthfulqa-mc1``: no generation: the options are scored (`score_choices`), the model's pick
+  is the option of highest summed log-likelihood, correct = the pick is the right option; the
+  baselines see the picked option as the answer (sampling methods sample free-form answers to
+  the same prompt).
+
+Row fields: ``id, question, answer, correct, grade_score, grade_method, p, log_p, epistemic,
+aleatoric, total, n_tokens``, one field per baseline, ``cost_<m>_s`` (seconds) and
+``cost_<m>_fwd`` (forward-pass equivalents, a backward counting 2) per method, and for the
+generation datasets the other two predictions (``p_<pred>``, ``epistemic_<pred>``,
+``aleatoric_<pred>``) so every definition of p is measured on the same answers: "geometric" is
+derived exactly from the sequence pass (∇ log p_geo = ∇ log p_seq / n), "first_token" costs one
+more backward (``--no-alternatives`` skips it).
+
+``combined`` is a rank mean over all rows (it is not defined for one row alone): the lines
+are written without it, and when the run completes the file is rewritten atomically with each
+row's ``combined`` (the value reported in metrics.json). On resume the stale ``combined`` is
+dropped and recomputed.
+
+Resume: rows already in ``scores.jsonl`` are kept and their ids skipped; a truncated last line
+(a killed write) is discarded and redone. ``DIR/config.json`` holds the options that determine
+the rows; a rerun with other options into the same DIR is refused (``--limit`` may change).
+Seeds: sampling uses a per-question seed derived from ``seed`` and the question id, so the
+same command gives the same rows, whatever was interrupted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALL_METHODS = ("p_true", "naive_entropy", "semantic_entropy", "msp", "mean_token_entropy")
+GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
+PREDICTIONS = ("sequence", "geometric", "first_token")
+
+
+class RunMismatchError(ValueError):
+    """DIR already holds a run made with other options."""
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    """The options that determine a run's rows (saved as DIR/config.json)."""
+
+    model: str = "smollm2-135m"
+    dataset: str = "truthfulqa-gen"
+    data: str | None = None
+    methods: tuple[str, ...] = ALL_METHODS
+    prediction: str = "sequence"
+    alternatives: bool = True
+    seed: int = 0
+    max_new_tokens: int = 24
+    k: int = 5
+    temperature: float = 1.0
+    dtype: str = "fp32"
+    device: str = "cpu"
+    norm_method: str = "auto"
+    judge: str = "auto"
+    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["methods"] = list(self.methods)
+        return d
+
+
+def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["semantic_entropy.entailment=embedding", ...]`` -> ``{method: {key: value}}``.
+
+    Values are read as JSON when they parse (numbers, true/false, null), else kept as text.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"baseline option {item!r} must look like METHOD.KEY=VALUE")
+        try:
+            v: Any = json.loads(value)
+        except ValueError:
+            v = value
+        out.setdefault(method.strip(), {})[name.strip()] = v
+    return out
+
+
+def question_seed(seed: int, qid: str) -> int:
+    """Per-question seed: independent of order, limit and interruptions."""
+    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
+    return h % (2**31 - 1)
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: non-finite floats -> None, tuples -> lists."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of scores.jsonl. A last line without its newline is a write cut short by a kill:
+    it is removed from the file (and redone). Any other malformed line is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # bytes holding complete lines
+    if end < len(data):
+        with path.open("r+b") as f:
+            f.truncate(end)
+    rows: list[dict[str, Any]] = []
+    for i, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
+        try:
+            row = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"{path}:{i}: malformed row ({e}); fix or remove the line") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise ValueError(f"{path}:{i}: a row must be a JSON object with an 'id'")
+        rows.append(row)
+    return rows
+
+
+def _append(f, row: dict[str, Any]) -> None:
+    f.write(json.dumps(_clean(row), ensure_ascii=False, allow_nan=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def _rewrite(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_config(out: Path, cfg: QAConfig) -> None:
+    """Write DIR/config.json, or refuse when DIR holds a run with other options."""
+    path = out / "config.json"
+    new = cfg.to_json()
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            raise RunMismatchError(
+                f"{out} holds a run made with other options ({shown}); use another --out "
+                "directory (or delete it) rather than mix rows of different runs"
+            )
+        return
+    if (out / "scores.jsonl").exists():
+        raise RunMismatchError(f"{out}/scores.jsonl exists without config.json; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+
+
+# ----------------------------------------------------------------------------- one question
+
+
+@dataclass
+class _Env:
+    model: Any
+    tokenizer: Any
+    cfg: QAConfig
+    baselines: dict[str, Any]
+
+
+def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
+    t = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - t
+
+
+def _stop_token(env: _Env, prompt: str) -> list[int]:
+    """The greedy first token when the answer is empty: the stop token the model chose."""
+    import torch
+
+    from ..lm.prompts import encode_prompt
+
+    ids = torch.tensor([encode_prompt(env.tokenizer, prompt)], device=next(env.model.parameters()).device)
+    with torch.no_grad():
+        return [int(env.model(input_ids=ids).logits[0, -1].argmax())]
+
+
+def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
+    from ..lm import greedy_answer, qa_prompt, score
+    from .grading import grade
+
+    cfg = env.cfg
+    prompt = qa_prompt(env.tokenizer, q.question)
+    ans, t_gen = _timed(lambda: greedy_answer(env.model, env.tokenizer, prompt,
+                                              max_new_tokens=cfg.max_new_tokens))
+    g = grade(q, ans.text, judge=cfg.judge)
+    ids = list(ans.token_ids) or _stop_token(env, prompt)
+    s, t_sc = _timed(lambda: score(env.model, env.tokenizer, [prompt], [ids],
+                                   prediction=cfg.prediction, method=cfg.norm_method))
+    row: dict[str, Any] = {
+        "id": q.id, "question": q.question, "answer": ans.text, "correct": bool(g.correct),
+        "grade_score": g.score, "grade_method": g.method, "empty_answer": not ans.token_ids,
+        "p": float(s.p[0]), "log_p": float(s.log_p[0]), "epistemic": float(s.epistemic[0]),
+        "aleatoric": float(s.aleatoric[0]), "total": float(s.total[0]),
+        "n_tokens": int(s.n_tokens[0]),
+        "cost_generate_s": t_gen, "cost_epistemic_s": t_sc, "cost_epistemic_fwd": GRADIENT_FWD,
+        # p(1-p) needs only the answer's log-probabilities, already known from generation
+        "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0,
+    }
+    if cfg.alternatives:
+        row.update(_alternatives(env, prompt, ids, s))
+    return row, ans, prompt
+
+
+def _alternatives(env: _Env, prompt: str, ids: list[int], s: Any) -> dict[str, Any]:
+    """p / epistemic / aleatoric of the two predictions other than the run's own."""
+    import torch
+
+    from ..lm import score
+
+    out: dict[str, Any] = {}
+    seq = s if s.prediction == "sequence" else None
+    for pred in PREDICTIONS:
+        if pred == s.prediction:
+            continue
+        if pred == "geometric" and seq is not None:
+            n = float(seq.n_tokens[0])
+            log_p = seq.log_p[0] / n  # exact: ∇ log p_geo = ∇ log p_seq / n
+            sq = seq.sq_grad_norm_log_p[0] / n**2
+            p = torch.exp(log_p)
+            epi, t = float(torch.exp(2 * log_p) * sq), 0.0
+        else:
+            alt, t = _timed(lambda pr=pred: score(env.model, env.tokenizer, [prompt], [ids],
+                                                  prediction=pr, method=env.cfg.norm_method))
+            p, epi = alt.p[0], float(alt.epistemic[0])
+        out[f"p_{pred}"] = float(p)
+        out[f"epistemic_{pred}"] = epi
+        out[f"aleatoric_{pred}"] = float(p * (1 - p))
+        out[f"cost_epistemic_{pred}_s"] = t
+    return out
+
+
+def _mc_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
+    from ..lm import Sample, mc_prompt, score_choices
+    from .grading import grade
+
+    prompt = mc_prompt(env.tokenizer, q.question)
+    s, t_sc = _timed(lambda: score_choices(env.model, env.tokenizer, [prompt], [list(q.options)]))
+    pick = int(s.pick[0])
+    g = grade(q, pick, judge=env.cfg.judge)
+    ans = Sample(text=q.options[pick], token_ids=s.pick_token_ids[0],
+                 token_logprobs=s.pick_token_logprobs[0])
+    row = {
+        "id": q.id, "question": q.question, "answer": q.options[pick], "correct": bool(g.correct),
+        "grade_score": g.score, "grade_method": g.method, "pick": pick, "label": q.label,
+        "option_logliks": list(s.option_logliks[0]),
+        "p": float(s.p[0]), "log_p": math.log(float(s.p[0])) if float(s.p[0]) > 0 else None,
+        "epistemic": float(s.epistemic[0]), "aleatoric": float(s.aleatoric[0]),
+        "total": float(s.total[0]), "n_tokens": len(ans.token_ids),
+        # scoring the options is the MC1 prediction itself: K forwards (one per option) + backward
+        "cost_epistemic_s": t_sc, "cost_epistemic_fwd": len(q.options) + 2.0,
+        "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0,
+    }
+    return row, ans, prompt
+
+
+def _question_row(env: _Env, q: Any) -> dict[str, Any]:
+    from ..lm import sample_answers
+    from .baselines import QAContext
+
+    cfg = env.cfg
+    row, ans, prompt = (_mc_row if q.label is not None else _gen_row)(env, q)
+    samples = None
+    if any(b.needs_samples for b in env.baselines.values()):
+        samples, t = _timed(lambda: tuple(sample_answers(
+            env.model, env.tokenizer, prompt, k=cfg.k, temperature=cfg.temperature,
+            max_new_tokens=cfg.max_new_tokens, seed=question_seed(cfg.seed, q.id))))
+        row["cost_samples_s"] = t
+        row["samples"] = [x.text for x in samples]
+    ctx = QAContext(question=q, prompt=prompt, answer=ans, samples=samples)
+    for name, b in env.baselines.items():
+        res, t = _timed(lambda b=b: b(env.model, env.tokenizer, ctx))
+        if b.needs_samples:  # the shared samples' time is part of this method's cost
+            t += row["cost_samples_s"]
+        row[name] = res.value
+        row[f"cost_{name}_s"] = t
+        row[f"cost_{name}_fwd"] = res.forward_passes
+    return row
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def _baselines(cfg: QAConfig) -> dict[str, Any]:
+    from .baselines import make_baseline
+
+    out = {}
+    for m in cfg.methods:
+        opts = dict(cfg.baseline_options.get(m, {}))
+        if m in ("naive_entropy", "semantic_entropy"):
+            opts.setdefault("k", cfg.k)
+            opts.setdefault("temperature", cfg.temperature)
+            opts.setdefault("max_new_tokens", cfg.max_new_tokens)
+            opts.setdefault("seed", cfg.seed)
+        out[m] = make_baseline(m, **opts)
+    return out
+
+
+def alternative_metrics(rows: Sequence[dict[str, Any]], prediction: str, *, seed: int = 0,
+                        n_boot: int = 300) -> dict[str, Any]:
+    """AUROC (bootstrap mean ± std) of epistemic / aleatoric / combined under each prediction."""
+    import numpy as np
+
+    from ..evaluate.combine import rank_mean
+    from ..evaluate.metrics import bootstrap_auroc
+
+    y = np.array([0 if r["correct"] else 1 for r in rows])
+    out: dict[str, Any] = {}
+    if not 0 < y.sum() < len(y):
+        return out
+    for pred in PREDICTIONS:
+        suf = "" if pred == prediction else f"_{pred}"
+        if not all(r.get(f"epistemic{suf}") is not None for r in rows):
+            continue
+        e = np.array([r[f"epistemic{suf}"] for r in rows], dtype=float)
+        a = np.array([r[f"aleatoric{suf}"] for r in rows], dtype=float)
+        c = rank_mean({"epistemic": e, "aleatoric": a})
+        out[pred] = {n: dict(zip(("auroc_mean", "auroc_std"),
+                                 bootstrap_auroc(y, v, n=n_boot, seed=seed)))
+                     for n, v in (("epistemic", e), ("aleatoric", a), ("combined", c))}
+    return out
+
+
+def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
+           command: str | None = None) -> dict[str, Any]:
+    """Metrics over the rows of `questions` found in DIR/scores.jsonl; rewrites the file with
+    ``combined`` and writes metrics.json, report.md, roc.png."""
+    from ..evaluate.report import evaluate, score_columns, write_report
+    from .baselines import BASELINES
+
+    path = out / "scores.jsonl"
+    rows = read_rows(path)
+    wanted = {q.id for q in questions}
+    done = [r for r in rows if r["id"] in wanted]
+    for r in rows:
+        r.pop("combined", None)
+    methods = {"epistemic": True, "aleatoric": True}
+    methods.update({m: BASELINES[m].higher_is_uncertain for m in cfg.methods})
+    _, cols, _, _ = score_columns(done, methods, seed=cfg.seed)
+    for r, v in zip(done, cols["combined"]):
+        r["combined"] = float(v)
+    _rewrite(path, rows)
+    extra = {"config": cfg.to_json(),
+             "predictions": alternative_metrics(done, cfg.prediction, seed=cfg.seed)}
+    metrics = evaluate(done, methods, seed=cfg.seed, model=cfg.model, dataset=cfg.dataset,
+                       command=command, extra=extra)
+    write_report(out, metrics, done)
+    return metrics
+
+
+def run_qa(
+    out: str | Path,
+    *,
+    model: str = "smollm2-135m",
+    dataset: str = "truthfulqa-gen",
+    data: str | None = None,
+    limit: int | None = None,
+    methods: Sequence[str] = ALL_METHODS,
+    prediction: str = "sequence",
+    alternatives: bool = True,
+    seed: int = 0,
+    max_new_tokens: int = 24,
+    k: int = 5,
+    temperature: float = 1.0,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    norm_method: str = "auto",
+    judge: str = "auto",
+    baseline_options: dict[str, dict[str, Any]] | None = None,
+    progress: bool = True,
+    command: str | None = None,
+    loaded: tuple[Any, Any] | None = None,
+) -> dict[str, Any]:
+    """Run the QA evaluation into `out` (resumable) and return the metrics dict.
+
+    Args:
+        out: output directory (scores.jsonl, config.json, metrics.json, report.md, roc.png).
+        model: model name or path (`load_model`); recorded in config.json.
+        dataset: "truthfulqa-gen" | "truthfulqa-mc1" | "triviaqa" | "nq-open".
+        data: dataset file or folder (`load_dataset`'s ``data``).
+        limit: the first `limit` questions in file order (None: all).
+        methods: baselines to run besides the gradient scores (issue 5's names).
+        prediction: the definition of p for generated answers ("sequence", "geometric",
+            "first_token").
+        alternatives: also record the other two predictions (one extra backward).
+        seed: seed of sampling and of the metrics' bootstrap.
+        max_new_tokens: cap on answer tokens (greedy and samples).
+        k, temperature: samples for the sampling baselines.
+        dtype, device: model weights' dtype and device.
+        norm_method: gradient-norm engine ("auto", "loop", "ghost").
+        judge: grading rule (`grade`'s ``judge``).
+        baseline_options: per-method extra options for `make_baseline`.
+        progress: show a tqdm progress bar.
+        command: the command line, recorded in metrics.json / report.md.
+        loaded: an already loaded ``(model, tokenizer)`` (tests, notebooks).
+
+    Returns:
+        The metrics dict written to metrics.json.
+    """
+    import torch
+
+    from ..lm import Prediction, load_model
+    from .baselines import make_baseline  # noqa: F401 - fail early if baselines are missing
+    from .datasets import load_dataset
+
+    Prediction.parse(prediction)
+    cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
+                   methods=tuple(methods), prediction=prediction, alternatives=alternatives,
+                   seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
+                   dtype=dtype, device=device, norm_method=norm_method, judge=judge,
+                   baseline_options=dict(baseline_options or {}))
+    baselines = _baselines(cfg)  # unknown method names fail before anything is written
+    questions = load_dataset(dataset, data=data, limit=limit)
+    outp = Path(out)
+    check_config(outp, cfg)
+    path = outp / "scores.jsonl"
+    rows = read_rows(path)
+    done = {r["id"] for r in rows}
+    todo = [q for q in questions if q.id not in done]
+    if todo:
+        m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device)
+        env = _Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines)
+        torch.manual_seed(seed)
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(questions), initial=len(questions) - len(todo),
+                       desc=f"qa {dataset}", unit="q")
+        try:
+            with path.open("a", encoding="utf-8") as f:
+                for q in todo:
+                    _append(f, _question_row(env, q))
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
+    return finish(outp, cfg, questions, command=command)
+
+
+def print_table(metrics: dict[str, Any]) -> None:
+    """Print the report's AUROC table (as report.md renders it)."""
+    from ..evaluate.report import render_markdown
+
+    print(render_markdown(metrics))
+
+
+# ----------------------------------------------------------------------------- isograd score
+
+
+def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
+    """(id, prompt, answer) per line of a pairs JSONL file; errors name the line."""
+    out: list[tuple[str, str, str]] = []
+    seen: dict[str, int] = {}
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except ValueError as e:
+                raise ValueError(f"{path}:{i}: invalid JSON ({e})") from None
+            if not isinstance(rec, dict):
+                raise ValueError(f"{path}:{i}: expected an object with 'prompt' and 'answer'")
+            for key in ("prompt", "answer"):
+                if not isinstance(rec.get(key), str) or not rec[key]:
+                    raise ValueError(f"{path}:{i}: field {key!r} missing or not a non-empty string")
+            rid = str(rec.get("id", f"line-{i}"))
+            if rid in seen:
+                raise ValueError(f"{path}:{i}: duplicate id {rid!r} (first at line {seen[rid]})")
+            seen[rid] = i
+            out.append((rid, rec["prompt"], rec["answer"]))
+    return out
+
+
+def score_file(
+    input: str | Path,
+    out: str | Path,
+    *,
+    model: str = "smollm2-135m",
+    prediction: str = "sequence",
+    as_question: bool = False,
+    norm_method: str = "auto",
+    batch_size: int = 8,
+    dtype: str = "fp32",
+    device: str = "cpu",
+    progress: bool = True,
+    loaded: tuple[Any, Any] | None = None,
+) -> int:
+    """Score (prompt, answer) pairs from a JSONL file into another, resumably.
+
+    Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
+    ``line-<n>``). The answer is appended to the prompt verbatim; with `as_question` the prompt
+    is a bare question and is wrapped in `qa_prompt`. Output lines: ``id, prompt, answer, p,
+    log_p, epistemic, aleatoric, total, n_tokens, token_logprobs, model, prediction``. Ids
+    already in `out` are skipped; rows made with another model or prediction are refused.
+
+    Returns:
+        The number of pairs scored by this call.
+    """
+    from ..lm import Prediction, load_model, qa_prompt, score
+
+    pred = Prediction.parse(prediction).value
+    pairs = _read_pairs(Path(input))
+    outp = Path(out)
+    rows = read_rows(outp)
+    for r in rows[:1]:
+        if r.get("model") != model or r.get("prediction") != pred:
+            raise RunMismatchError(
+                f"{outp} holds rows scored with model={r.get('model')!r}, "
+                f"prediction={r.get('prediction')!r}; use another --out")
+    done = {r["id"] for r in rows}
+    todo = [p for p in pairs if p[0] not in done]
+    if not todo:
+        return 0
+    m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="score", unit="pair")
+    outp.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with outp.open("a", encoding="utf-8") as f:
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start:start + batch_size]
+                prompts = [qa_prompt(tok, p) if as_question else p for _, p, _ in chunk]
+                s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
+                          method=norm_method, batch_size=batch_size)
+                for j, (rid, p, a) in enumerate(chunk):
+                    _append(f, {
+                        "id": rid, "prompt": p, "answer": a, "p": float(s.p[j]),
+                        "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
+                        "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
+                        "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
+                        "model": model, "prediction": pred,
+                    })
+                if bar is not None:
+                    bar.update(len(chunk))
+    finally:
+        if bar is not None:
+            bar.close()
+    return len(todo)
