@@ -113,14 +113,21 @@ def validate(
     sigma_p: float = typer.Option(None, help="Prior standard deviation σ_p of every weight."),
 ) -> None:
     """Agreement of GN / Laplace / aleatoric with an MCMC reference (paper §4.1, Table 1)."""
-    import sys
+    import shlex
 
     from .validate.study import run_study, study_config
 
     names = [n for p in problems or [] for n in p.split(",") if n]
     cfg = study_config(quick=quick, problems=names, widths=widths, depths=depths, chains=chains,
                        warmup=warmup, samples=samples, seed=seed, sigma_p=sigma_p)
-    run_study(out, cfg, command="isograd " + " ".join(sys.argv[1:]))
+    # the command as an equivalent argument list (sys.argv is not ours under a test runner)
+    given = {"--problems": ",".join(names), "--chains": chains, "--warmup": warmup,
+             "--samples": samples, "--sigma-p": sigma_p, "--seed": seed or None}
+    cmd = ["isograd", "validate"] + (["--quick"] if quick else [])
+    cmd += [a for k, v in given.items() if v for a in (k, str(v))]
+    cmd += [a for w in widths or [] for a in ("--widths", str(w))]
+    cmd += [a for d in depths or [] for a in ("--depths", str(d))]
+    run_study(out, cfg, command=shlex.join(cmd + ["--out", out]))
 
 
 def main() -> None:

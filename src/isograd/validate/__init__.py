@@ -1,0 +1,6 @@
+"""Validation of the estimates against an MCMC reference on synthetic problems (paper §4.1).
+
+Needs the `validate` extra (jax, numpyro, scipy, matplotlib). Entry points:
+`study.run_study` (the `isograd validate` command), `mcmc.mcmc_reference`,
+`laplace.laplace_variance`, `problems.make_problem`, `nets.TorchMLP` / `nets.jax_apply`.
+"""
