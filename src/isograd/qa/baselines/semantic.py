@@ -14,11 +14,22 @@ The K sampled answers are clustered into meanings, then the entropy is taken ove
      samples, summed per cluster: SE = −Σ_c p(c) log p(c);
    - ``discrete`` (Farquhar et al.'s "discrete semantic entropy"): p(c) = (cluster size) / K.
 
-Entailment back-ends, all offline: ``llm`` (the same LM asked, per direction, whether answer 1
-entails answer 2; P(Yes) > 0.5 both ways), ``embedding`` (cosine similarity of the LM's own
-mean-pooled hidden states of the answers in context), ``ngram`` (cosine of character 3-gram
-counts, no model), ``nli`` (a user-supplied NLI classifier, entailment must be the argmax both
-ways). The default is ``llm``; /work/notes/ISSUE_5.md compares them.
+Entailment back-ends, all offline (`Entailment`):
+- ``ngram`` (default): cosine of character 3-gram counts of the answers' *content* (normalised,
+  without the words they share with the question, which echoing answers repeat) >= 0.5. Free,
+  deterministic, needs no model; lexical, so it misses paraphrases with other words.
+- ``llm``: the same LM asked, per direction, "does answer 1 entail answer 2?"; P(Yes) over
+  {Yes, No} > 0.5 both ways (Farquhar et al.'s LLM-judge variant).
+- ``embedding``: cosine of the LM's own mean-pooled hidden states of the answers (read after
+  the question) >= 0.95.
+- ``nli``: a user-supplied NLI classifier (HF id or local path, as Kuhn et al.'s DeBERTa-MNLI);
+  entailment must be the argmax both ways.
+Why ngram is the default: on SmolLM2-135M samples of 20 TriviaQA questions (measured with
+``python -m isograd.qa.baselines.compare``; numbers in the README), the LLM judge almost never says Yes (P(Yes) > 0.5 in 0.4 % of its
+queries, so it merges nothing beyond identical strings) while costing ~45 forward passes per
+question, and the hidden-state cosines of a small LM are high for unrelated answers on the
+same topic (over-merging); the n-gram back-end made few merges, mostly ones a reader would
+make, at no cost. With a capable instruction model, ``entailment="llm"`` or ``"nli"`` is the faithful choice.
 
 Cost (forward-pass equivalents): K samples + judge calls: ``llm`` and ``nli`` one per directed
 pair judged (an NLI forward counts as one, whatever that model's size); ``embedding`` one per
@@ -51,7 +62,7 @@ class Entailment(str, Enum):
     EMBEDDING = "embedding"
     """Cosine of the LM's mean-pooled hidden states (answer in context) >= threshold."""
     NGRAM = "ngram"
-    """Cosine of character 3-gram count vectors of the normalised answers >= threshold."""
+    """Cosine of character 3-gram counts of the answers without the question's words (default)."""
     NLI = "nli"
     """A user-supplied NLI model (HF id or path): entailment is the argmax both ways."""
 
@@ -83,7 +94,7 @@ class SEVariant(str, Enum):
             raise ValueError(f"unknown semantic entropy variant {value!r}; allowed: {allowed}") from None
 
 
-DEFAULT_THRESHOLDS = {Entailment.LLM: 0.5, Entailment.EMBEDDING: 0.9, Entailment.NGRAM: 0.5,
+DEFAULT_THRESHOLDS = {Entailment.LLM: 0.5, Entailment.EMBEDDING: 0.95, Entailment.NGRAM: 0.5,
                       Entailment.NLI: 0.0}
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
@@ -138,10 +149,23 @@ class _SimilarityJudge(_Judge):
         return [float(self.unit[i] @ self.unit[r]) >= self.threshold for r in reps]
 
 
-def ngram_vectors(texts: Sequence[str], n: int = 3) -> torch.Tensor:
-    """Character n-gram count vectors [N, G] of the normalised texts (space-padded)."""
+def content(text: str, question: str = "") -> str:
+    """The normalised answer without the words it shares with the question.
+
+    Answers often echo the question ("In 1918, women over 30 ..."): those words carry no
+    meaning of their own and would make every echoing answer look alike. When nothing is
+    left, the whole normalised answer is kept.
+    """
+    words = normalize(text).split()
+    echo = set(normalize(question).split())
+    kept = [w for w in words if w not in echo]
+    return " ".join(kept or words)
+
+
+def ngram_vectors(texts: Sequence[str], n: int = 3, question: str = "") -> torch.Tensor:
+    """Character n-gram count vectors [N, G] of the answers' `content` (space-padded)."""
     grams = [Counter(p[j:j + n] for j in range(max(1, len(p) - n + 1)))
-             for p in (f" {normalize(t)} " for t in texts)]
+             for p in (f" {content(t, question)} " for t in texts)]
     vocab = {g: j for j, g in enumerate(sorted(set().union(*grams)))}
     out = torch.zeros(len(texts), max(1, len(vocab)), dtype=torch.float64)
     for i, c in enumerate(grams):
@@ -293,7 +317,7 @@ def make_judge(backend: Entailment, model: Any, tokenizer: Any, question: str,
     if backend is Entailment.LLM:
         return _LLMJudge(model, tokenizer, question, texts, threshold)
     if backend is Entailment.NGRAM:
-        return _SimilarityJudge(ngram_vectors(texts), threshold, 0.0)
+        return _SimilarityJudge(ngram_vectors(texts, question=question), threshold, 0.0)
     if backend is Entailment.EMBEDDING:
         nonempty = [t if t.strip() else "-" for t in texts]
         return _SimilarityJudge(embed_answers(model, tokenizer, question, nonempty, layer=layer),
@@ -310,7 +334,7 @@ class SemanticEntropy:
     """Semantic entropy of K samples (module docstring).
 
     Attributes:
-        entailment: back-end, an `Entailment` value (default "llm").
+        entailment: back-end, an `Entailment` value (default "ngram", see the module docstring).
         variant: an `SEVariant` value (default "weighted").
         threshold: the back-end's decision threshold (None: `DEFAULT_THRESHOLDS`).
         nli: for entailment="nli", an HF id / local path, or a (model, tokenizer) pair.
@@ -318,7 +342,7 @@ class SemanticEntropy:
         k, temperature, max_new_tokens, seed: sampling options when ``ctx.samples`` is None.
     """
 
-    entailment: str = Entailment.LLM.value
+    entailment: str = Entailment.NGRAM.value
     variant: str = SEVariant.WEIGHTED.value
     threshold: float | None = None
     nli: Any = field(default=None, compare=False)
