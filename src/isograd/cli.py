@@ -47,6 +47,7 @@ def qa(
     judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge)."),
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
                                      "e.g. semantic_entropy.entailment=embedding."),
+    threads: int = typer.Option(None, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar and no table."),
 ) -> None:
     """Answer, grade and score a QA dataset; write scores.jsonl (resumable) and the report."""
@@ -64,7 +65,7 @@ def qa(
                          max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                          dtype=dtype, device=device, norm_method=norm_method, judge=judge,
                          baseline_options=parse_options(option or []),
-                         progress=not quiet, command=command)
+                         progress=not quiet, command=command, threads=threads)
     except (RunMismatchError, ValueError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

@@ -189,3 +189,17 @@ def test_score_choices_matches_brute_force(kind, tok):
         assert len(s.option_logliks[i]) == len(opts)
         assert max(s.option_logliks[i]) == s.option_logliks[i][k]
     torch.testing.assert_close(s.aleatoric, s.p * (1 - s.p))
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_auto_engine_matches_loop_on_padded_batches(kind, tok):
+    """method="auto" (the batched engine where it has rules) gives the loop engine's numbers."""
+    model = tiny_model(kind)
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS]
+    ref = score(model, tok, prompts, ANSWERS, method="loop", by_layer=True)
+    for side in ("left", "right"):
+        s = score(model, tok, prompts, ANSWERS, method="auto", batch_size=4, padding_side=side,
+                  by_layer=True)
+        torch.testing.assert_close(s.epistemic, ref.epistemic, rtol=1e-9, atol=0)
+        for g in ref.by_layer:
+            torch.testing.assert_close(s.by_layer[g], ref.by_layer[g], rtol=1e-9, atol=1e-300)

@@ -398,6 +398,7 @@ def run_qa(
     progress: bool = True,
     command: str | None = None,
     loaded: tuple[Any, Any] | None = None,
+    threads: int | None = None,
 ) -> dict[str, Any]:
     """Run the QA evaluation into `out` (resumable) and return the metrics dict.
 
@@ -421,14 +422,16 @@ def run_qa(
         progress: show a tqdm progress bar.
         command: the command line, recorded in metrics.json / report.md.
         loaded: an already loaded ``(model, tokenizer)`` (tests, notebooks).
+        threads: torch CPU threads for this call (None: torch's default). On a shared machine
+            1 thread is often several times faster than oversubscribed threads; the thread
+            count can change float rounding (~1e-6 relative), so keep it fixed within a run.
 
     Returns:
         The metrics dict written to metrics.json.
     """
     import torch
 
-    from ..lm import Prediction, load_model
-    from .baselines import make_baseline  # noqa: F401 - fail early if baselines are missing
+    from ..lm import Prediction
     from .datasets import load_dataset
 
     Prediction.parse(prediction)
@@ -445,26 +448,43 @@ def run_qa(
     rows = read_rows(path)
     done = {r["id"] for r in rows}
     todo = [q for q in questions if q.id not in done]
-    if todo:
-        m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device)
-        env = _Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines)
-        torch.manual_seed(seed)
-        bar = None
-        if progress:
-            from tqdm.auto import tqdm
-
-            bar = tqdm(total=len(questions), initial=len(questions) - len(todo),
-                       desc=f"qa {dataset}", unit="q")
-        try:
-            with path.open("a", encoding="utf-8") as f:
-                for q in todo:
-                    _append(f, _question_row(env, q))
-                    if bar is not None:
-                        bar.update(1)
-        finally:
-            if bar is not None:
-                bar.close()
+    saved_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        if todo:
+            _run_questions(todo, len(questions), path, cfg, baselines, loaded, progress)
+    finally:
+        torch.set_num_threads(saved_threads)
     return finish(outp, cfg, questions, command=command)
+
+
+def _run_questions(todo: Sequence[Any], total: int, path: Path, cfg: QAConfig,
+                   baselines: dict[str, Any], loaded: tuple[Any, Any] | None,
+                   progress: bool) -> None:
+    """Answer and score `todo`, appending one flushed line per question to `path`."""
+    import torch
+
+    from ..lm import load_model
+
+    m, tok = loaded if loaded is not None else load_model(cfg.model, dtype=cfg.dtype,
+                                                          device=cfg.device)
+    env = _Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines)
+    torch.manual_seed(cfg.seed)
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, initial=total - len(todo), desc=f"qa {cfg.dataset}", unit="q")
+    try:
+        with path.open("a", encoding="utf-8") as f:
+            for q in todo:
+                _append(f, _question_row(env, q))
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
 
 
 def print_table(metrics: dict[str, Any]) -> None:

