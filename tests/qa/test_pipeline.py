@@ -85,7 +85,9 @@ def test_rows_and_report(full_run):
     assert m["accuracy"] == pytest.approx(sum(r["correct"] for r in rows) / len(rows))
     assert {"epistemic", "aleatoric", "combined", *METHODS} <= set(m["methods"])
     assert set(m["predictions"]) == {"sequence", "geometric", "first_token"}
-    assert (out / "report.md").read_text().count("|") > 20 and (out / "roc.png").exists()
+    report = (out / "report.md").read_text()
+    assert report.count("|") > 20 and (out / "roc.png").exists()
+    assert "| first_token |" in report and "| sequence (this run's p) |" in report
     assert json.loads((out / "config.json").read_text())["methods"] == list(METHODS)
 
 

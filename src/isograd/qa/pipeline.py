@@ -373,7 +373,29 @@ def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
     metrics = evaluate(done, methods, seed=cfg.seed, model=cfg.model, dataset=cfg.dataset,
                        command=command, extra=extra)
     write_report(out, metrics, done)
+    section = predictions_markdown(metrics["predictions"], cfg.prediction)
+    if section:
+        with (out / "report.md").open("a", encoding="utf-8") as f:
+            f.write("\n" + section)
     return metrics
+
+
+def predictions_markdown(preds: dict[str, Any], default: str) -> str:
+    """Markdown table: AUROC of epistemic / aleatoric / combined under each definition of p."""
+    if len(preds) < 2:
+        return ""
+    lines = ["## The definition of p (same answers, same labels)", "",
+             "| prediction p | epistemic | aleatoric | combined (rank mean) |",
+             "| --- | --- | --- | --- |"]
+    for pred, v in preds.items():
+        cells = [f"{v[n]['auroc_mean']:.2f} ± {v[n]['auroc_std']:.2f}"
+                 for n in ("epistemic", "aleatoric", "combined")]
+        name = f"{pred} (this run's p)" if pred == default else pred
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "sequence = product of the answer tokens' probabilities; geometric = their "
+              "geometric mean (length-normalised); first_token = the first token's probability. "
+              "AUROC for predicting an incorrect answer, bootstrap mean ± std.", ""]
+    return "\n".join(lines)
 
 
 def run_qa(
