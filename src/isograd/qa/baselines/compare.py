@@ -90,6 +90,40 @@ def compare_backends(model: Any, tokenizer: Any, questions: Sequence[Any], *,
             "n": len(rows), "summary": summarize(rows, backends), "rows": rows}
 
 
+def time_baselines(model: Any, tokenizer: Any, questions: Sequence[Any], *, k: int = 10,
+                   max_new_tokens: int = 32, seed: int = 0) -> dict:
+    """Every registered baseline (defaults) on each question, sharing one set of K samples.
+
+    Returns per method the mean seconds and forward passes per question (the samples' time
+    counted in each sampling method, as the pipeline does).
+    """
+    from ...lm.prompts import qa_prompt
+    from . import BASELINES, QAContext, make_baseline
+
+    acc: dict[str, dict[str, float]] = {m: {"seconds": 0.0, "forward_passes": 0.0}
+                                        for m in ["greedy", "samples", *BASELINES]}
+    for n, q in enumerate(questions):
+        prompt = qa_prompt(tokenizer, q.question)
+        t0 = time.perf_counter()
+        answer = sample_answers(model, tokenizer, prompt, k=1, temperature=0.0,
+                                max_new_tokens=max_new_tokens)[0]
+        t1 = time.perf_counter()
+        samples = tuple(sample_answers(model, tokenizer, prompt, k=k,
+                                       max_new_tokens=max_new_tokens, seed=seed + n))
+        t2 = time.perf_counter()
+        acc["greedy"]["seconds"] += t1 - t0
+        acc["samples"]["seconds"] += t2 - t1
+        ctx = QAContext(q, prompt, answer, samples)
+        for name in BASELINES:
+            b = make_baseline(name)
+            t0 = time.perf_counter()
+            res = b(model, tokenizer, ctx)
+            dt = time.perf_counter() - t0 + ((t2 - t1) if b.needs_samples else 0.0)
+            acc[name]["seconds"] += dt
+            acc[name]["forward_passes"] += res.forward_passes
+    return {m: {k2: v / len(questions) for k2, v in d.items()} for m, d in acc.items()}
+
+
 def summarize(rows: Sequence[dict], backends: Sequence[str]) -> dict:
     """Per back-end means and per pair agreement (see module docstring)."""
     from scipy.stats import spearmanr
@@ -129,9 +163,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--time-baselines", action="store_true",
+                    help="instead: time every baseline (defaults) per question")
     args = ap.parse_args(argv)
     model, tok = load_model(args.model)
     qs = load_dataset(args.dataset, limit=args.limit)
+    if args.time_baselines:
+        res = time_baselines(model, tok, qs, k=args.k, seed=args.seed)
+        with open(args.out, "w") as f:
+            json.dump(res, f, indent=1)
+        print(json.dumps(res, indent=1))
+        return
     res = compare_backends(model, tok, qs, backends=args.backends.split(","), k=args.k,
                            seed=args.seed, nli=args.nli)
     with open(args.out, "w") as f:
