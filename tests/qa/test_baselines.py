@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.util
 import math
 import os
-import time
 
 import pytest
 import torch
@@ -331,7 +330,6 @@ def test_every_baseline_on_smollm2_triviaqa():
         pytest.skip(f"TriviaQA not available: {e}")
     model, tok = load_model("smollm2-135m")
     prompt = qa_prompt(tok, q.question)
-    t0 = time.perf_counter()
     answer = greedy_answer(model, tok, prompt, max_new_tokens=12)
     samples = tuple(sample_answers(model, tok, prompt, k=3, max_new_tokens=12, seed=0))
     ctx = QAContext(q, prompt, answer, samples)
@@ -343,7 +341,6 @@ def test_every_baseline_on_smollm2_triviaqa():
     assert 0.0 <= results["p_true"].value <= 1.0
     assert 0.0 <= results["semantic_entropy"].value <= math.log(3) + 1e-9
     assert results["msp"].value == pytest.approx(-answer.logprob)
-    assert time.perf_counter() - t0 < 120
 
 
 def test_backend_comparison_helpers():
