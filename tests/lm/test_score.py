@@ -88,6 +88,8 @@ def test_predictions_relations(tok):
     first = score(model, tok, prompts, ANSWERS, prediction="first_token", method="loop")
     n = seq.n_tokens.double()
     torch.testing.assert_close(geo.log_p, seq.log_p / n)
+    # the pipeline derives one from the other: ∇ log p_geo = ∇ log p_seq / n
+    torch.testing.assert_close(geo.sq_grad_norm_log_p, seq.sq_grad_norm_log_p / n**2)
     torch.testing.assert_close(first.log_p, torch.tensor([t[0] for t in seq.token_logprobs],
                                                          dtype=torch.float64))
     # a one-token answer has the same p under all three definitions

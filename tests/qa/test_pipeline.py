@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import signal
@@ -77,6 +78,7 @@ def test_rows_and_report(full_run):
                     "combined", "p_geometric", "epistemic_first_token", *METHODS):
             assert key in r, key
         assert r["aleatoric"] == pytest.approx(r["p"] * (1 - r["p"]))
+        assert r["p_geometric"] == pytest.approx(math.exp(r["log_p"] / r["n_tokens"]))
         assert r["epistemic"] >= 0 and 0 <= r["combined"] <= 1
         assert r["cost_epistemic_fwd"] == 3.0 and r["cost_naive_entropy_fwd"] == 2.0
     assert {r["correct"] for r in rows} == {True, False}

@@ -16,7 +16,7 @@ aleatoric, total, n_tokens``, one field per baseline, ``cost_<m>_s`` (seconds) a
 generation datasets the other two predictions (``p_<pred>``, ``epistemic_<pred>``,
 ``aleatoric_<pred>``) so every definition of p is measured on the same answers: "geometric" is
 derived exactly from the sequence pass (∇ log p_geo = ∇ log p_seq / n), "first_token" costs one
-more backward (``--no-alternatives`` skips it).
+more backward (``--no-alternatives`` skips it; "geometric" is always recorded).
 
 ``combined`` is a rank mean over all rows (it is not defined for one row alone): the lines
 are written without it, and when the run completes the file is rewritten atomically with each
@@ -225,32 +225,39 @@ def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
         # p(1-p) needs only the answer's log-probabilities, already known from generation
         "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0,
     }
-    if cfg.alternatives:
-        row.update(_alternatives(env, prompt, ids, s))
+    row.update(_alternatives(env, prompt, ids, s, extra_backward=cfg.alternatives))
     return row, ans, prompt
 
 
-def _alternatives(env: _Env, prompt: str, ids: list[int], s: Any) -> dict[str, Any]:
-    """p / epistemic / aleatoric of the two predictions other than the run's own."""
+def _alternatives(env: _Env, prompt: str, ids: list[int], s: Any, *,
+                  extra_backward: bool) -> dict[str, Any]:
+    """p / epistemic / aleatoric of the predictions other than the run's own.
+
+    "sequence" and "geometric" follow from each other exactly, at no cost
+    (log p_geo = log p_seq / n, so ∇ log p_geo = ∇ log p_seq / n); the others need one more
+    backward each and are computed only with `extra_backward`.
+    """
     import torch
 
     from ..lm import score
 
     out: dict[str, Any] = {}
-    seq = s if s.prediction == "sequence" else None
+    pair = {"sequence": "geometric", "geometric": "sequence"}
+    n = float(s.n_tokens[0])
     for pred in PREDICTIONS:
         if pred == s.prediction:
             continue
-        if pred == "geometric" and seq is not None:
-            n = float(seq.n_tokens[0])
-            log_p = seq.log_p[0] / n  # exact: ∇ log p_geo = ∇ log p_seq / n
-            sq = seq.sq_grad_norm_log_p[0] / n**2
+        if pair.get(s.prediction) == pred:
+            scale = 1 / n if pred == "geometric" else n
+            log_p = s.log_p[0] * scale
             p = torch.exp(log_p)
-            epi, t = float(torch.exp(2 * log_p) * sq), 0.0
-        else:
+            epi, t = float(torch.exp(2 * log_p) * s.sq_grad_norm_log_p[0] * scale**2), 0.0
+        elif extra_backward:
             alt, t = _timed(lambda pr=pred: score(env.model, env.tokenizer, [prompt], [ids],
                                                   prediction=pr, method=env.cfg.norm_method))
             p, epi = alt.p[0], float(alt.epistemic[0])
+        else:
+            continue
         out[f"p_{pred}"] = float(p)
         out[f"epistemic_{pred}"] = epi
         out[f"aleatoric_{pred}"] = float(p * (1 - p))
@@ -433,7 +440,8 @@ def run_qa(
         methods: baselines to run besides the gradient scores (issue 5's names).
         prediction: the definition of p for generated answers ("sequence", "geometric",
             "first_token").
-        alternatives: also record the other two predictions (one extra backward).
+        alternatives: also record "first_token" (one extra backward per question); the
+            "sequence"/"geometric" pair is always recorded (free).
         seed: seed of sampling and of the metrics' bootstrap.
         max_new_tokens: cap on answer tokens (greedy and samples).
         k, temperature: samples for the sampling baselines.

@@ -1,0 +1,53 @@
+"""Print the cross-dataset AUROC table of the committed QA runs (markdown), beside the paper.
+
+Usage: .venv/bin/python results/qa/summarize.py   (reads results/qa/<dataset>/metrics.json)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from isograd.evaluate.report import LABELS, PAPER_TABLE2
+
+HERE = Path(__file__).parent
+DATASETS = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
+ORDER = ["p_true", "semantic_entropy", "naive_entropy", "aleatoric", "epistemic", "combined",
+         "combined_logreg_cv", "msp", "mean_token_entropy"]
+
+
+def cell(e: dict | None) -> str:
+    if not e or e.get("auroc_mean") is None:
+        return "–"
+    return f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}"
+
+
+def main() -> None:
+    runs = {d: json.loads((HERE / d / "metrics.json").read_text())
+            for d in DATASETS if (HERE / d / "metrics.json").exists()}
+    heads = [f"{d} (n={m['n']}, acc={m['accuracy']:.2f})" for d, m in runs.items()]
+    print("| method | " + " | ".join(heads) + " | paper TriviaQA | paper TruthfulQA |")
+    print("| --- |" + " --- |" * (len(runs) + 2))
+    for name in ORDER:
+        cells = [cell(m["methods"].get(name)) for m in runs.values()]
+        paper = PAPER_TABLE2.get(name, {})
+        pc = [f"{paper[c][0]:.2f} ± {paper[c][1]:.2f}" if c in paper else "–"
+              for c in ("TriviaQA", "TruthfulQA")]
+        print(f"| {LABELS.get(name, name)} | " + " | ".join(cells + pc) + " |")
+    print()
+    print("| dataset | prediction p | epistemic | aleatoric | combined |")
+    print("| --- | --- | --- | --- | --- |")
+    for d, m in runs.items():
+        for pred, v in m.get("predictions", {}).items():
+            print(f"| {d} | {pred} | " + " | ".join(cell(v[n]) for n in
+                                                  ("epistemic", "aleatoric", "combined")) + " |")
+    print()
+    for d, m in runs.items():
+        sp = m.get("spearman", {}).get("epistemic_vs_p_true")
+        cost = {k: v.get("cost_s") for k, v in m["methods"].items() if v.get("cost_s") is not None}
+        print(f"{d}: Spearman(epistemic, P(True)) = {sp if sp is None else round(sp, 2)}; "
+              f"s/question: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
+
+
+if __name__ == "__main__":
+    main()
