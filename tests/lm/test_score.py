@@ -112,7 +112,7 @@ def test_underflowing_p_keeps_a_finite_log(tok):
     """A long answer: p underflows in float64, log p and the norm of log p stay finite."""
     model = tiny_model("gpt2")
     long = "abcdefghij" * 40  # 400 tokens, each of probability ~1/70
-    s = score(model, tok, [qa_prompt(tok, "Say it.")], [long], method="loop")
+    s = score(model, tok, [qa_prompt(tok, "Say it.")], [long], method="loop", prediction="sequence")
     assert s.log_p.item() < -1000 and math.isfinite(s.log_p.item())
     assert math.isfinite(s.sq_grad_norm_log_p.item()) and s.sq_grad_norm_log_p.item() > 0
     assert s.p.item() == 0.0 and s.epistemic.item() == 0.0

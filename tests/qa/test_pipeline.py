@@ -75,10 +75,10 @@ def test_rows_and_report(full_run):
     assert len(rows) == len(QUESTIONS)
     for r in rows:
         for key in ("id", "question", "answer", "correct", "p", "epistemic", "aleatoric",
-                    "combined", "p_geometric", "epistemic_first_token", *METHODS):
+                    "combined", "p_sequence", "epistemic_first_token", *METHODS):
             assert key in r, key
         assert r["aleatoric"] == pytest.approx(r["p"] * (1 - r["p"]))
-        assert r["p_geometric"] == pytest.approx(math.exp(r["log_p"] / r["n_tokens"]))
+        assert r["p_sequence"] == pytest.approx(math.exp(r["log_p"] * r["n_tokens"]))
         assert r["epistemic"] >= 0 and 0 <= r["combined"] <= 1
         assert r["cost_epistemic_fwd"] == 3.0 and r["cost_naive_entropy_fwd"] == 2.0
     assert {r["correct"] for r in rows} == {True, False}
@@ -89,7 +89,7 @@ def test_rows_and_report(full_run):
     assert set(m["predictions"]) == {"sequence", "geometric", "first_token"}
     report = (out / "report.md").read_text()
     assert report.count("|") > 20 and (out / "roc.png").exists()
-    assert "| first_token |" in report and "| sequence (this run's p) |" in report
+    assert "| first_token |" in report and "| geometric (this run's p) |" in report
     assert json.loads((out / "config.json").read_text())["methods"] == list(METHODS)
 
 
@@ -169,8 +169,8 @@ def test_score_file(lm, tmp_path):
     assert rows[0]["aleatoric"] == pytest.approx(rows[0]["p"] * (1 - rows[0]["p"]))
     assert len(rows[1]["token_logprobs"]) == rows[1]["n_tokens"] == 3
     assert score_file(pairs, out, loaded=lm, progress=False) == 0  # resumed: nothing left
-    with pytest.raises(RunMismatchError, match="prediction='sequence'"):
-        score_file(pairs, out, loaded=lm, progress=False, prediction="geometric")
+    with pytest.raises(RunMismatchError, match="prediction='geometric'"):
+        score_file(pairs, out, loaded=lm, progress=False, prediction="sequence")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"prompt": "a", "answer": "b"}\n{"prompt": "a"}\n')
     with pytest.raises(ValueError, match="bad.jsonl:2: field 'answer' missing"):
@@ -200,3 +200,28 @@ def test_killed_subprocess_resumes_to_the_same_file(lm, model_dir, nq_file, full
     # the rerun, in process (same options, so config.json accepts it)
     run_qa(out, model=str(model_dir), dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
     assert _no_cost(read_rows(path)) == _no_cost(read_rows(full_run[0] / "scores.jsonl"))
+
+
+def test_prediction_can_be_reheadlined(lm, nq_file, full_run, tmp_path):
+    """Another --prediction on a finished run swaps the headline columns; nothing recomputed."""
+    out = tmp_path / "copy"
+    shutil.copytree(full_run[0], out)
+    before = read_rows(out / "scores.jsonl")
+    run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **{**KW, "prediction": "sequence"})
+    rows = read_rows(out / "scores.jsonl")
+    for a, b in zip(before, rows):
+        assert b["p"] == a["p_sequence"] and b["p_geometric"] == a["p"]
+        assert b["log_p"] == pytest.approx(a["log_p"] * a["n_tokens"])
+        assert b["epistemic"] == a["epistemic_sequence"] and b["total"] == pytest.approx(
+            b["epistemic"] + b["aleatoric"])
+    assert json.loads((out / "config.json").read_text())["prediction"] == "sequence"
+    run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **KW)  # and back
+    assert _no_cost(read_rows(out / "scores.jsonl")) == _no_cost(before)
+
+
+def test_reheadline_refused_without_the_fields(lm, nq_file, tmp_path):
+    kw = {**KW, "methods": ("msp",), "alternatives": False}
+    run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=2, **kw)
+    with pytest.raises(RunMismatchError, match="lack 'first_token'"):
+        run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=2,
+               **{**kw, "prediction": "first_token"})

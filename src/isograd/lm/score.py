@@ -29,9 +29,9 @@ class Prediction(str, Enum):
     """Which probability of a multi-token answer is the prediction p."""
 
     SEQUENCE = "sequence"
-    """Product of the answer tokens' probabilities: the probability of the whole answer (default)."""
+    """Product of the answer tokens' probabilities: the probability of the whole answer."""
     GEOMETRIC = "geometric"
-    """Length-normalised: exp(mean token log-probability), the geometric mean."""
+    """Length-normalised: exp(mean token log-probability), the geometric mean (default)."""
     FIRST_TOKEN = "first_token"
     """Probability of the answer's first token only."""
 
@@ -268,7 +268,7 @@ def score(
     prompts: Sequence[str],
     answers: Sequence[Answer],
     *,
-    prediction: str | Prediction = Prediction.SEQUENCE,
+    prediction: str | Prediction = Prediction.GEOMETRIC,
     by_layer: bool = False,
     method: str | Method = Method.AUTO,
     batch_size: int = 8,
@@ -284,8 +284,13 @@ def score(
         prompts: B prompt texts, e.g. from `qa_prompt` (tokenized without added special tokens).
         answers: B answers: a text (appended to the prompt verbatim) or the answer's token ids
             (exactly what was generated).
-        prediction: "sequence" (default: the probability of the whole answer, which is what
-            "the answer is right" means to a user), "geometric" or "first_token".
+        prediction: "geometric" (default), "sequence" or "first_token". Why geometric: each
+            token of a greedy answer is an argmax decision, and the geometric mean keeps p on
+            the scale of one such decision (like a classifier's predicted-class probability),
+            whatever the answer's length. The sequence product of a sentence-long answer is
+            tiny (median 8e-5 on SmolLM2 TriviaQA answers), where p(1−p) ≈ p and
+            ‖∇p‖² = p²‖∇log p‖² are both driven by p itself: a confidence, not an uncertainty
+            (measured in /work/notes/ISSUE_4.md and the results/qa reports).
         by_layer: also return the per-group breakdown (``LMScores.by_layer``).
         method: norm engine ("auto", "loop", "ghost"); "auto" uses the loop engine while the
             batched one is unavailable.

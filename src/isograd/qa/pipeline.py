@@ -59,7 +59,7 @@ class QAConfig:
     dataset: str = "truthfulqa-gen"
     data: str | None = None
     methods: tuple[str, ...] = ALL_METHODS
-    prediction: str = "sequence"
+    prediction: str = "geometric"
     alternatives: bool = True
     seed: int = 0
     max_new_tokens: int = 24
@@ -156,23 +156,65 @@ def _rewrite(path: Path, rows: Sequence[dict[str, Any]]) -> None:
 
 
 def check_config(out: Path, cfg: QAConfig) -> None:
-    """Write DIR/config.json, or refuse when DIR holds a run with other options."""
+    """Write DIR/config.json, or refuse when DIR holds a run with other options.
+
+    Only ``prediction`` may change, when every row already holds the new prediction's fields:
+    the rows are then re-headlined (`reheadline`), nothing is recomputed.
+    """
     path = out / "config.json"
     new = cfg.to_json()
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if diff:
+        if diff and diff != ["prediction"]:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
             raise RunMismatchError(
                 f"{out} holds a run made with other options ({shown}); use another --out "
                 "directory (or delete it) rather than mix rows of different runs"
             )
+        if diff:
+            reheadline(out / "scores.jsonl", old["prediction"], cfg.prediction)
+            path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
         return
     if (out / "scores.jsonl").exists():
         raise RunMismatchError(f"{out}/scores.jsonl exists without config.json; use another --out")
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+
+
+_HEAD = ("p", "log_p", "epistemic", "aleatoric")
+
+
+def reheadline(path: Path, old: str, new: str) -> None:
+    """Make prediction `new` the headline (p, log_p, epistemic, aleatoric, total) of every row,
+    keeping `old` under suffixed names; refuses when a row lacks `new` (atomic rewrite).
+
+    Multiple-choice rows (``pick``) have one p whatever the prediction: left as they are.
+    """
+    rows = read_rows(path)
+    gen = [r for r in rows if "pick" not in r]
+    missing = [r["id"] for r in gen if r.get(f"epistemic_{new}") is None]
+    if missing:
+        raise RunMismatchError(
+            f"{path.parent} was run with prediction={old!r} and its rows lack {new!r} "
+            f"(e.g. {missing[0]}; first_token needs --alternatives); use another --out")
+    pair = {old, new} == {"sequence", "geometric"}
+    for r in gen:
+        p_new = r[f"p_{new}"]
+        head_new = {"p": p_new, "epistemic": r[f"epistemic_{new}"],
+                    "aleatoric": r[f"aleatoric_{new}"],
+                    "log_p": r.get(f"log_p_{new}", math.log(p_new) if p_new > 0 else None)}
+        for k in _HEAD:
+            r[f"{k}_{old}"] = r[k]
+            r.pop(f"{k}_{new}", None)
+            r[k] = head_new[k]
+        r["total"] = r["epistemic"] + r["aleatoric"]
+        # a derived pair shares one backward: the headline's cost stays; else swap the costs
+        alt_cost = r.pop(f"cost_epistemic_{new}_s", 0.0)
+        r[f"cost_epistemic_{old}_s"] = 0.0 if pair else r["cost_epistemic_s"]
+        if not pair:
+            r["cost_epistemic_s"] = alt_cost
+    _rewrite(path, rows)
 
 
 # ----------------------------------------------------------------------------- one question
@@ -259,6 +301,7 @@ def _alternatives(env: _Env, prompt: str, ids: list[int], s: Any, *,
         else:
             continue
         out[f"p_{pred}"] = float(p)
+        out[f"log_p_{pred}"] = float(log_p) if pair.get(s.prediction) == pred else float(alt.log_p[0])
         out[f"epistemic_{pred}"] = epi
         out[f"aleatoric_{pred}"] = float(p * (1 - p))
         out[f"cost_epistemic_{pred}_s"] = t
@@ -413,7 +456,7 @@ def run_qa(
     data: str | None = None,
     limit: int | None = None,
     methods: Sequence[str] = ALL_METHODS,
-    prediction: str = "sequence",
+    prediction: str = "geometric",
     alternatives: bool = True,
     seed: int = 0,
     max_new_tokens: int = 24,
@@ -557,7 +600,7 @@ def score_file(
     out: str | Path,
     *,
     model: str = "smollm2-135m",
-    prediction: str = "sequence",
+    prediction: str = "geometric",
     as_question: bool = False,
     norm_method: str = "auto",
     batch_size: int = 8,
