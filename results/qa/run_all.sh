@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Full QA runs on SmolLM2-135M-Instruct, one after the other (resumable: rerun to continue).
-# Settings chosen to fit a 2-core machine shared by several jobs (see README_qa / ISSUE_4):
-# 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram similarity,
-# one torch thread. Each run writes results/qa/<dataset>/ (scores.jsonl, metrics.json, report.md, roc.png).
+# Full QA runs on SmolLM2-135M-Instruct (resumable: rerun to continue; a finished run only
+# re-evaluates). Settings chosen to fit a 2-core machine shared by several jobs (README_qa /
+# ISSUE_4): 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram
+# similarity, one torch thread. Each run writes results/qa/<dataset>/ (scores.jsonl,
+# metrics.json, report.md, roc.png, config.json); logs go to results/qa/<dataset>.log.
+# Usage: results/qa/run_all.sh [dataset ...]   (default: all four, one after the other)
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ISOGRAD_DATA="${ISOGRAD_DATA:-$(realpath ../shared/data)}"
@@ -13,7 +15,14 @@ run() {  # dataset, extra args...
   nice -n 10 .venv/bin/isograd qa --dataset "$ds" "${COMMON[@]}" "$@" --out "results/qa/$ds" \
     > "results/qa/$ds.log" 2>&1 || echo "run $ds failed, see results/qa/$ds.log"
 }
-run triviaqa --limit 150
-run truthfulqa-gen --limit 200
-run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives
-run nq-open --limit 500 --no-alternatives
+for ds in "${@:-triviaqa truthfulqa-gen truthfulqa-mc1 nq-open}"; do
+  for d in $ds; do
+    case $d in
+      triviaqa) run triviaqa --limit 150 ;;
+      truthfulqa-gen) run truthfulqa-gen --limit 200 ;;
+      truthfulqa-mc1) run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives ;;
+      nq-open) run nq-open --limit 500 --no-alternatives ;;
+      *) echo "unknown dataset $d" ;;
+    esac
+  done
+done
