@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from isograd.lm.choices import score_choices
 from isograd.lm.prompts import encode_answer, encode_prompt, qa_prompt
-from isograd.lm.score import LMScores, Prediction, layer_group, score, score_choices
+from isograd.lm.score import LMScores, Prediction, layer_group, score
 
 from .tiny_lm import tiny_model, tiny_tokenizer
 
@@ -182,7 +183,14 @@ def test_score_choices_matches_brute_force(kind, tok):
     model = tiny_model(kind)
     prompts = [qa_prompt(tok, q) for q in QUESTIONS[:3]]
     options = [["four", "five", "twenty two"], ["me", "Shakespeare"], ["red", "blue", "a", "b"]]
-    s = score_choices(model, tok, prompts, options, batch_size=2)
+    for packed in (False, True):
+        _check_choices(score_choices(model, tok, prompts, options, batch_size=2, packed=packed),
+                       model, tok, prompts, options)
+    # the default checks once whether the model honours a 4-D mask (both tiny models do)
+    _check_choices(score_choices(model, tok, prompts, options), model, tok, prompts, options)
+
+
+def _check_choices(s, model, tok, prompts, options):
     for i, (pr, opts) in enumerate(zip(prompts, options)):
         k, p, sq = _brute_choice(model, tok, pr, opts)
         assert int(s.pick[i]) == k

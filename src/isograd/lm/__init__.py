@@ -1,10 +1,11 @@
 """Causal language models: loading, prompts, answer probability, generation, scoring."""
 
+from .choices import ChoiceScores, score_choices
 from .generate import greedy_answer
 from .models import DEFAULT_MODEL, load_model
 from .prompts import mc_prompt, qa_prompt
 from .sampling import Sample, sample_answers
-from .score import ChoiceScores, LMScores, Prediction, score, score_choices
+from .score import LMScores, Prediction, score
 
 __all__ = [
     "DEFAULT_MODEL",

@@ -1,4 +1,4 @@
-"""Gradient-norm uncertainty of (prompt, answer) pairs of a causal LM: `score`, `score_choices`.
+"""Gradient-norm uncertainty of (prompt, answer) pairs of a causal LM: `score`.
 
 For each pair the prediction p is a probability of the answer given the prompt (see
 `Prediction`); epistemic = σ²·‖∇θ p‖², aleatoric = p(1−p), total = their sum (PAPER.md).
@@ -75,35 +75,6 @@ class LMScores:
     n_tokens: torch.Tensor
     by_layer: dict[str, torch.Tensor] | None
     prediction: str
-    sigma2: float
-
-
-@dataclass(frozen=True)
-class ChoiceScores:
-    """Multiple-choice scores per question; tensors are float64 [Q] unless noted.
-
-    Attributes:
-        pick: int64 [Q], index of the option with the highest summed log-likelihood.
-        p: softmax over the options' summed log-likelihoods, at `pick`.
-        epistemic: σ²·‖∇θ p‖² (the gradient flows through the softmax, all options).
-        aleatoric: p(1−p).
-        total: epistemic + aleatoric.
-        option_logliks: per question, each option's summed answer-token log-likelihood.
-        pick_token_ids: per question, the picked option's token ids.
-        pick_token_logprobs: per question, the picked option's token log-probabilities.
-        by_layer: as in `LMScores`, or None.
-        sigma2: σ².
-    """
-
-    pick: torch.Tensor
-    p: torch.Tensor
-    epistemic: torch.Tensor
-    aleatoric: torch.Tensor
-    total: torch.Tensor
-    option_logliks: tuple[tuple[float, ...], ...]
-    pick_token_ids: tuple[tuple[int, ...], ...]
-    pick_token_logprobs: tuple[tuple[float, ...], ...]
-    by_layer: dict[str, torch.Tensor] | None
     sigma2: float
 
 
@@ -238,30 +209,6 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     return fn
 
 
-def _choice_fn(saved: dict[str, Any]):
-    """fn(model, batch) -> log softmax-probability of the picked option [Q]."""
-
-    def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, mask = _token_logprobs(m, b)
-        ll = tok.sum(1)  # [R] summed log-likelihood of each option row
-        out = []
-        for q in range(b["question"].shape[0]):
-            rows = (b["owner"] == q).nonzero().flatten()
-            lq = ll[rows]
-            k = int(lq.detach().argmax())
-            out.append(lq[k] - torch.logsumexp(lq, 0))
-            saved["pick"].append(k)
-            saved["ll"].append(tuple(float(x) for x in lq.detach().double()))
-            r = int(rows[k])
-            saved["ids"].append(tuple(int(t) for t in b["input_ids"][r][b["answer_mask"][r]]))
-            saved["lps"].append(tuple(float(x) for x in tok[r][mask[r]].detach().double()))
-        lp = torch.stack(out)
-        saved["log_p"] = lp.detach().double()
-        return lp
-
-    return fn
-
-
 def score(
     model: nn.Module,
     tokenizer: Any,
@@ -340,76 +287,4 @@ def score(
         sq_grad_norm_log_p=sq_log, token_logprobs=tuple(toks),
         n_tokens=torch.tensor([len(a) for _, a in pairs], dtype=torch.long),
         by_layer=layers, prediction=pred.value, sigma2=float(sigma2),
-    )
-
-
-def score_choices(
-    model: nn.Module,
-    tokenizer: Any,
-    prompts: Sequence[str],
-    options: Sequence[Sequence[str]],
-    *,
-    by_layer: bool = False,
-    batch_size: int = 4,
-    sigma2: float = 1.0,
-    params: Any = None,
-) -> ChoiceScores:
-    """Multiple choice: the model picks the option of highest summed log-likelihood.
-
-    p = softmax over the options' summed answer-token log-likelihoods, taken at the pick;
-    its gradient flows through the softmax (every option's likelihood). Norms use the loop
-    engine: one question spans several rows, which a per-row batched engine cannot see.
-
-    Args:
-        model, tokenizer: the causal LM.
-        prompts: Q prompt texts (e.g. `mc_prompt`).
-        options: Q lists of option texts (each appended to its prompt verbatim).
-        by_layer: also return the per-group breakdown.
-        batch_size: questions per forward pass (all their options in one batch).
-        sigma2, params: as in `score`.
-
-    Returns:
-        `ChoiceScores` with float64 [Q] tensors.
-    """
-    if len(prompts) != len(options):
-        raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
-    if sigma2 < 0:
-        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
-    pad = _pad_id(tokenizer)
-    picks, log_ps, norms, lls, groups, ids, lps = [], [], [], [], [], [], []
-    for start in range(0, len(prompts), batch_size):
-        qs = range(start, min(start + batch_size, len(prompts)))
-        pairs, owner = [], []
-        for q in qs:
-            if len(options[q]) < 2:
-                raise ValueError(f"question {q}: multiple choice needs >= 2 options")
-            pairs += _encode_pairs(tokenizer, [prompts[q]] * len(options[q]), list(options[q]))
-            owner += [q - start] * len(options[q])
-        batch = _make_batch(pairs, pad, "right")
-        # the question index comes first: sq_grad_norms reads the batch size Q from it
-        batch = {"question": torch.arange(len(qs)), "owner": torch.tensor(owner), **batch}
-        saved: dict[str, Any] = {"pick": [], "ll": [], "ids": [], "lps": []}
-        res = sq_grad_norms(model, _choice_fn(saved), batch, method="loop", params=params,
-                            by_param=by_layer)
-        total, per = res if by_layer else (res, None)
-        norms.append(total.double())
-        log_ps.append(saved["log_p"])
-        picks += saved["pick"]
-        lls += saved["ll"]
-        ids += saved["ids"]
-        lps += saved["lps"]
-        if per is not None:
-            groups.append(_group(per))
-    log_p = torch.cat(log_ps)
-    p = log_p.exp()
-    epi = sigma2 * p.square() * torch.cat(norms)
-    alea = p * (1 - p)
-    layers = None
-    if by_layer:
-        layers = {g: sigma2 * p.square() * torch.cat([d[g] for d in groups]).double()
-                  for g in groups[0]}
-    return ChoiceScores(
-        pick=torch.tensor(picks, dtype=torch.long), p=p, epistemic=epi, aleatoric=alea,
-        total=epi + alea, option_logliks=tuple(lls), pick_token_ids=tuple(ids),
-        pick_token_logprobs=tuple(lps), by_layer=layers, sigma2=float(sigma2),
     )

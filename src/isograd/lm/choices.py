@@ -1,0 +1,295 @@
+"""Multiple choice: `score_choices` (the model picks the option of highest log-likelihood).
+
+p = softmax over the options' summed answer-token log-likelihoods, taken at the pick; its
+gradient flows through the softmax, i.e. through every option's likelihood.
+
+Two equivalent ways to run the options through the model:
+
+* packed (default when the model accepts it): one row per question, ``prompt + option_1 + ...
+  + option_K``, with a 4-D attention mask that lets each option see the prompt and its own
+  earlier tokens only, and position ids that restart after the prompt for every option. The
+  prompt is processed once instead of K times, and since one row is one question, the batched
+  norm engine applies ("auto"). Whether a model honours a custom 4-D mask is checked once per
+  model on the first question (option log-likelihoods against the rows path, 1e-4); if not,
+  the rows path is used with a warning.
+* rows: one padded row per option; one question spans several rows, so norms use the loop
+  engine.
+"""
+
+from __future__ import annotations
+
+import warnings
+import weakref
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..norms.api import Method, sq_grad_norms
+from .score import (
+    _accepts_logits_to_keep,
+    _encode_pairs,
+    _group,
+    _make_batch,
+    _norms,
+    _pad_id,
+    _token_logprobs,
+)
+
+
+@dataclass(frozen=True)
+class ChoiceScores:
+    """Multiple-choice scores per question; tensors are float64 [Q] unless noted.
+
+    Attributes:
+        pick: int64 [Q], index of the option with the highest summed log-likelihood.
+        p: softmax over the options' summed log-likelihoods, at `pick`.
+        epistemic: σ²·‖∇θ p‖² (the gradient flows through the softmax, all options).
+        aleatoric: p(1−p).
+        total: epistemic + aleatoric.
+        option_logliks: per question, each option's summed answer-token log-likelihood.
+        pick_token_ids: per question, the picked option's token ids.
+        pick_token_logprobs: per question, the picked option's token log-probabilities.
+        by_layer: group name -> σ²·‖∇p‖² restricted to that group (as `LMScores.by_layer`),
+            or None.
+        sigma2: σ².
+    """
+
+    pick: torch.Tensor
+    p: torch.Tensor
+    epistemic: torch.Tensor
+    aleatoric: torch.Tensor
+    total: torch.Tensor
+    option_logliks: tuple[tuple[float, ...], ...]
+    pick_token_ids: tuple[tuple[int, ...], ...]
+    pick_token_logprobs: tuple[tuple[float, ...], ...]
+    by_layer: dict[str, torch.Tensor] | None
+    sigma2: float
+
+
+_PACKED_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _record(saved: dict[str, Any], ll: torch.Tensor, k: int, ids: Sequence[int],
+            lps: torch.Tensor) -> None:
+    saved["pick"].append(k)
+    saved["ll"].append(tuple(float(x) for x in ll.detach().double()))
+    saved["ids"].append(tuple(int(t) for t in ids))
+    saved["lps"].append(tuple(float(x) for x in lps.detach().double()))
+
+
+# ----------------------------------------------------------------------------- rows path
+
+
+def _rows_fn(saved: dict[str, Any]):
+    """fn(model, batch) -> log softmax-probability of the picked option [Q] (rows layout)."""
+
+    def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        tok, mask = _token_logprobs(m, b)
+        ll = tok.sum(1)  # [R] summed log-likelihood of each option row
+        out = []
+        for q in range(b["question"].shape[0]):
+            rows = (b["owner"] == q).nonzero().flatten()
+            lq = ll[rows]
+            k = int(lq.detach().argmax())
+            out.append(lq[k] - torch.logsumexp(lq, 0))
+            r = int(rows[k])
+            _record(saved, lq, k, b["input_ids"][r][b["answer_mask"][r]].tolist(), tok[r][mask[r]])
+        lp = torch.stack(out)
+        saved["log_p"] = lp.detach().double()
+        return lp
+
+    return fn
+
+
+def _rows_batch(items: list[tuple[list[int], list[list[int]]]], pad: int) -> dict[str, torch.Tensor]:
+    pairs = [(p, o) for p, opts in items for o in opts]
+    owner = [q for q, (_, opts) in enumerate(items) for _ in opts]
+    batch = _make_batch(pairs, pad, "right")
+    # the question index comes first: sq_grad_norms reads the batch size Q from it
+    return {"question": torch.arange(len(items)), "owner": torch.tensor(owner), **batch}
+
+
+# ----------------------------------------------------------------------------- packed path
+
+
+def _packed_batch(items: list[tuple[list[int], list[list[int]]]], pad: int,
+                  dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """One row per question: prompt + all options, a 4-D mask, restarted position ids.
+
+    Also [Q, T] index tensors over the option tokens: ``pred`` (position whose logits predict
+    the token), ``target`` (the token), ``option`` (its option index, -1 for padding).
+    """
+    lengths = [len(p) + sum(len(o) for o in opts) for p, opts in items]
+    width, q_n = max(lengths), len(items)
+    t_n = max(sum(len(o) for o in opts) for _, opts in items)
+    ids = torch.full((q_n, width), pad, dtype=torch.long)
+    pos = torch.zeros(q_n, width, dtype=torch.long)
+    allow = torch.eye(width, dtype=torch.bool).repeat(q_n, 1, 1)  # padding sees itself only
+    pred = torch.zeros(q_n, t_n, dtype=torch.long)
+    target = torch.full((q_n, t_n), pad, dtype=torch.long)
+    option = torch.full((q_n, t_n), -1, dtype=torch.long)
+    for q, (p, opts) in enumerate(items):
+        n = len(p)
+        ids[q, :n] = torch.tensor(p)
+        pos[q, :n] = torch.arange(n)
+        allow[q, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        start, t = n, 0
+        for j, o in enumerate(opts):
+            m = len(o)
+            ids[q, start:start + m] = torch.tensor(o)
+            pos[q, start:start + m] = torch.arange(n, n + m)
+            allow[q, start:start + m, :n] = True
+            allow[q, start:start + m, start:start + m] = torch.ones(m, m, dtype=torch.bool).tril()
+            pred[q, t:t + m] = torch.tensor([n - 1] + list(range(start, start + m - 1)))
+            target[q, t:t + m] = torch.tensor(o)
+            option[q, t:t + m] = j
+            start, t = start + m, t + m
+    mask = torch.zeros(q_n, 1, width, width, dtype=dtype)
+    mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "pred": pred,
+            "target": target, "option": option,
+            "n_options": torch.tensor([len(opts) for _, opts in items])}
+
+
+def _packed_logliks(m: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Option log-likelihoods [Q, K] (-inf beyond a question's options) and token log-probs [Q, T]."""
+    lo = int(b["pred"][b["option"] >= 0].min())
+    kw = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
+    if _accepts_logits_to_keep(m):  # only the positions that predict option tokens
+        logits = m(**kw, logits_to_keep=torch.arange(lo, b["input_ids"].shape[1])).logits
+    else:
+        logits = m(**kw).logits[:, lo:]
+    logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    rows = torch.arange(logp.shape[0])[:, None]
+    tok = logp[rows, (b["pred"] - lo).clamp(min=0), b["target"]]
+    valid = b["option"] >= 0
+    tok = tok.masked_fill(~valid, 0.0)
+    k_max = int(b["n_options"].max())
+    ll = torch.zeros(tok.shape[0], k_max, dtype=tok.dtype).scatter_add(
+        1, b["option"].clamp(min=0), tok)
+    beyond = torch.arange(k_max)[None] >= b["n_options"][:, None]
+    return ll.masked_fill(beyond, float("-inf")), tok
+
+
+def _packed_fn(saved: dict[str, Any]):
+    def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
+        ll, tok = _packed_logliks(m, b)
+        picks = ll.detach().argmax(1)
+        lp = ll.gather(1, picks[:, None])[:, 0] - torch.logsumexp(ll, 1)
+        for q, k in enumerate(picks.tolist()):
+            sel = b["option"][q] == k
+            _record(saved, ll[q, : int(b["n_options"][q])], k, b["target"][q][sel].tolist(),
+                    tok[q][sel])
+        saved["log_p"] = lp.detach().double()
+        return lp
+
+    return fn
+
+
+def _packed_works(model: nn.Module, item: tuple[list[int], list[list[int]]], pad: int) -> bool:
+    """Does `model` honour a custom 4-D attention mask? Checked once per model."""
+    try:
+        return _PACKED_OK[model]
+    except (KeyError, TypeError):
+        pass
+    dtype = next(model.parameters()).dtype
+    try:
+        with torch.no_grad():
+            ll, _ = _packed_logliks(model, _packed_batch([item], pad, dtype))
+            b = _rows_batch([item], pad)
+            ref = _token_logprobs(model, b)[0].sum(1)
+        ok = bool(torch.allclose(ll[0].double(), ref.double(), rtol=1e-4, atol=1e-4))
+    except Exception:  # noqa: BLE001 - any failure means: use the rows path
+        ok = False
+    if not ok:
+        warnings.warn(f"{type(model).__name__} does not honour a custom 4-D attention mask; "
+                      "multiple choice uses one row per option (slower)", stacklevel=3)
+    try:
+        _PACKED_OK[model] = ok
+    except TypeError:
+        pass
+    return ok
+
+
+def score_choices(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    options: Sequence[Sequence[str]],
+    *,
+    by_layer: bool = False,
+    batch_size: int = 4,
+    sigma2: float = 1.0,
+    params: Any = None,
+    packed: bool | None = None,
+    method: str | Method = Method.AUTO,
+) -> ChoiceScores:
+    """Multiple choice: pick = the option of highest summed log-likelihood; p, epistemic, aleatoric.
+
+    Args:
+        model, tokenizer: the causal LM.
+        prompts: Q prompt texts (e.g. `mc_prompt`).
+        options: Q lists of >= 2 option texts (each appended to its prompt verbatim).
+        by_layer: also return the per-group breakdown.
+        batch_size: questions per forward pass.
+        sigma2, params: as in `score`.
+        packed: one row per question with a 4-D mask (True), one row per option (False), or
+            None: packed when the model passes a one-time check (module docstring).
+        method: norm engine for the packed path ("auto", "loop", "ghost"); the rows path
+            always uses "loop".
+
+    Returns:
+        `ChoiceScores` with float64 [Q] tensors.
+    """
+    if len(prompts) != len(options):
+        raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
+    if sigma2 < 0:
+        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    pad = _pad_id(tokenizer)
+    items = []
+    for q, (prompt, opts) in enumerate(zip(prompts, options)):
+        if len(opts) < 2:
+            raise ValueError(f"question {q}: multiple choice needs >= 2 options")
+        pairs = _encode_pairs(tokenizer, [prompt] * len(opts), list(opts))
+        items.append((pairs[0][0], [a for _, a in pairs]))
+    if packed is None:
+        packed = _packed_works(model, items[0], pad)
+    dtype = next(model.parameters()).dtype
+    keys = ("pick", "ll", "ids", "lps")
+    saved_all: dict[str, list] = {k: [] for k in keys}
+    log_ps, norms, groups = [], [], []
+    for start in range(0, len(items), batch_size):
+        chunk = items[start:start + batch_size]
+        saved: dict[str, Any] = {k: [] for k in keys}
+        if packed:
+            res = _norms(model, _packed_fn(saved), _packed_batch(chunk, pad, dtype), method,
+                         params, by_layer)
+        else:
+            res = sq_grad_norms(model, _rows_fn(saved), _rows_batch(chunk, pad), method="loop",
+                                params=params, by_param=by_layer)
+        total, per = res if by_layer else (res, None)
+        norms.append(total.double())
+        log_ps.append(saved["log_p"])
+        n = len(chunk)  # an engine may call fn more than once: keep the last call's records
+        for k in keys:
+            saved_all[k] += saved[k][-n:]
+        if per is not None:
+            groups.append(_group(per))
+    log_p = torch.cat(log_ps)
+    p = log_p.exp()
+    epi = sigma2 * p.square() * torch.cat(norms)
+    alea = p * (1 - p)
+    layers = None
+    if by_layer:
+        layers = {g: sigma2 * p.square() * torch.cat([d[g] for d in groups]).double()
+                  for g in groups[0]}
+    return ChoiceScores(
+        pick=torch.tensor(saved_all["pick"], dtype=torch.long), p=p, epistemic=epi,
+        aleatoric=alea, total=epi + alea, option_logliks=tuple(saved_all["ll"]),
+        pick_token_ids=tuple(saved_all["ids"]), pick_token_logprobs=tuple(saved_all["lps"]),
+        by_layer=layers, sigma2=float(sigma2),
+    )
+
