@@ -84,11 +84,16 @@ def score(
     batch_size: int = typer.Option(8, help="Pairs per forward pass."),
     dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
     device: str = typer.Option("cpu", help="Torch device."),
+    threads: int = typer.Option(None, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Score (prompt, answer) pairs generated elsewhere: p, epistemic, aleatoric per line."""
     from .qa.pipeline import RunMismatchError, score_file
 
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     try:
         n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
                        norm_method=norm_method, batch_size=batch_size, dtype=dtype,
