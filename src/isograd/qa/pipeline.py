@@ -32,189 +32,31 @@ same command gives the same rows, whatever was interrupted.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-ALL_METHODS = ("p_true", "naive_entropy", "semantic_entropy", "msp", "mean_token_entropy")
+from .runfiles import (
+    ALL_METHODS,
+    QAConfig,
+    RunMismatchError,
+    append_row,
+    check_config,
+    parse_options,
+    question_seed,
+    read_rows,
+    reheadline,
+    rewrite_rows,
+)
+from .score_pairs import score_file
+
+__all__ = ["ALL_METHODS", "QAConfig", "RunMismatchError", "finish", "parse_options",
+           "print_table", "question_seed", "read_rows", "reheadline", "run_qa", "score_file"]
 GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
 PREDICTIONS = ("sequence", "geometric", "first_token")
-
-
-class RunMismatchError(ValueError):
-    """DIR already holds a run made with other options."""
-
-
-@dataclass(frozen=True)
-class QAConfig:
-    """The options that determine a run's rows (saved as DIR/config.json)."""
-
-    model: str = "smollm2-135m"
-    dataset: str = "truthfulqa-gen"
-    data: str | None = None
-    methods: tuple[str, ...] = ALL_METHODS
-    prediction: str = "geometric"
-    alternatives: bool = True
-    seed: int = 0
-    max_new_tokens: int = 24
-    k: int = 5
-    temperature: float = 1.0
-    dtype: str = "fp32"
-    device: str = "cpu"
-    norm_method: str = "auto"
-    judge: str = "auto"
-    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["methods"] = list(self.methods)
-        return d
-
-
-def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["semantic_entropy.entailment=embedding", ...]`` -> ``{method: {key: value}}``.
-
-    Values are read as JSON when they parse (numbers, true/false, null), else kept as text.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not (sep and dot and method and name):
-            raise ValueError(f"baseline option {item!r} must look like METHOD.KEY=VALUE")
-        try:
-            v: Any = json.loads(value)
-        except ValueError:
-            v = value
-        out.setdefault(method.strip(), {})[name.strip()] = v
-    return out
-
-
-def question_seed(seed: int, qid: str) -> int:
-    """Per-question seed: independent of order, limit and interruptions."""
-    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
-    return h % (2**31 - 1)
-
-
-def _clean(x: Any) -> Any:
-    """JSON-safe: non-finite floats -> None, tuples -> lists."""
-    if isinstance(x, float):
-        return x if math.isfinite(x) else None
-    if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    return x
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of scores.jsonl. A last line without its newline is a write cut short by a kill:
-    it is removed from the file (and redone). Any other malformed line is an error naming it."""
-    path = Path(path)
-    if not path.exists():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # bytes holding complete lines
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
-    rows: list[dict[str, Any]] = []
-    for i, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
-        try:
-            row = json.loads(raw)
-        except ValueError as e:
-            raise ValueError(f"{path}:{i}: malformed row ({e}); fix or remove the line") from None
-        if not isinstance(row, dict) or "id" not in row:
-            raise ValueError(f"{path}:{i}: a row must be a JSON object with an 'id'")
-        rows.append(row)
-    return rows
-
-
-def _append(f, row: dict[str, Any]) -> None:
-    f.write(json.dumps(_clean(row), ensure_ascii=False, allow_nan=False) + "\n")
-    f.flush()
-    os.fsync(f.fileno())
-
-
-def _rewrite(path: Path, rows: Sequence[dict[str, Any]]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        for r in rows:
-            f.write(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def check_config(out: Path, cfg: QAConfig) -> None:
-    """Write DIR/config.json, or refuse when DIR holds a run with other options.
-
-    Only ``prediction`` may change, when every row already holds the new prediction's fields:
-    the rows are then re-headlined (`reheadline`), nothing is recomputed.
-    """
-    path = out / "config.json"
-    new = cfg.to_json()
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if diff and diff != ["prediction"]:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-            raise RunMismatchError(
-                f"{out} holds a run made with other options ({shown}); use another --out "
-                "directory (or delete it) rather than mix rows of different runs"
-            )
-        if diff:
-            reheadline(out / "scores.jsonl", old["prediction"], cfg.prediction)
-            path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-        return
-    if (out / "scores.jsonl").exists():
-        raise RunMismatchError(f"{out}/scores.jsonl exists without config.json; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-
-
-_HEAD = ("p", "log_p", "epistemic", "aleatoric")
-
-
-def reheadline(path: Path, old: str, new: str) -> None:
-    """Make prediction `new` the headline (p, log_p, epistemic, aleatoric, total) of every row,
-    keeping `old` under suffixed names; refuses when a row lacks `new` (atomic rewrite).
-
-    Multiple-choice rows (``pick``) have one p whatever the prediction: left as they are.
-    """
-    rows = read_rows(path)
-    gen = [r for r in rows if "pick" not in r]
-    missing = [r["id"] for r in gen if r.get(f"epistemic_{new}") is None]
-    if missing:
-        raise RunMismatchError(
-            f"{path.parent} was run with prediction={old!r} and its rows lack {new!r} "
-            f"(e.g. {missing[0]}; first_token needs --alternatives); use another --out")
-    pair = {old, new} == {"sequence", "geometric"}
-    for r in gen:
-        p_new = r[f"p_{new}"]
-        head_new = {"p": p_new, "epistemic": r[f"epistemic_{new}"],
-                    "aleatoric": r[f"aleatoric_{new}"],
-                    "log_p": r.get(f"log_p_{new}", math.log(p_new) if p_new > 0 else None)}
-        for k in _HEAD:
-            r[f"{k}_{old}"] = r[k]
-            r.pop(f"{k}_{new}", None)
-            r[k] = head_new[k]
-        r["total"] = r["epistemic"] + r["aleatoric"]
-        # a derived pair shares one backward: the headline's cost stays; else swap the costs
-        alt_cost = r.pop(f"cost_epistemic_{new}_s", 0.0)
-        r[f"cost_epistemic_{old}_s"] = 0.0 if pair else r["cost_epistemic_s"]
-        if not pair:
-            r["cost_epistemic_s"] = alt_cost
-    _rewrite(path, rows)
 
 
 # ----------------------------------------------------------------------------- one question
@@ -417,7 +259,7 @@ def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
     _, cols, _, _ = score_columns(done, methods, seed=cfg.seed)
     for r, v in zip(done, cols["combined"]):
         r["combined"] = float(v)
-    _rewrite(path, rows)
+    rewrite_rows(path, rows)
     extra = {"config": cfg.to_json(),
              "predictions": alternative_metrics(done, cfg.prediction, seed=cfg.seed)}
     metrics = evaluate(done, methods, seed=cfg.seed, model=cfg.model, dataset=cfg.dataset,
@@ -552,7 +394,7 @@ def _run_questions(todo: Sequence[Any], total: int, path: Path, cfg: QAConfig,
     try:
         with path.open("a", encoding="utf-8") as f:
             for q in todo:
-                _append(f, _question_row(env, q))
+                append_row(f, _question_row(env, q))
                 if bar is not None:
                     bar.update(1)
     finally:
@@ -565,101 +407,3 @@ def print_table(metrics: dict[str, Any]) -> None:
     from ..evaluate.report import render_markdown
 
     print(render_markdown(metrics))
-
-
-# ----------------------------------------------------------------------------- isograd score
-
-
-def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
-    """(id, prompt, answer) per line of a pairs JSONL file; errors name the line."""
-    out: list[tuple[str, str, str]] = []
-    seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON ({e})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{i}: expected an object with 'prompt' and 'answer'")
-            for key in ("prompt", "answer"):
-                if not isinstance(rec.get(key), str) or not rec[key]:
-                    raise ValueError(f"{path}:{i}: field {key!r} missing or not a non-empty string")
-            rid = str(rec.get("id", f"line-{i}"))
-            if rid in seen:
-                raise ValueError(f"{path}:{i}: duplicate id {rid!r} (first at line {seen[rid]})")
-            seen[rid] = i
-            out.append((rid, rec["prompt"], rec["answer"]))
-    return out
-
-
-def score_file(
-    input: str | Path,
-    out: str | Path,
-    *,
-    model: str = "smollm2-135m",
-    prediction: str = "geometric",
-    as_question: bool = False,
-    norm_method: str = "auto",
-    batch_size: int = 8,
-    dtype: str = "fp32",
-    device: str = "cpu",
-    progress: bool = True,
-    loaded: tuple[Any, Any] | None = None,
-) -> int:
-    """Score (prompt, answer) pairs from a JSONL file into another, resumably.
-
-    Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
-    ``line-<n>``). The answer is appended to the prompt verbatim; with `as_question` the prompt
-    is a bare question and is wrapped in `qa_prompt`. Output lines: ``id, prompt, answer, p,
-    log_p, epistemic, aleatoric, total, n_tokens, token_logprobs, model, prediction``. Ids
-    already in `out` are skipped; rows made with another model or prediction are refused.
-
-    Returns:
-        The number of pairs scored by this call.
-    """
-    from ..lm import Prediction, load_model, qa_prompt, score
-
-    pred = Prediction.parse(prediction).value
-    pairs = _read_pairs(Path(input))
-    outp = Path(out)
-    rows = read_rows(outp)
-    for r in rows[:1]:
-        if r.get("model") != model or r.get("prediction") != pred:
-            raise RunMismatchError(
-                f"{outp} holds rows scored with model={r.get('model')!r}, "
-                f"prediction={r.get('prediction')!r}; use another --out")
-    done = {r["id"] for r in rows}
-    todo = [p for p in pairs if p[0] not in done]
-    if not todo:
-        return 0
-    m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="score", unit="pair")
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with outp.open("a", encoding="utf-8") as f:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                prompts = [qa_prompt(tok, p) if as_question else p for _, p, _ in chunk]
-                s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
-                          method=norm_method, batch_size=batch_size)
-                for j, (rid, p, a) in enumerate(chunk):
-                    _append(f, {
-                        "id": rid, "prompt": p, "answer": a, "p": float(s.p[j]),
-                        "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
-                        "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
-                        "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
-                        "model": model, "prediction": pred,
-                    })
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    return len(todo)

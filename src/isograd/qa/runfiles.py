@@ -1,0 +1,189 @@
+"""Files of a QA run: scores.jsonl rows (append, resume, atomic rewrite), config.json guard.
+
+Shared by `isograd qa` (`isograd.qa.pipeline`) and `isograd score` (`isograd.qa.score_pairs`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ALL_METHODS = ("p_true", "naive_entropy", "semantic_entropy", "msp", "mean_token_entropy")
+
+
+class RunMismatchError(ValueError):
+    """DIR already holds a run made with other options."""
+
+
+@dataclass(frozen=True)
+class QAConfig:
+    """The options that determine a run's rows (saved as DIR/config.json)."""
+
+    model: str = "smollm2-135m"
+    dataset: str = "truthfulqa-gen"
+    data: str | None = None
+    methods: tuple[str, ...] = ALL_METHODS
+    prediction: str = "geometric"
+    alternatives: bool = True
+    seed: int = 0
+    max_new_tokens: int = 24
+    k: int = 5
+    temperature: float = 1.0
+    dtype: str = "fp32"
+    device: str = "cpu"
+    norm_method: str = "auto"
+    judge: str = "auto"
+    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["methods"] = list(self.methods)
+        return d
+
+
+def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``["semantic_entropy.entailment=embedding", ...]`` -> ``{method: {key: value}}``.
+
+    Values are read as JSON when they parse (numbers, true/false, null), else kept as text.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        method, dot, name = key.partition(".")
+        if not (sep and dot and method and name):
+            raise ValueError(f"baseline option {item!r} must look like METHOD.KEY=VALUE")
+        try:
+            v: Any = json.loads(value)
+        except ValueError:
+            v = value
+        out.setdefault(method.strip(), {})[name.strip()] = v
+    return out
+
+
+def question_seed(seed: int, qid: str) -> int:
+    """Per-question seed: independent of order, limit and interruptions."""
+    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
+    return h % (2**31 - 1)
+
+
+def _clean(x: Any) -> Any:
+    """JSON-safe: non-finite floats -> None, tuples -> lists."""
+    if isinstance(x, float):
+        return x if math.isfinite(x) else None
+    if isinstance(x, dict):
+        return {k: _clean(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_clean(v) for v in x]
+    return x
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def read_rows(path: str | Path) -> list[dict[str, Any]]:
+    """Rows of scores.jsonl. A last line without its newline is a write cut short by a kill:
+    it is removed from the file (and redone). Any other malformed line is an error naming it."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1  # bytes holding complete lines
+    if end < len(data):
+        with path.open("r+b") as f:
+            f.truncate(end)
+    rows: list[dict[str, Any]] = []
+    for i, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
+        try:
+            row = json.loads(raw)
+        except ValueError as e:
+            raise ValueError(f"{path}:{i}: malformed row ({e}); fix or remove the line") from None
+        if not isinstance(row, dict) or "id" not in row:
+            raise ValueError(f"{path}:{i}: a row must be a JSON object with an 'id'")
+        rows.append(row)
+    return rows
+
+
+def append_row(f, row: dict[str, Any]) -> None:
+    f.write(json.dumps(_clean(row), ensure_ascii=False, allow_nan=False) + "\n")
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def rewrite_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        for r in rows:
+            f.write(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def check_config(out: Path, cfg: QAConfig) -> None:
+    """Write DIR/config.json, or refuse when DIR holds a run with other options.
+
+    Only ``prediction`` may change, when every row already holds the new prediction's fields:
+    the rows are then re-headlined (`reheadline`), nothing is recomputed.
+    """
+    path = out / "config.json"
+    new = cfg.to_json()
+    if path.exists():
+        old = json.loads(path.read_text(encoding="utf-8"))
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        if diff and diff != ["prediction"]:
+            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
+            raise RunMismatchError(
+                f"{out} holds a run made with other options ({shown}); use another --out "
+                "directory (or delete it) rather than mix rows of different runs"
+            )
+        if diff:
+            reheadline(out / "scores.jsonl", old["prediction"], cfg.prediction)
+            path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+        return
+    if (out / "scores.jsonl").exists():
+        raise RunMismatchError(f"{out}/scores.jsonl exists without config.json; use another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
+
+
+_HEAD = ("p", "log_p", "epistemic", "aleatoric")
+
+
+def reheadline(path: Path, old: str, new: str) -> None:
+    """Make prediction `new` the headline (p, log_p, epistemic, aleatoric, total) of every row,
+    keeping `old` under suffixed names; refuses when a row lacks `new` (atomic rewrite).
+
+    Multiple-choice rows (``pick``) have one p whatever the prediction: left as they are.
+    """
+    rows = read_rows(path)
+    gen = [r for r in rows if "pick" not in r]
+    missing = [r["id"] for r in gen if r.get(f"epistemic_{new}") is None]
+    if missing:
+        raise RunMismatchError(
+            f"{path.parent} was run with prediction={old!r} and its rows lack {new!r} "
+            f"(e.g. {missing[0]}; first_token needs --alternatives); use another --out")
+    pair = {old, new} == {"sequence", "geometric"}
+    for r in gen:
+        p_new = r[f"p_{new}"]
+        head_new = {"p": p_new, "epistemic": r[f"epistemic_{new}"],
+                    "aleatoric": r[f"aleatoric_{new}"],
+                    "log_p": r.get(f"log_p_{new}", math.log(p_new) if p_new > 0 else None)}
+        for k in _HEAD:
+            r[f"{k}_{old}"] = r[k]
+            r.pop(f"{k}_{new}", None)
+            r[k] = head_new[k]
+        r["total"] = r["epistemic"] + r["aleatoric"]
+        # a derived pair shares one backward: the headline's cost stays; else swap the costs
+        alt_cost = r.pop(f"cost_epistemic_{new}_s", 0.0)
+        r[f"cost_epistemic_{old}_s"] = 0.0 if pair else r["cost_epistemic_s"]
+        if not pair:
+            r["cost_epistemic_s"] = alt_cost
+    rewrite_rows(path, rows)
+
+
