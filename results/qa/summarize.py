@@ -1,6 +1,7 @@
 """Print the cross-dataset AUROC table of the committed QA runs (markdown), beside the paper.
 
-Usage: .venv/bin/python results/qa/summarize.py   (reads results/qa/<dataset>/metrics.json)
+Usage: .venv/bin/python results/qa/summarize.py   (reads results/qa/<dataset>/metrics.json and
+scores.jsonl). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer length.
 """
 
 from __future__ import annotations
@@ -49,5 +50,30 @@ def main() -> None:
               f"s/question: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
 
 
+def diagnostics() -> None:
+    """What drives the gradient terms: ‖∇log p‖² alone, p itself, answer length (AUROC)."""
+    import numpy as np
+
+    from isograd.evaluate.metrics import auroc, spearman
+
+    print()
+    print("| dataset | ‖∇log p‖² (epistemic / p²) | p (higher = more uncertain) | answer tokens | "
+          "Spearman(epistemic, p) |")
+    print("| --- | --- | --- | --- | --- |")
+    for d in DATASETS:
+        path = HERE / d / "scores.jsonl"
+        if not (HERE / d / "metrics.json").exists():
+            continue
+        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        y = np.array([0 if r["correct"] else 1 for r in rows])
+        p = np.array([r["p"] for r in rows], dtype=float)
+        e = np.array([r["epistemic"] for r in rows], dtype=float)
+        n = np.array([r["n_tokens"] for r in rows], dtype=float)
+        g = e / np.maximum(p, 1e-300) ** 2
+        print(f"| {d} | {auroc(y, g):.2f} | {auroc(y, p):.2f} | {auroc(y, n):.2f} | "
+              f"{spearman(e, p):.2f} |")
+
+
 if __name__ == "__main__":
     main()
+    diagnostics()
