@@ -213,3 +213,24 @@ def test_auto_engine_matches_loop_on_padded_batches(kind, tok):
         torch.testing.assert_close(s.epistemic, ref.epistemic, rtol=1e-9, atol=0)
         for g in ref.by_layer:
             torch.testing.assert_close(s.by_layer[g], ref.by_layer[g], rtol=1e-9, atol=1e-300)
+
+
+def test_auto_falls_back_to_loop_when_the_batched_engine_fails(tok, monkeypatch):
+    import isograd.lm.score as S
+
+    model = tiny_model("llama")
+    prompts, answers = [qa_prompt(tok, QUESTIONS[0])], ANSWERS[:1]
+    ref = score(model, tok, prompts, answers, method="loop")
+    real = S.sq_grad_norms
+
+    def ghost_breaks(*a, method, **k):
+        if method != "loop":
+            raise RuntimeError("shape mismatch in a rule")
+        return real(*a, method=method, **k)
+
+    monkeypatch.setattr(S, "sq_grad_norms", ghost_breaks)
+    with pytest.warns(RuntimeWarning, match="using the loop engine"):
+        s = score(model, tok, prompts, answers, method="auto")
+    torch.testing.assert_close(s.epistemic, ref.epistemic)
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        score(model, tok, prompts, answers, method="ghost")  # asked for explicitly: no fallback

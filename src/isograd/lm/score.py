@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import inspect
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import Enum
@@ -179,12 +180,16 @@ def _log_p(tok: torch.Tensor, m: torch.Tensor, pred: Prediction) -> torch.Tensor
 
 
 def _norms(model, fn, batch, method, params, by_layer):
-    """sq_grad_norms with "auto" falling back to the loop engine while no batched one exists."""
+    """sq_grad_norms; with "auto", a failure of the batched engine falls back to the loop
+    engine (the reference) with a warning, so a long run is not lost to one odd batch."""
     try:
         return sq_grad_norms(model, fn, batch, method=method, params=params, by_param=by_layer)
-    except NotImplementedError:
+    except (NotImplementedError, RuntimeError) as e:
         if Method.parse(method) is not Method.AUTO:
             raise
+        if not isinstance(e, NotImplementedError):
+            warnings.warn(f"batched norm engine failed ({type(e).__name__}: {str(e)[:200]}); "
+                          "using the loop engine for this batch", RuntimeWarning, stacklevel=3)
         return sq_grad_norms(model, fn, batch, method="loop", params=params, by_param=by_layer)
 
 
