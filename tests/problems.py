@@ -134,6 +134,20 @@ def lm_logprob(model: nn.Module, batch: dict) -> torch.Tensor:
     return (logp * keep).sum(1)
 
 
+def lm_prefix_logprob(model: nn.Module, batch: dict) -> torch.Tensor:
+    """Log-prob of the 2nd and 3rd tokens only, [B]: later positions carry no gradient at all
+    (with a tied matrix, the embedding's zero rows are dropped after the head's cross term was
+    prepared: the case of a multiple-choice row whose last option tokens predict nothing)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    pos = (mask.cumsum(1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    return logits[:, :2].log_softmax(-1).gather(2, ids[:, 1:3, None])[..., 0].sum(1)
+
+
+def _long_batch(dtype):
+    return padded_batch("right", [[3, 5, 7, 11, 2, 9, 4, 4, 8, 12, 6, 1], [4, 4, 8, 2, 9, 30, 7]])
+
+
 def _lm_batch(side):
     return lambda dtype: padded_batch(side)
 
@@ -151,6 +165,7 @@ PROBLEMS: list[Problem] = [
     Problem("cnn", _seeded(SmallCNN), _x((3, 1, 7, 7)), log_softmax_top),
     Problem("gpt2-tied-right-pad", _seeded(tiny_gpt2), _lm_batch("right"), lm_logprob),
     Problem("gpt2-tied-left-pad", _seeded(tiny_gpt2), _lm_batch("left"), lm_logprob),
+    Problem("gpt2-tied-prefix-only", _seeded(tiny_gpt2), _long_batch, lm_prefix_logprob),
     Problem("llama-right-pad", _seeded(tiny_llama), _lm_batch("right"), lm_logprob),
     Problem("llama-left-pad", _seeded(tiny_llama), _lm_batch("left"), lm_logprob),
 ]

@@ -263,14 +263,17 @@ class _Run:
             if f is not None:
                 row += fx.sq_norm(f, self.grams).to(row.device)
             return
+        # a partial prepared by an earlier use holds a Gram over this use's rows as the forward
+        # saw them: finish it on the uncompacted factor, whose rows still line up with it
+        full = f
         if isinstance(f, fx.Outer):
-            f = fx.compact(f)  # once, for its norm and every cross term
+            f = fx.compact(f)  # once, for its norm and the cross terms prepared below
         if f is not None:
             row += fx.sq_norm(f, self.grams).to(row.device)
         for dc, _ in tied.done:
             p = tied.partials.pop((id(dc), id(call)), None)
-            if p is not None and f is not None:
-                row += 2 * fx.finish(p, f).to(row.device)
+            if p is not None and full is not None:
+                row += 2 * fx.finish(p, full).to(row.device)
         tied.done.append((call, attr))
         if f is None:
             return
