@@ -9,16 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
 
+from ._choice import Choice
 from .norms.api import Method, sq_grad_norms
 
 
-class Task(str, Enum):
+class Task(Choice):
     """What the model's output means."""
 
     CLASSIFICATION = "classification"
@@ -27,14 +27,6 @@ class Task(str, Enum):
     """One logit [B] or [B, 1]; p = sigmoid probability of the scored class (0 or 1)."""
     REGRESSION = "regression"
     """Mean [B] / [B, 1], or [B, 2] = (mean, log-variance); p = the predicted mean."""
-
-    @classmethod
-    def parse(cls, value: str | Task) -> Task:
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(t.value) for t in cls)
-            raise ValueError(f"unknown task {value!r}; allowed: {allowed}") from None
 
 
 @dataclass(frozen=True)

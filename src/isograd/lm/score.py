@@ -16,17 +16,17 @@ import re
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._choice import Choice
 from ..norms.api import Method, sq_grad_norms
 from .prompts import encode_answer, encode_prompt
 
 
-class Prediction(str, Enum):
+class Prediction(Choice):
     """Which probability of a multi-token answer is the prediction p."""
 
     SEQUENCE = "sequence"
@@ -35,15 +35,6 @@ class Prediction(str, Enum):
     """Length-normalised: exp(mean token log-probability), the geometric mean (default)."""
     FIRST_TOKEN = "first_token"
     """Probability of the answer's first token only."""
-
-    @classmethod
-    def parse(cls, value: str | Prediction) -> Prediction:
-        """`value` as a Prediction, or a ValueError listing the allowed values."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown prediction {value!r}; allowed: {allowed}") from None
 
 
 @dataclass(frozen=True)

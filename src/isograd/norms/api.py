@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
 import torch
 from torch import nn
 
+from .._choice import Choice
 from ._common import ParamSelection, infer_batch_size, model_state_guard, select_params
 from .loop import loop_sq_grad_norms
 
 
-class Method(str, Enum):
+class Method(Choice):
     """How per-example norms are computed."""
 
     LOOP = "loop"
@@ -22,15 +22,6 @@ class Method(str, Enum):
     """Batched engine: all examples in one backward, exact per-layer rules, no weight gradient."""
     AUTO = "auto"
     """"ghost" when every selected parameter has an exact rule, else "loop"."""
-
-    @classmethod
-    def parse(cls, value: str | Method) -> Method:
-        """`value` as a Method, or a ValueError listing the allowed values."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown method {value!r}; allowed: {allowed}") from None
 
 
 def _ghost_engine():

@@ -31,8 +31,8 @@ import urllib.request
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from enum import Enum
 
+from .._choice import Choice
 from .datasets import Question
 
 
@@ -54,7 +54,7 @@ class Grade:
     detail: str = ""
 
 
-class Judge(str, Enum):
+class Judge(Choice):
     """How to grade (``auto`` picks the dataset's default rule-based grader)."""
 
     AUTO = "auto"

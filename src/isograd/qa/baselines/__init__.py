@@ -15,16 +15,16 @@ below is the one table of names. Use ``make_baseline(name, **options)``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from enum import Enum
 from typing import Any
 
+from ..._choice import Choice
 from .base import Baseline, BaselineResult, QAContext
 from .entropy import MSP, MeanTokenEntropy, NaiveEntropy
 from .p_true import PTrue
 from .semantic import Entailment, SemanticEntropy, SEVariant
 
 
-class BaselineName(str, Enum):
+class BaselineName(Choice):
     """The registered baselines."""
 
     P_TRUE = "p_true"
@@ -54,7 +54,7 @@ def make_baseline(name: str, **options: Any) -> Baseline:
     Raises:
         ValueError: unknown name (the message lists the allowed ones) or unknown option.
     """
-    key = name.value if isinstance(name, Enum) else name
+    key = name.value if isinstance(name, Choice) else name
     if key not in BASELINES:
         raise ValueError(f"unknown baseline {name!r}; allowed: {', '.join(BASELINES)}")
     try:

@@ -44,17 +44,17 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from enum import Enum
 from typing import Any, ClassVar
 
 import torch
 
+from ..._choice import Choice
 from ...lm.sampling import Sample, encode_prompt, eval_mode
 from ._lm import forward_batch, option_probs, render
 from .base import BaselineResult, QAContext, get_samples, question_text
 
 
-class Entailment(str, Enum):
+class Entailment(Choice):
     """How two answers are judged to mean the same."""
 
     LLM = "llm"
@@ -67,16 +67,11 @@ class Entailment(str, Enum):
     """A user-supplied NLI model (HF id or path): entailment is the argmax both ways."""
 
     @classmethod
-    def parse(cls, value: str | Entailment) -> Entailment:
-        """`value` as an Entailment, or a ValueError listing the allowed values."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown entailment back-end {value!r}; allowed: {allowed}") from None
+    def noun(cls) -> str:
+        return "entailment back-end"
 
 
-class SEVariant(str, Enum):
+class SEVariant(Choice):
     """How the probability of a meaning is formed."""
 
     WEIGHTED = "weighted"
@@ -85,13 +80,8 @@ class SEVariant(str, Enum):
     """Fraction of the K samples in the cluster (Farquhar et al.'s discrete SE)."""
 
     @classmethod
-    def parse(cls, value: str | SEVariant) -> SEVariant:
-        """`value` as an SEVariant, or a ValueError listing the allowed values."""
-        try:
-            return cls(value)
-        except ValueError:
-            allowed = ", ".join(repr(m.value) for m in cls)
-            raise ValueError(f"unknown semantic entropy variant {value!r}; allowed: {allowed}") from None
+    def noun(cls) -> str:
+        return "semantic entropy variant"
 
 
 DEFAULT_THRESHOLDS = {Entailment.LLM: 0.5, Entailment.EMBEDDING: 0.95, Entailment.NGRAM: 0.5,
