@@ -36,6 +36,7 @@ def qa(
     limit: int = typer.Option(None, help="Only the first N questions (file order)."),
     methods: str = typer.Option("all", help="Comma-separated baselines, 'all' or 'none'."),
     prediction: str = typer.Option("geometric", help="p of an answer: geometric | sequence | first_token."),
+    prompt: str = typer.Option("short", help="Prompt style: short | plain | fewshot."),
     alternatives: bool = typer.Option(True, help="Also record the other two predictions of p."),
     seed: int = typer.Option(0, help="Seed of sampling and bootstrap."),
     max_new_tokens: int = typer.Option(24, help="Cap on answer tokens (greedy and samples)."),
@@ -61,7 +62,8 @@ def qa(
     command = "isograd " + shlex.join(sys.argv[1:])
     try:
         metrics = run_qa(out, model=model, dataset=dataset, data=data, limit=limit, methods=names,
-                         prediction=prediction, alternatives=alternatives, seed=seed,
+                         prediction=prediction, prompt=prompt, alternatives=alternatives,
+                         seed=seed,
                          max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                          dtype=dtype, device=device, norm_method=norm_method, judge=judge,
                          baseline_options=parse_options(option or []),

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from isograd.lm.generate import greedy_answer
-from isograd.lm.prompts import INSTRUCTION, encode_answer, encode_prompt, mc_prompt, qa_prompt
+from isograd.lm.prompts import (
+    EXAMPLES,
+    INSTRUCTION,
+    encode_answer,
+    encode_prompt,
+    mc_prompt,
+    qa_prompt,
+)
 
 from .tiny_lm import tiny_model, tiny_tokenizer
 
@@ -23,6 +31,27 @@ def test_plain_prompt_without_template():
     tok = tiny_tokenizer(chat=False)
     p = qa_prompt(tok, "Why?")
     assert p == f"{INSTRUCTION}\nQuestion: Why?\nAnswer:"
+
+
+def test_plain_style_is_the_question_alone():
+    assert qa_prompt(tiny_tokenizer(chat=False), "Why?", "plain") == "Question: Why?\nAnswer:"
+    chat = qa_prompt(tiny_tokenizer(chat=True), "Why?", style="plain")
+    assert chat == "<s>user\nQuestion: Why?</s>\n<s>assistant\n"
+
+
+def test_fewshot_style_puts_the_examples_first():
+    text = qa_prompt(tiny_tokenizer(chat=False), "Why?", "fewshot")
+    blocks = [f"{INSTRUCTION}\nQuestion: {q}\nAnswer: {a}\n\n" for q, a in EXAMPLES]
+    assert text == "".join(blocks) + f"{INSTRUCTION}\nQuestion: Why?\nAnswer:"
+    chat = qa_prompt(tiny_tokenizer(chat=True), "Why?", "fewshot")
+    turns = [f"<s>user\n{INSTRUCTION}\nQuestion: {q}</s>\n<s>assistant\n{a}</s>\n" for q, a in EXAMPLES]
+    assert chat == "".join(turns) + f"<s>user\n{INSTRUCTION}\nQuestion: Why?</s>\n<s>assistant\n"
+    assert mc_prompt(tiny_tokenizer(chat=True), "Why?", "fewshot") == chat
+
+
+def test_unknown_style_lists_the_allowed_ones():
+    with pytest.raises(ValueError, match="unknown prompt style 'terse'; allowed: 'short', 'plain', 'fewshot'"):
+        qa_prompt(tiny_tokenizer(chat=False), "Why?", "terse")
 
 
 def test_plain_prompt_adds_bos_when_tokenizer_would():

@@ -134,6 +134,39 @@ def test_other_options_into_same_dir_refused(lm, nq_file, full_run, tmp_path):
     assert m["n"] == 4 and len(read_rows(out / "scores.jsonl")) == len(QUESTIONS)
 
 
+def test_prompt_style_is_used_and_guarded(lm, nq_file, full_run, tmp_path, monkeypatch):
+    import isograd.lm as L
+
+    seen, real = [], L.greedy_answer
+
+    def spy(model, tok, prompt, **kw):
+        seen.append(prompt)
+        return real(model, tok, prompt, **kw)
+
+    monkeypatch.setattr(L, "greedy_answer", spy)
+    kw = {**KW, "methods": ()}
+    run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, prompt="fewshot", **kw)
+    _, tok = lm
+    assert seen == [qa_prompt(tok, q, "fewshot") for q in QUESTIONS]
+    assert json.loads((tmp_path / "config.json").read_text())["prompt"] == "fewshot"
+    with pytest.raises(RunMismatchError, match="prompt: 'fewshot' -> 'short'"):
+        run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **kw)
+    with pytest.raises(ValueError, match="unknown prompt style"):
+        run_qa(tmp_path / "x", dataset="nq-open", data=str(nq_file), loaded=lm, prompt="?", **kw)
+
+
+def test_config_written_before_an_option_existed_is_accepted(lm, nq_file, full_run, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(full_run[0], out)
+    cfg = json.loads((out / "config.json").read_text())
+    del cfg["prompt"]  # as written before --prompt existed: the default was in force
+    (out / "config.json").write_text(json.dumps(cfg))
+    m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **KW)
+    assert m["n"] == len(QUESTIONS)
+    with pytest.raises(RunMismatchError, match="prompt: 'short' -> 'plain'"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, prompt="plain", **KW)
+
+
 def test_malformed_row_named(tmp_path):
     p = tmp_path / "scores.jsonl"
     p.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')

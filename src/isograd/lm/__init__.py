@@ -3,7 +3,7 @@
 from .choices import ChoiceScores, score_choices
 from .generate import greedy_answer
 from .models import DEFAULT_MODEL, load_model
-from .prompts import mc_prompt, qa_prompt
+from .prompts import PromptStyle, mc_prompt, qa_prompt
 from .sampling import Sample, sample_answers
 from .score import LMScores, Prediction, score
 
@@ -12,6 +12,7 @@ __all__ = [
     "ChoiceScores",
     "LMScores",
     "Prediction",
+    "PromptStyle",
     "Sample",
     "greedy_answer",
     "load_model",

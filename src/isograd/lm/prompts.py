@@ -1,22 +1,21 @@
-"""Prompts for question answering: one short-answer QA prompt, used for generation and MC1.
+"""Prompts for question answering, in three measured styles (`PromptStyle`).
 
-The exact text (``{question}`` replaced by the question, stripped):
+``short`` (the default) is one user message ::
 
-* tokenizer with a chat template (e.g. SmolLM2-Instruct): one user message ::
+    Answer the question in a few words, without explanation.
+    Question: {question}
 
-      Answer the question in a few words, without explanation.
-      Question: {question}
+rendered by ``tokenizer.apply_chat_template(..., add_generation_prompt=True)`` when the
+tokenizer has a chat template (the model's own default system prompt, if its template adds one,
+is kept, since that is how it was tuned); without a template (base models such as GPT-2) the
+same text is followed by ``\nAnswer:`` and preceded by the BOS token text when the tokenizer
+adds BOS by default.
 
-  rendered by ``tokenizer.apply_chat_template(..., add_generation_prompt=True)``; the model's
-  own default system prompt (if its template adds one) is kept, since that is how it was tuned.
-
-* tokenizer without one (base models such as GPT-2) ::
-
-      Answer the question in a few words, without explanation.
-      Question: {question}
-      Answer:
-
-  preceded by the BOS token text when the tokenizer adds BOS by default.
+``plain`` is the question alone (``Question: {question}`` / ``\nAnswer:`` without a template);
+``fewshot`` is ``short`` preceded by three worked examples (fixed general-knowledge questions
+that occur in none of the datasets), as earlier chat turns with a template, as text blocks
+without. The paper does not give its prompt; how the choice moves the scores is measured in
+results/qa/prompts (docs/qa-data-and-evaluation.md).
 
 The returned text already contains every special token, so it must be tokenized with
 ``add_special_tokens=False`` (see `encode_prompt`).
@@ -30,34 +29,68 @@ from __future__ import annotations
 
 from typing import Any
 
+from .._choice import Choice
+
 INSTRUCTION = "Answer the question in a few words, without explanation."
+# worked examples of `fewshot`: general knowledge found in none of the four datasets' questions
+EXAMPLES = (
+    ("How many legs does a spider have?", "Eight"),
+    ("What is the chemical symbol for gold?", "Au"),
+    ("In which city is the Brandenburg Gate?", "Berlin"),
+)
+
+
+class PromptStyle(Choice):
+    """How a question is put to the model."""
+
+    SHORT = "short"
+    """An instruction to answer in a few words, then the question (the default)."""
+    PLAIN = "plain"
+    """The question alone."""
+    FEWSHOT = "fewshot"
+    """`short` preceded by three worked question/answer examples."""
+
+    @classmethod
+    def noun(cls) -> str:
+        return "prompt style"
 
 
 def _has_chat_template(tokenizer: Any) -> bool:
     return bool(getattr(tokenizer, "chat_template", None))
 
 
-def qa_prompt(tokenizer: Any, question: str) -> str:
-    """The short-answer QA prompt text for `question` (module docstring gives the text).
+def qa_prompt(tokenizer: Any, question: str, style: str | PromptStyle = "short") -> str:
+    """The QA prompt text for `question` (the module docstring gives the texts).
 
     Args:
         tokenizer: a Hugging Face tokenizer; its chat template is used when it has one.
         question: the question.
+        style: "short" (default) | "plain" | "fewshot" (`PromptStyle`).
 
     Returns:
         Prompt text to tokenize with ``add_special_tokens=False``; the answer follows it directly.
+
+    Raises:
+        ValueError: unknown style (the message lists the allowed ones).
     """
-    user = f"{INSTRUCTION}\nQuestion: {question.strip()}"
+    style = PromptStyle.parse(style)
+    lead = "" if style is PromptStyle.PLAIN else f"{INSTRUCTION}\n"
+    shots = EXAMPLES if style is PromptStyle.FEWSHOT else ()
+    turns = [(f"{lead}Question: {q}", a) for q, a in shots]
+    user = f"{lead}Question: {question.strip()}"
     if _has_chat_template(tokenizer):
-        return tokenizer.apply_chat_template(
-            [{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True
-        )
-    return _bos_text(tokenizer) + user + "\nAnswer:"
+        messages = []
+        for u, a in turns:
+            messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
+        messages.append({"role": "user", "content": user})
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    blocks = [f"{u}\nAnswer: {a}\n\n" for u, a in turns]
+    return _bos_text(tokenizer) + "".join(blocks) + user + "\nAnswer:"
 
 
-def mc_prompt(tokenizer: Any, question: str) -> str:
+def mc_prompt(tokenizer: Any, question: str, style: str | PromptStyle = "short") -> str:
     """The multiple-choice prompt: identical to `qa_prompt`; options are scored as answers."""
-    return qa_prompt(tokenizer, question)
+    return qa_prompt(tokenizer, question, style)
 
 
 def _bos_text(tokenizer: Any) -> str:

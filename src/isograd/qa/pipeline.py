@@ -92,7 +92,7 @@ def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
     from .grading import grade
 
     cfg = env.cfg
-    prompt = qa_prompt(env.tokenizer, q.question)
+    prompt = qa_prompt(env.tokenizer, q.question, cfg.prompt)
     ans, t_gen = _timed(lambda: greedy_answer(env.model, env.tokenizer, prompt,
                                               max_new_tokens=cfg.max_new_tokens))
     g = grade(q, ans.text, judge=cfg.judge)
@@ -154,7 +154,7 @@ def _mc_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
     from ..lm import Sample, mc_prompt, score_choices
     from .grading import grade
 
-    prompt = mc_prompt(env.tokenizer, q.question)
+    prompt = mc_prompt(env.tokenizer, q.question, env.cfg.prompt)
     s, t_sc = _timed(lambda: score_choices(env.model, env.tokenizer, [prompt], [list(q.options)]))
     pick = int(s.pick[0])
     g = grade(q, pick, judge=env.cfg.judge)
@@ -299,6 +299,7 @@ def run_qa(
     limit: int | None = None,
     methods: Sequence[str] = ALL_METHODS,
     prediction: str = "geometric",
+    prompt: str = "short",
     alternatives: bool = True,
     seed: int = 0,
     max_new_tokens: int = 24,
@@ -325,6 +326,7 @@ def run_qa(
         methods: baselines to run besides the gradient scores (issue 5's names).
         prediction: the definition of p for generated answers ("sequence", "geometric",
             "first_token").
+        prompt: prompt style, "short" | "plain" | "fewshot" (`isograd.lm.PromptStyle`).
         alternatives: also record "first_token" (one extra backward per question); the
             "sequence"/"geometric" pair is always recorded (free).
         seed: seed of sampling and of the metrics' bootstrap.
@@ -346,12 +348,14 @@ def run_qa(
     """
     import torch
 
-    from ..lm import Prediction
+    from ..lm import Prediction, PromptStyle
     from .datasets import load_dataset
 
     Prediction.parse(prediction)
+    prompt = PromptStyle.parse(prompt).value
     cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
-                   methods=tuple(methods), prediction=prediction, alternatives=alternatives,
+                   methods=tuple(methods), prediction=prediction, prompt=prompt,
+                   alternatives=alternatives,
                    seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                    dtype=dtype, device=device, norm_method=norm_method, judge=judge,
                    baseline_options=dict(baseline_options or {}))

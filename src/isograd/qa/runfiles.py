@@ -30,6 +30,7 @@ class QAConfig:
     data: str | None = None
     methods: tuple[str, ...] = ALL_METHODS
     prediction: str = "geometric"
+    prompt: str = "short"
     alternatives: bool = True
     seed: int = 0
     max_new_tokens: int = 24
@@ -135,6 +136,8 @@ def check_config(out: Path, cfg: QAConfig) -> None:
     new = cfg.to_json()
     if path.exists():
         old = json.loads(path.read_text(encoding="utf-8"))
+        # an option newer than the run's config.json was at its default value there
+        old = {**QAConfig().to_json(), **old}
         diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
         if diff and diff != ["prediction"]:
             shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
