@@ -1,7 +1,9 @@
 """Print the cross-dataset AUROC table of the committed QA runs (markdown), beside the paper.
 
 Usage: .venv/bin/python results/qa/summarize.py   (reads results/qa/<dataset>/metrics.json and
-scores.jsonl). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer length.
+scores.jsonl). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer length;
+the ways of combining epistemic and aleatoric, measured on the same rows; and, when
+results/qa/prompts/ holds runs (results/qa/prompts/run.sh), the prompt-style comparison.
 """
 
 from __future__ import annotations
@@ -74,6 +76,67 @@ def diagnostics() -> None:
               f"{spearman(e, p):.2f} |")
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+
+
+def _boot(y, s) -> str:
+    from isograd.evaluate.metrics import bootstrap_auroc
+
+    mean, std = bootstrap_auroc(y, s, n=300, seed=0)
+    return f"{mean:.2f} ± {std:.2f}"
+
+
+def combinations() -> None:
+    """The combined score is the paper's, the way to combine is not: each way on the same rows."""
+    import numpy as np
+
+    from isograd.evaluate.combine import rank_mean, zscore_mean
+
+    print()
+    print("| dataset | rank mean (reported) | z-score mean of logs | total e + a (σ² = 1) | "
+          "product e·a | logistic regression, CV |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for d in DATASETS:
+        if not (HERE / d / "metrics.json").exists():
+            continue
+        rows = _rows(HERE / d / "scores.jsonl")
+        m = json.loads((HERE / d / "metrics.json").read_text())
+        y = np.array([0 if r["correct"] else 1 for r in rows])
+        sc = {k: np.array([r[k] for r in rows], dtype=float) for k in ("epistemic", "aleatoric")}
+        cells = [_boot(y, rank_mean(sc)), _boot(y, zscore_mean(sc, log=True)),
+                 _boot(y, sc["epistemic"] + sc["aleatoric"]),
+                 _boot(y, sc["epistemic"] * sc["aleatoric"]),
+                 cell(m["methods"].get("combined_logreg_cv"))]
+        print(f"| {d} | " + " | ".join(cells) + " |")
+
+
+def prompts() -> None:
+    """Prompt styles: `short` = the full runs; the others from results/qa/prompts/<ds>-<style>."""
+    import numpy as np
+
+    runs = {}
+    for d in ("triviaqa", "truthfulqa-gen"):
+        for style, path in [("short", HERE / d),
+                            *((st, HERE / "prompts" / f"{d}-{st}") for st in ("plain", "fewshot"))]:
+            if (path / "metrics.json").exists():
+                runs[(d, style)] = path
+    if len(runs) <= 2:
+        return
+    names = ("p_true", "aleatoric", "epistemic", "combined")
+    print()
+    print("| dataset | prompt | n | accuracy | answer tokens (mean) | "
+          + " | ".join(LABELS.get(n, n) for n in names) + " |")
+    print("| --- | --- | --- | --- | --- |" + " --- |" * len(names))
+    for (d, style), path in runs.items():
+        m = json.loads((path / "metrics.json").read_text())
+        toks = np.mean([r["n_tokens"] for r in _rows(path / "scores.jsonl")])
+        print(f"| {d} | {style} | {m['n']} | {m['accuracy']:.3f} | {toks:.1f} | "
+              + " | ".join(cell(m["methods"].get(n)) for n in names) + " |")
+
+
 if __name__ == "__main__":
     main()
     diagnostics()
+    combinations()
+    prompts()
