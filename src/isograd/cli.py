@@ -82,6 +82,7 @@ def score(
     model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
     prediction: str = typer.Option("geometric", help="geometric | sequence | first_token."),
     as_question: bool = typer.Option(False, help="'prompt' is a bare question: wrap it in the QA prompt."),
+    prompt: str = typer.Option("short", help="With --as-question: prompt style short | plain | fewshot."),
     norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
     batch_size: int = typer.Option(8, help="Pairs per forward pass."),
     dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
@@ -98,6 +99,7 @@ def score(
         torch.set_num_threads(threads)
     try:
         n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
+                       prompt=prompt,
                        norm_method=norm_method, batch_size=batch_size, dtype=dtype,
                        device=device, progress=not quiet)
     except (RunMismatchError, ValueError, FileNotFoundError) as e:

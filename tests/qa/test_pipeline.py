@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from isograd.lm import greedy_answer, load_model, qa_prompt
+from isograd.lm import greedy_answer, load_model, qa_prompt, score
 from isograd.qa.pipeline import RunMismatchError, read_rows, run_qa, score_file
 
 from ..lm.tiny_lm import tiny_model, tiny_tokenizer
@@ -202,6 +202,7 @@ def test_score_file(lm, tmp_path):
     assert rows[0]["aleatoric"] == pytest.approx(rows[0]["p"] * (1 - rows[0]["p"]))
     assert len(rows[1]["token_logprobs"]) == rows[1]["n_tokens"] == 3
     assert score_file(pairs, out, loaded=lm, progress=False) == 0  # resumed: nothing left
+    assert rows[0]["prompt_style"] is None
     with pytest.raises(RunMismatchError, match="prediction='geometric'"):
         score_file(pairs, out, loaded=lm, progress=False, prediction="sequence")
     bad = tmp_path / "bad.jsonl"
@@ -258,3 +259,17 @@ def test_reheadline_refused_without_the_fields(lm, nq_file, tmp_path):
     with pytest.raises(RunMismatchError, match="lack 'first_token'"):
         run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=2,
                **{**kw, "prediction": "first_token"})
+
+
+def test_score_file_wraps_questions_in_the_chosen_prompt(lm, tmp_path):
+    model, tok = lm
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"question": "x", "prompt": "Why?", "answer": " no", "id": "q"}\n')
+    out = tmp_path / "scored.jsonl"
+    score_file(pairs, out, loaded=lm, progress=False, as_question=True, prompt="fewshot")
+    (row,) = read_rows(out)
+    direct = score(model, tok, [qa_prompt(tok, "Why?", "fewshot")], [" no"])
+    assert row["prompt_style"] == "fewshot" and row["p"] == pytest.approx(float(direct.p[0]))
+    assert row["epistemic"] == pytest.approx(float(direct.epistemic[0]), rel=1e-6)
+    with pytest.raises(RunMismatchError, match="prompt_style='fewshot'"):
+        score_file(pairs, out, loaded=lm, progress=False, as_question=True)

@@ -41,6 +41,7 @@ def score_file(
     model: str = "smollm2-135m",
     prediction: str = "geometric",
     as_question: bool = False,
+    prompt: str = "short",
     norm_method: str = "auto",
     batch_size: int = 8,
     dtype: str = "fp32",
@@ -52,24 +53,30 @@ def score_file(
 
     Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
     ``line-<n>``). The answer is appended to the prompt verbatim; with `as_question` the prompt
-    is a bare question and is wrapped in `qa_prompt`. Output lines: ``id, prompt, answer, p,
-    log_p, epistemic, aleatoric, total, n_tokens, token_logprobs, model, prediction``. Ids
-    already in `out` are skipped; rows made with another model or prediction are refused.
+    is a bare question and is wrapped in `qa_prompt` of style `prompt` ("short" | "plain" |
+    "fewshot"). Output lines: ``id, prompt, answer, p, log_p, epistemic, aleatoric, total,
+    n_tokens, token_logprobs, model, prediction, prompt_style`` (null without `as_question`).
+    Ids already in `out` are skipped; rows made with another model, prediction or prompt style
+    are refused.
 
     Returns:
         The number of pairs scored by this call.
     """
-    from ..lm import Prediction, load_model, qa_prompt, score
+    from ..lm import Prediction, PromptStyle, load_model, qa_prompt, score
 
     pred = Prediction.parse(prediction).value
+    style = PromptStyle.parse(prompt).value if as_question else None
     pairs = _read_pairs(Path(input))
     outp = Path(out)
     rows = read_rows(outp)
     for r in rows[:1]:
-        if r.get("model") != model or r.get("prediction") != pred:
+        # rows written before prompt_style existed wrapped questions in the "short" prompt
+        old_style = r.get("prompt_style", "short" if style else None)
+        if r.get("model") != model or r.get("prediction") != pred or old_style != style:
             raise RunMismatchError(
                 f"{outp} holds rows scored with model={r.get('model')!r}, "
-                f"prediction={r.get('prediction')!r}; use another --out")
+                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}; "
+                "use another --out")
     done = {r["id"] for r in rows}
     todo = [p for p in pairs if p[0] not in done]
     if not todo:
@@ -85,7 +92,7 @@ def score_file(
         with outp.open("a", encoding="utf-8") as f:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
-                prompts = [qa_prompt(tok, p) if as_question else p for _, p, _ in chunk]
+                prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
                 s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
                           method=norm_method, batch_size=batch_size)
                 for j, (rid, p, a) in enumerate(chunk):
@@ -94,7 +101,7 @@ def score_file(
                         "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
                         "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
                         "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
-                        "model": model, "prediction": pred,
+                        "model": model, "prediction": pred, "prompt_style": style,
                     })
                 if bar is not None:
                     bar.update(len(chunk))
