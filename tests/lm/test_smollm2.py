@@ -63,3 +63,31 @@ def test_tiny_run_end_to_end(smol, tmp_path):
     assert len(rows) == 2 and m["n"] == 2
     assert all(r["correct"] == (r["pick"] == r["label"]) for r in rows)
     assert json.loads((tmp_path / "metrics.json").read_text())["model"] == "smollm2-135m"
+
+
+def test_generation_run_end_to_end(smol, tmp_path):
+    """A handful of TriviaQA questions through `isograd qa`'s pipeline with every kind of
+    method; the batched norm engine handles every row (no fallback to the loop engine)."""
+    import warnings
+
+    from isograd.qa.pipeline import read_rows, run_qa
+
+    if not os.environ.get("ISOGRAD_DATA"):
+        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*using the loop engine.*")
+        m = run_qa(tmp_path, dataset="triviaqa", limit=3, loaded=smol, progress=False,
+                   methods=("p_true", "msp", "mean_token_entropy", "naive_entropy",
+                            "semantic_entropy"), k=2, max_new_tokens=8, alternatives=False,
+                   baseline_options={"semantic_entropy": {"entailment": "ngram"}})
+        mc = run_qa(tmp_path / "mc", dataset="truthfulqa-mc1", limit=3, loaded=smol,
+                    progress=False, methods=())
+    rows = read_rows(tmp_path / "scores.jsonl")
+    assert len(rows) == 3 and m["n"] == 3 and mc["n"] == 3
+    for r in rows:
+        assert r["answer"] and 0 < r["p"] <= 1 and r["epistemic"] > 0
+        assert math.isclose(r["aleatoric"], r["p"] * (1 - r["p"]), rel_tol=1e-9)
+        for name in ("p_true", "msp", "mean_token_entropy", "naive_entropy", "semantic_entropy",
+                     "combined"):
+            assert math.isfinite(r[name]), name
+    assert set(m["methods"]) >= {"epistemic", "aleatoric", "combined", "p_true", "semantic_entropy"}
