@@ -21,10 +21,11 @@ $(BIN)/.installed: pyproject.toml constraints.txt
 install: $(BIN)/.installed
 
 # the main job on the embedded default: answer, grade and score 20 TruthfulQA questions with
-# SmolLM2-135M, then print the AUROC table (resumable: a rerun reuses runs/demo/scores.jsonl)
+# SmolLM2-135M, then print the AUROC table (resumable: a rerun reuses runs/demo/scores.jsonl);
+# the settings are isograd.demo.QA_DEMO (= isograd qa --dataset truthfulqa-gen --limit 20
+# --methods p_true,msp,mean_token_entropy --max-new-tokens 16 --no-alternatives)
 demo: install
-	$(BIN)/isograd qa --dataset truthfulqa-gen --limit 20 --methods p_true,msp,mean_token_entropy \
-		--max-new-tokens 16 --no-alternatives --out runs/demo
+	$(BIN)/isograd demo --out runs/demo
 
 test: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)

@@ -20,11 +20,23 @@ def _root() -> None:
 
 
 @app.command()
-def demo() -> None:
-    """The main job on the embedded default (see README)."""
-    from .demo import run_demo
+def demo(
+    out: str = typer.Option("runs/demo", help="Output directory of the QA run."),
+    threads: int = typer.Option(None, help="Torch CPU threads."),
+    synthetic: bool = typer.Option(False, help="Instead: estimate() on a synthetic two-blob MLP."),
+) -> None:
+    """The main job on the embedded default: `isograd qa` on 20 TruthfulQA questions."""
+    import shlex
+    import sys
 
-    run_demo()
+    from .demo import run_qa_demo, run_synthetic
+
+    if synthetic:
+        run_synthetic()
+        return
+    from .qa.pipeline import print_table
+
+    print_table(run_qa_demo(out, threads=threads, command="isograd " + shlex.join(sys.argv[1:])))
 
 
 @app.command()
