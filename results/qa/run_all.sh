@@ -1,7 +1,6 @@
 #!/usr/bin/env bash
 # Full QA runs on SmolLM2-135M-Instruct (resumable: rerun to continue; a finished run only
-# re-evaluates). Settings chosen to fit a 2-core machine shared by several jobs (README_qa /
-# ISSUE_4): 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram
+# re-evaluates). Settings chosen to fit a 2-core CPU machine (README, "Results"): 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram
 # similarity, one torch thread. Each run writes results/qa/<dataset>/ (scores.jsonl,
 # metrics.json, report.md, roc.png, config.json); logs go to results/qa/<dataset>.log.
 # Usage: results/qa/run_all.sh [dataset ...]   (default: all four, one after the other)
