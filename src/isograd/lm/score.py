@@ -233,7 +233,7 @@ def score(
             whatever the answer's length. The sequence product of a sentence-long answer is
             tiny (median 8e-5 on SmolLM2 TriviaQA answers), where p(1−p) ≈ p and
             ‖∇p‖² = p²‖∇log p‖² are both driven by p itself: a confidence, not an uncertainty
-            (measured in /work/notes/ISSUE_4.md and the results/qa reports).
+            (measured: each results/qa report's "definition of p" table).
         by_layer: also return the per-group breakdown (``LMScores.by_layer``).
         method: norm engine ("auto", "loop", "ghost"); "auto" uses the loop engine while the
             batched one is unavailable.

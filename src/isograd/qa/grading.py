@@ -332,10 +332,7 @@ def grade(q: Question, answer: str | int, *, judge: str | Judge = "auto",
     Returns:
         A :class:`Grade`.
     """
-    try:
-        j = Judge(judge)
-    except ValueError:
-        raise ValueError(f"unknown judge {judge!r}; choose one of {[m.value for m in Judge]}") from None
+    j = Judge.parse(judge)
     if q.label is not None:  # multiple choice: the choice decides, whatever the judge
         idx = _mc_index(q, answer)
         ok = idx == q.label

@@ -1,0 +1,33 @@
+"""Exact match vs containment on the committed answers (why containment is the alias default).
+
+Usage: .venv/bin/python results/qa/grading_check.py   (needs $ISOGRAD_DATA or ../shared/data;
+no model: it regrades the answers stored in results/qa/{triviaqa,nq-open}/scores.jsonl).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from isograd.qa.datasets import load_dataset
+from isograd.qa.grading import grade
+
+HERE = Path(__file__).parent
+DATA = os.environ.get("ISOGRAD_DATA") or str(HERE.parents[1].parent / "shared" / "data")
+
+
+def main() -> None:
+    print("| dataset | answers | exact | contains | in both |")
+    print("| --- | --- | --- | --- | --- |")
+    for name in ("triviaqa", "nq-open"):
+        rows = [json.loads(x) for x in (HERE / name / "scores.jsonl").read_text().splitlines()]
+        qs = {q.id: q for q in load_dataset(name, data=DATA, limit=len(rows))}
+        ex = [grade(qs[r["id"]], r["answer"], judge="exact").correct for r in rows]
+        co = [grade(qs[r["id"]], r["answer"], judge="contains").correct for r in rows]
+        both = sum(a and b for a, b in zip(ex, co))
+        print(f"| {name} | {len(rows)} | {sum(ex)} | {sum(co)} | {both} |")
+
+
+if __name__ == "__main__":
+    main()
