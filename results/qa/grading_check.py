@@ -1,4 +1,6 @@
-"""Exact match vs containment on the committed answers (why containment is the alias default).
+"""Grading checks on the committed answers: exact match vs containment (why containment is the
+alias default), and the TruthfulQA generation graders against hand labels of 40 answers
+(results/qa/truthfulqa-gen/hand_labels.json).
 
 Usage: .venv/bin/python results/qa/grading_check.py   (needs $ISOGRAD_DATA or ../shared/data;
 no model: it regrades the answers stored in results/qa/{triviaqa,nq-open}/scores.jsonl).
@@ -27,6 +29,18 @@ def main() -> None:
         co = [grade(qs[r["id"]], r["answer"], judge="contains").correct for r in rows]
         both = sum(a and b for a, b in zip(ex, co))
         print(f"| {name} | {len(rows)} | {sum(ex)} | {sum(co)} | {both} |")
+    hand = json.loads((HERE / "truthfulqa-gen" / "hand_labels.json").read_text())["labels"]
+    rows = {json.loads(x)["id"]: json.loads(x)
+            for x in (HERE / "truthfulqa-gen" / "scores.jsonl").read_text().splitlines()}
+    qs = {q.id: q for q in load_dataset("truthfulqa-gen", data=DATA, limit=len(rows))}
+    print()
+    print(f"TruthfulQA generation, {len(hand)} hand-labelled answers ({sum(hand.values())} correct):")
+    print("| grader | marked correct | agreement with the hand labels |")
+    print("| --- | --- | --- |")
+    for judge in ("rouge_l", "f1", "bleu"):
+        got = {i: int(grade(qs[i], rows[i]["answer"], judge=judge).correct) for i in hand}
+        agree = sum(got[i] == hand[i] for i in hand) / len(hand)
+        print(f"| {judge} | {sum(got.values())} | {agree:.1%} |")
 
 
 if __name__ == "__main__":
