@@ -8,7 +8,6 @@ Other convolutions (groups > 1, 3-d, transposed) go through the generic rule.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -23,11 +22,6 @@ def matches(module: nn.Module) -> bool:
         and isinstance(module, (nn.Conv1d, nn.Conv2d))
         and module.groups == 1
     )
-
-
-def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
-    """The layer's input (a reference)."""
-    return args[0] if args else kwargs["input"]
 
 
 def _patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:

@@ -8,17 +8,11 @@ forming a V×d matrix. Positions holding `padding_idx` get no gradient, as in au
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .factors import Factor, Index, Outer
-
-
-def capture_ids(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
-    """The token ids."""
-    return args[0] if args else kwargs["input"]
 
 
 def refuse(module: nn.Module) -> str | None:

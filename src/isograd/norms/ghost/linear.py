@@ -8,7 +8,6 @@ gradient ``Σ_t g_t`` is small and materialised.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from torch import Tensor, nn
 
@@ -23,34 +22,28 @@ def _rows(x: Tensor, module: nn.Module) -> Tensor:
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
-    """The layer's input activation (a reference: autograd keeps it alive anyway)."""
-    return args[0] if args else kwargs["input"]
+def _factors(module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None,
+             attrs: Sequence[str], transposed: bool) -> dict[str, Factor]:
+    g = None if grads is None else grads[0]
+    g2 = None if g is None else _rows(g, module)
+    out: dict[str, Factor] = {}
+    if "weight" in attrs:
+        a2 = _rows(a, module)
+        out["weight"] = Outer(a2, g2, grad="right") if transposed else Outer(g2, a2)
+    if "bias" in attrs and g2 is not None:
+        out["bias"] = Dense(g2.sum(1))
+    return out
 
 
 def linear_factors(
     module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
 ) -> dict[str, Factor]:
     """nn.Linear: weight [out, in] = Σ_t g_t ⊗ a_t; bias [out] = Σ_t g_t."""
-    g = None if grads is None else grads[0]
-    g2 = None if g is None else _rows(g, module)
-    out: dict[str, Factor] = {}
-    if "weight" in attrs:
-        out["weight"] = Outer(g2, _rows(a, module))
-    if "bias" in attrs and g2 is not None:
-        out["bias"] = Dense(g2.sum(1))
-    return out
+    return _factors(module, a, grads, attrs, transposed=False)
 
 
 def conv1d_hf_factors(
     module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
 ) -> dict[str, Factor]:
     """transformers' Conv1D (weight [in, out], y = a W + b): weight = Σ_t a_t ⊗ g_t."""
-    g = None if grads is None else grads[0]
-    g2 = None if g is None else _rows(g, module)
-    out: dict[str, Factor] = {}
-    if "weight" in attrs:
-        out["weight"] = Outer(_rows(a, module), g2, grad="right")
-    if "bias" in attrs and g2 is not None:
-        out["bias"] = Dense(g2.sum(1))
-    return out
+    return _factors(module, a, grads, attrs, transposed=True)

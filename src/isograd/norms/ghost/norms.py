@@ -8,7 +8,7 @@ the examples, so it is refused then.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -18,11 +18,6 @@ from torch.func import functional_call
 
 from . import generic
 from .factors import Dense, Factor
-
-
-def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
-    """The layer's input (a reference)."""
-    return args[0] if args else kwargs["input"]
 
 
 def _affine(g: Tensor, xhat: Tensor, keep: Sequence[int], attrs: Sequence[str]) -> dict:
@@ -44,30 +39,32 @@ def _check(module: nn.Module, a: Tensor, min_dim: int) -> None:
         )
 
 
-def layer_norm_factors(
-    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
-) -> dict[str, Factor]:
-    """nn.LayerNorm: weight, bias [*normalized_shape]."""
+def _trailing(module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None,
+              attrs: Sequence[str], normalise: Callable[[Tensor, tuple[int, ...]], Tensor]
+              ) -> dict[str, Factor]:
+    """A layer normalising over its trailing `normalized_shape` dimensions."""
     if grads is None or grads[0] is None:
         return {}
     shape = tuple(module.normalized_shape)
     _check(module, a, len(shape) + 1)
-    xhat = F.layer_norm(a, shape, None, None, module.eps)
     keep = range(a.dim() - len(shape), a.dim())
-    return _affine(grads[0], xhat, list(keep), attrs)
+    return _affine(grads[0], normalise(a, shape), list(keep), attrs)
+
+
+def layer_norm_factors(
+    module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """nn.LayerNorm: weight, bias [*normalized_shape]."""
+    return _trailing(module, a, grads, attrs,
+                     lambda x, shape: F.layer_norm(x, shape, None, None, module.eps))
 
 
 def rms_norm_factors(
     module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
 ) -> dict[str, Factor]:
     """nn.RMSNorm: weight [*normalized_shape]."""
-    if grads is None or grads[0] is None:
-        return {}
-    shape = tuple(module.normalized_shape)
-    _check(module, a, len(shape) + 1)
-    xhat = F.rms_norm(a, shape, None, module.eps)
-    keep = range(a.dim() - len(shape), a.dim())
-    return _affine(grads[0], xhat, list(keep), attrs)
+    return _trailing(module, a, grads, attrs,
+                     lambda x, shape: F.rms_norm(x, shape, None, module.eps))
 
 
 def group_norm_factors(

@@ -38,6 +38,12 @@ class Rule:
     """Why this particular module instance cannot be handled exactly (None: it can)."""
 
 
+def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
+    """The layer's input (a reference: autograd keeps it alive anyway); the token ids of an
+    embedding."""
+    return args[0] if args else kwargs["input"]
+
+
 def _exactly(*classes: type) -> Callable[[nn.Module], bool]:
     """Instances of `classes` (or subclasses) that keep the class's own forward."""
     forwards = {c.forward for c in classes}
@@ -66,15 +72,15 @@ def _hf_rms_norm(m: nn.Module) -> bool:
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 RULES: tuple[Rule, ...] = (
-    Rule("linear", _exactly(nn.Linear), linear.capture_input, linear.linear_factors),
-    Rule("conv1d-transposed-linear", _hf_conv1d, linear.capture_input, linear.conv1d_hf_factors),
-    Rule("embedding", _exactly(nn.Embedding), embedding.capture_ids, embedding.embedding_factors,
+    Rule("linear", _exactly(nn.Linear), capture_input, linear.linear_factors),
+    Rule("conv1d-transposed-linear", _hf_conv1d, capture_input, linear.conv1d_hf_factors),
+    Rule("embedding", _exactly(nn.Embedding), capture_input, embedding.embedding_factors,
          embedding.refuse),
-    Rule("conv", conv.matches, conv.capture_input, conv.conv_factors),
-    Rule("layer-norm", _exactly(nn.LayerNorm), norms.capture_input, norms.layer_norm_factors),
-    Rule("rms-norm", _exactly(nn.RMSNorm), norms.capture_input, norms.rms_norm_factors),
-    Rule("group-norm", _exactly(nn.GroupNorm), norms.capture_input, norms.group_norm_factors),
-    Rule("batch-norm", _exactly(*_BATCH_NORMS), norms.capture_input, norms.batch_norm_factors,
+    Rule("conv", conv.matches, capture_input, conv.conv_factors),
+    Rule("layer-norm", _exactly(nn.LayerNorm), capture_input, norms.layer_norm_factors),
+    Rule("rms-norm", _exactly(nn.RMSNorm), capture_input, norms.rms_norm_factors),
+    Rule("group-norm", _exactly(nn.GroupNorm), capture_input, norms.group_norm_factors),
+    Rule("batch-norm", _exactly(*_BATCH_NORMS), capture_input, norms.batch_norm_factors,
          norms.batch_norm_refuse),
     Rule("hf-rms-norm", _hf_rms_norm, norms.capture_call, norms.broadcast_factors),
 )
