@@ -216,21 +216,17 @@ def test_auto_engine_matches_loop_on_padded_batches(kind, tok):
 
 
 def test_auto_falls_back_to_loop_when_the_batched_engine_fails(tok, monkeypatch):
-    import importlib
-
-    S = importlib.import_module("isograd.lm.score")  # the package attribute is the function
+    import isograd.norms.ghost as G
 
     model = tiny_model("llama")
     prompts, answers = [qa_prompt(tok, QUESTIONS[0])], ANSWERS[:1]
     ref = score(model, tok, prompts, answers, method="loop")
-    real = S.sq_grad_norms
 
-    def ghost_breaks(*a, method, **k):
-        if method != "loop":
-            raise RuntimeError("shape mismatch in a rule")
-        return real(*a, method=method, **k)
+    def ghost_breaks(*a, **k):
+        raise RuntimeError("shape mismatch in a rule")
 
-    monkeypatch.setattr(S, "sq_grad_norms", ghost_breaks)
+    # the fallback lives in sq_grad_norms itself: break the batched engine it calls
+    monkeypatch.setattr(G, "ghost_sq_grad_norms", ghost_breaks)
     with pytest.warns(RuntimeWarning, match="using the loop engine"):
         s = score(model, tok, prompts, answers, method="auto")
     torch.testing.assert_close(s.epistemic, ref.epistemic)

@@ -196,6 +196,25 @@ def test_model_untouched_after_error(bad_fn, error):
     _assert_same(before, _snapshot(model))
 
 
+def test_auto_recomputes_a_failed_ghost_batch_with_loop(monkeypatch):
+    import isograd.norms.ghost as G
+
+    model = _dressed_gpt2()
+    before = _snapshot(model)
+    ref = sq_grad_norms(model, lm_logprob, padded_batch(), method="loop")
+    real = G.ghost_sq_grad_norms
+
+    def breaks_midway(model, *a):  # the batched engine fails after its hooks are in place
+        model.register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(RuntimeError("rule bug")))
+        return real(model, *a)
+
+    monkeypatch.setattr(G, "ghost_sq_grad_norms", breaks_midway)
+    with pytest.warns(RuntimeWarning, match="using the loop engine"):
+        got = sq_grad_norms(model, lm_logprob, padded_batch(), method="auto")
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    _assert_same(before, _snapshot(model))
+
+
 def test_use_outside_owning_modules_is_refused_by_name():
     model = tiny_gpt2().double()
     with pytest.raises(ValueError, match="transformer.wte.weight"):

@@ -33,7 +33,6 @@ from .score import (
     _encode_pairs,
     _group,
     _make_batch,
-    _norms,
     _pad_id,
     _token_logprobs,
 )
@@ -265,8 +264,8 @@ def score_choices(
         chunk = items[start:start + batch_size]
         saved: dict[str, Any] = {k: [] for k in keys}
         if packed:
-            res = _norms(model, _packed_fn(saved), _packed_batch(chunk, pad, dtype), method,
-                         params, by_layer)
+            res = sq_grad_norms(model, _packed_fn(saved), _packed_batch(chunk, pad, dtype),
+                                method=method, params=params, by_param=by_layer)
         else:
             res = sq_grad_norms(model, _rows_fn(saved), _rows_batch(chunk, pad), method="loop",
                                 params=params, by_param=by_layer)

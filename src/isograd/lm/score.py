@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import inspect
 import re
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -170,20 +169,6 @@ def _log_p(tok: torch.Tensor, m: torch.Tensor, pred: Prediction) -> torch.Tensor
     return tok.gather(1, first.unsqueeze(1)).squeeze(1)
 
 
-def _norms(model, fn, batch, method, params, by_layer):
-    """sq_grad_norms; with "auto", a failure of the batched engine falls back to the loop
-    engine (the reference) with a warning, so a long run is not lost to one odd batch."""
-    try:
-        return sq_grad_norms(model, fn, batch, method=method, params=params, by_param=by_layer)
-    except (NotImplementedError, RuntimeError) as e:
-        if Method.parse(method) is not Method.AUTO:
-            raise
-        if not isinstance(e, NotImplementedError):
-            warnings.warn(f"batched norm engine failed ({type(e).__name__}: {str(e)[:200]}); "
-                          "using the loop engine for this batch", RuntimeWarning, stacklevel=3)
-        return sq_grad_norms(model, fn, batch, method="loop", params=params, by_param=by_layer)
-
-
 def _group(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for name, v in per_param.items():
@@ -235,8 +220,7 @@ def score(
             ‖∇p‖² = p²‖∇log p‖² are both driven by p itself: a confidence, not an uncertainty
             (measured: each results/qa report's "definition of p" table).
         by_layer: also return the per-group breakdown (``LMScores.by_layer``).
-        method: norm engine ("auto", "loop", "ghost"); "auto" uses the loop engine while the
-            batched one is unavailable.
+        method: norm engine ("auto", "loop", "ghost"; see `isograd.Method`).
         batch_size: pairs per forward pass.
         sigma2: isotropic parameter variance σ² (scales epistemic only).
         params: parameter selection (see `isograd.sq_grad_norms`); None = all parameters.
@@ -261,7 +245,8 @@ def score(
         chunk = pairs[start:start + batch_size]
         batch = _make_batch(chunk, pad, padding_side)
         saved: dict[str, torch.Tensor] = {}
-        res = _norms(model, _pair_fn(pred, saved), batch, method, params, by_layer)
+        res = sq_grad_norms(model, _pair_fn(pred, saved), batch, method=method, params=params,
+                            by_param=by_layer)
         total, per = res if by_layer else (res, None)
         norms.append(total.double())
         log_ps.append(saved["log_p"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -21,17 +22,8 @@ class Method(Choice):
     GHOST = "ghost"
     """Batched engine: all examples in one backward, exact per-layer rules, no weight gradient."""
     AUTO = "auto"
-    """"ghost" when every selected parameter has an exact rule, else "loop"."""
-
-
-def _ghost_engine():
-    try:
-        from .ghost import ghost_sq_grad_norms, unsupported_params
-    except ImportError as e:  # the batched engine is a separate issue; fail loudly until then
-        raise NotImplementedError(
-            "method='ghost' (batched one-backward engine) is not available yet; use method='loop'"
-        ) from e
-    return ghost_sq_grad_norms, unsupported_params
+    """"ghost" when every selected parameter has an exact rule, else "loop"; a batch on which
+    "ghost" fails (RuntimeError) is recomputed by "loop", with a RuntimeWarning."""
 
 
 def sq_grad_norms(
@@ -69,11 +61,21 @@ def sq_grad_norms(
     if infer_batch_size(batch) == 0:
         raise ValueError("the batch is empty (batch size 0)")
     selected = select_params(model, params)
-    if m is Method.LOOP:
-        engine = loop_sq_grad_norms
-    else:
-        ghost, unsupported = _ghost_engine()
-        engine = ghost if m is Method.GHOST or not unsupported(model, selected) else loop_sq_grad_norms
-    with model_state_guard(model, selected):
-        total, per = engine(model, fn, batch, selected, by_param)
+    engine = loop_sq_grad_norms
+    if m is not Method.LOOP:
+        from .ghost import ghost_sq_grad_norms, unsupported_params
+
+        if m is Method.GHOST or not unsupported_params(model, selected):
+            engine = ghost_sq_grad_norms
+    try:
+        with model_state_guard(model, selected):
+            total, per = engine(model, fn, batch, selected, by_param)
+    except RuntimeError as e:
+        if m is not Method.AUTO or engine is loop_sq_grad_norms:
+            raise
+        # a long run is not lost to one odd batch: the reference engine recomputes it
+        warnings.warn(f"batched norm engine failed ({type(e).__name__}: {str(e)[:200]}); "
+                      "using the loop engine for this batch", RuntimeWarning, stacklevel=2)
+        with model_state_guard(model, selected):
+            total, per = loop_sq_grad_norms(model, fn, batch, selected, by_param)
     return (total, per) if by_param else total
