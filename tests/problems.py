@@ -171,6 +171,11 @@ PROBLEMS: list[Problem] = [
 ]
 
 
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Largest elementwise relative error of `a` against the reference `b`."""
+    return float(((a - b).abs() / b.abs().clamp_min(1e-300)).max())
+
+
 def brute_force(model: nn.Module, fn, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Squared norms from the full per-example Jacobian (float64 expected): total and per param."""
     was = model.training

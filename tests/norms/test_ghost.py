@@ -12,13 +12,9 @@ from torch import nn
 
 from isograd import NonFiniteOutputWarning, sq_grad_norms
 from isograd.norms.ghost import coverage, unsupported_params
-from tests.problems import PROBLEMS, lm_logprob, padded_batch, tiny_gpt2, tiny_llama
+from tests.problems import PROBLEMS, lm_logprob, padded_batch, rel_err, tiny_gpt2, tiny_llama
 
 IDS = [p.id for p in PROBLEMS]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).abs() / b.abs().clamp_min(1e-300)).max())
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=IDS)

@@ -11,13 +11,17 @@ from torch.func import functional_call, jacrev
 
 import isograd
 from isograd import Method, NonFiniteOutputWarning, sq_grad_norms
-from tests.problems import PROBLEMS, SEQS, brute_force, lm_logprob, padded_batch, tiny_gpt2
+from tests.problems import (
+    PROBLEMS,
+    SEQS,
+    brute_force,
+    lm_logprob,
+    padded_batch,
+    rel_err,
+    tiny_gpt2,
+)
 
 IDS = [p.id for p in PROBLEMS]
-
-
-def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(((a - b).abs() / b.abs().clamp_min(1e-300)).max())
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=IDS)
