@@ -45,3 +45,31 @@ def test_llm_snippet_runs_as_written():
     assert abs(float(sum(s.by_layer.values()).sum() - s.epistemic.sum())) <= 1e-6 * float(
         s.epistemic.sum()
     )
+
+
+def test_readme_qa_table_is_the_committed_metrics():
+    """Every AUROC cell of the README's QA table is the committed results/qa/*/metrics.json."""
+    import json
+
+    keys = {"P(True)": "p_true", "semantic entropy": "semantic_entropy",
+            "naive entropy": "naive_entropy", "aleatoric p(1−p)": "aleatoric",
+            "epistemic ‖g‖²": "epistemic",
+            "epistemic & aleatoric combined (rank mean)": "combined",
+            "combined, logistic regression (5-fold CV, supervised)": "combined_logreg_cv",
+            "maximum sequence probability": "msp", "mean token entropy": "mean_token_entropy"}
+    lines = _section(README.read_text(), "Results").splitlines()
+    head = next(x for x in lines if x.startswith("| method | [TriviaQA]"))
+    dirs = re.findall(r"\]\((results/qa/[^/]+)/report\.md\)", head)
+    assert len(dirs) == 4
+    metrics = [json.loads((README.parent / d / "metrics.json").read_text()) for d in dirs]
+    checked = 0
+    for line in lines:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if cells[0] not in keys:
+            continue
+        for m, got in zip(metrics, cells[1:5]):
+            e = m["methods"].get(keys[cells[0]])
+            want = f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e else "–"
+            assert got == want, (cells[0], m["dataset"], got, want)
+            checked += 1
+    assert checked == 4 * len(keys)

@@ -12,6 +12,7 @@ import json
 import os
 from pathlib import Path
 
+from isograd.evaluate.report import read_scores
 from isograd.qa.datasets import load_dataset
 from isograd.qa.grading import grade
 
@@ -23,15 +24,14 @@ def main() -> None:
     print("| dataset | answers | exact | contains | in both |")
     print("| --- | --- | --- | --- | --- |")
     for name in ("triviaqa", "nq-open"):
-        rows = [json.loads(x) for x in (HERE / name / "scores.jsonl").read_text().splitlines()]
+        rows = read_scores(HERE / name / "scores.jsonl")
         qs = {q.id: q for q in load_dataset(name, data=DATA, limit=len(rows))}
         ex = [grade(qs[r["id"]], r["answer"], judge="exact").correct for r in rows]
         co = [grade(qs[r["id"]], r["answer"], judge="contains").correct for r in rows]
         both = sum(a and b for a, b in zip(ex, co))
         print(f"| {name} | {len(rows)} | {sum(ex)} | {sum(co)} | {both} |")
     hand = json.loads((HERE / "truthfulqa-gen" / "hand_labels.json").read_text())["labels"]
-    rows = {json.loads(x)["id"]: json.loads(x)
-            for x in (HERE / "truthfulqa-gen" / "scores.jsonl").read_text().splitlines()}
+    rows = {r["id"]: r for r in read_scores(HERE / "truthfulqa-gen" / "scores.jsonl")}
     qs = {q.id: q for q in load_dataset("truthfulqa-gen", data=DATA, limit=len(rows))}
     print()
     print(f"TruthfulQA generation, {len(hand)} hand-labelled answers ({sum(hand.values())} correct):")

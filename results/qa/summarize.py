@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from isograd.evaluate.report import LABELS, PAPER_TABLE2
+from isograd.evaluate.report import LABELS, PAPER_TABLE2, read_scores
 
 HERE = Path(__file__).parent
 DATASETS = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
@@ -66,7 +66,7 @@ def diagnostics() -> None:
         path = HERE / d / "scores.jsonl"
         if not (HERE / d / "metrics.json").exists():
             continue
-        rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        rows = read_scores(path)
         y = np.array([0 if r["correct"] else 1 for r in rows])
         p = np.array([r["p"] for r in rows], dtype=float)
         e = np.array([r["epistemic"] for r in rows], dtype=float)
@@ -74,10 +74,6 @@ def diagnostics() -> None:
         g = e / np.maximum(p, 1e-300) ** 2
         print(f"| {d} | {auroc(y, g):.2f} | {auroc(y, p):.2f} | {auroc(y, n):.2f} | "
               f"{spearman(e, p):.2f} |")
-
-
-def _rows(path: Path) -> list[dict]:
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
 
 
 def _boot(y, s) -> str:
@@ -91,7 +87,7 @@ def combinations() -> None:
     """The combined score is the paper's, the way to combine is not: each way on the same rows."""
     import numpy as np
 
-    from isograd.evaluate.combine import rank_mean, zscore_mean
+    from isograd.evaluate.combine import zscore_mean
 
     print()
     print("| dataset | rank mean (reported) | z-score mean of logs | total e + a (σ² = 1) | "
@@ -100,11 +96,11 @@ def combinations() -> None:
     for d in DATASETS:
         if not (HERE / d / "metrics.json").exists():
             continue
-        rows = _rows(HERE / d / "scores.jsonl")
+        rows = read_scores(HERE / d / "scores.jsonl")
         m = json.loads((HERE / d / "metrics.json").read_text())
         y = np.array([0 if r["correct"] else 1 for r in rows])
         sc = {k: np.array([r[k] for r in rows], dtype=float) for k in ("epistemic", "aleatoric")}
-        cells = [_boot(y, rank_mean(sc)), _boot(y, zscore_mean(sc, log=True)),
+        cells = [cell(m["methods"].get("combined")), _boot(y, zscore_mean(sc, log=True)),
                  _boot(y, sc["epistemic"] + sc["aleatoric"]),
                  _boot(y, sc["epistemic"] * sc["aleatoric"]),
                  cell(m["methods"].get("combined_logreg_cv"))]
@@ -130,7 +126,7 @@ def prompts() -> None:
     print("| --- | --- | --- | --- | --- |" + " --- |" * len(names))
     for (d, style), path in runs.items():
         m = json.loads((path / "metrics.json").read_text())
-        toks = np.mean([r["n_tokens"] for r in _rows(path / "scores.jsonl")])
+        toks = np.mean([r["n_tokens"] for r in read_scores(path / "scores.jsonl")])
         print(f"| {d} | {style} | {m['n']} | {m['accuracy']:.3f} | {toks:.1f} | "
               + " | ".join(cell(m["methods"].get(n)) for n in names) + " |")
 
