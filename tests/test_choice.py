@@ -7,13 +7,14 @@ import pytest
 
 from isograd import Method
 from isograd.estimate import Task
+from isograd.layer_scale import Covariance, LayerScale
 from isograd.lm.prompts import PromptStyle
 from isograd.lm.score import Prediction
 from isograd.qa.baselines import BaselineName
 from isograd.qa.baselines.semantic import Entailment, SEVariant
 from isograd.qa.grading import Judge
 
-OPTIONS = [Method, Task, Prediction, PromptStyle, BaselineName, Entailment, SEVariant, Judge]
+OPTIONS = [Method, Task, Covariance, LayerScale, Prediction, PromptStyle, BaselineName, Entailment, SEVariant, Judge]
 
 
 @pytest.mark.parametrize("enum", OPTIONS, ids=lambda e: e.__name__)

@@ -4,14 +4,18 @@ epistemic = σ²·‖∇θ p(x)‖², aleatoric = p(1−p), total = their sum (a
 """
 
 from .estimate import Task, Uncertainty, estimate
+from .layer_scale import Covariance, LayerScale, layer_variances
 from .norms import Method, NonFiniteOutputWarning, sq_grad_norms
 
 __version__ = "0.1.0"
 __all__ = [
+    "Covariance",
+    "LayerScale",
     "Method",
     "NonFiniteOutputWarning",
     "Task",
     "Uncertainty",
     "estimate",
+    "layer_variances",
     "sq_grad_norms",
 ]

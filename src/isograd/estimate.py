@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ._choice import Choice
+from .layer_scale import Covariance, LayerScale, layer_scaled_sq_norms, layer_variances
 from .norms.api import Method, sq_grad_norms
 
 
@@ -35,12 +36,13 @@ class Uncertainty:
 
     Attributes:
         p: predicted probability of the scored class (regression: predicted mean).
-        epistemic: sigma2 · ‖∇θ p‖².
+        epistemic: sigma2 · ‖∇θ p‖² (layer-scaled: sigma2 · Σ_l s_l ‖∇_{θ_l} p‖²).
         aleatoric: p(1−p) (regression: predicted or given noise variance).
         total: epistemic + aleatoric.
         label: scored class, int64 [B] (regression: None).
         sq_grad_norm: ‖∇θ p‖², the raw squared gradient norm (σ² = 1).
-        sigma2: the isotropic prior variance σ² used.
+        sigma2: the prior variance σ² used.
+        covariance: "isotropic" or "layer-scaled" (with its rule, e.g. "layer-scaled:fan-in").
     """
 
     p: torch.Tensor
@@ -50,6 +52,7 @@ class Uncertainty:
     label: torch.Tensor | None
     sq_grad_norm: torch.Tensor
     sigma2: float
+    covariance: str = Covariance.ISOTROPIC.value
 
 
 def _forward(model: nn.Module, x: Any) -> torch.Tensor:
@@ -71,6 +74,8 @@ def estimate(
     noise_var: float | torch.Tensor | None = None,
     method: str | Method = Method.AUTO,
     params: Any = None,
+    covariance: str | Covariance = Covariance.ISOTROPIC,
+    layer_scale: str | LayerScale = LayerScale.WEIGHT_VARIANCE,
 ) -> Uncertainty:
     """Epistemic, aleatoric and total uncertainty of each prediction, one forward + backward.
 
@@ -84,11 +89,16 @@ def estimate(
         noise_var: regression noise variance when the model does not predict one.
         method: norm engine, see `Method`.
         params: parameter selection, see `sq_grad_norms`.
+        covariance: "isotropic" (σ²I) or "layer-scaled" (σ² blockdiag(s_l I), data-free s_l
+            from the selected weights by `layer_variances`; same backward, no extra pass).
+        layer_scale: the rule of s_l under "layer-scaled": "weight-variance" or "fan-in".
 
     Returns:
         An `Uncertainty` of float64 [B] tensors.
     """
     t = Task.parse(task)
+    cov = Covariance.parse(covariance)
+    rule = LayerScale.parse(layer_scale)
     if sigma2 < 0:
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
     saved: dict[str, torch.Tensor] = {}
@@ -122,10 +132,15 @@ def estimate(
         # differentiate log p, then ‖∇p‖² = p²‖∇log p‖²: stable where p itself underflows
         return logp
 
-    norms = sq_grad_norms(model, fn, x, method=method, params=params)
+    scaled = cov is Covariance.LAYER_SCALED
+    res = sq_grad_norms(model, fn, x, method=method, params=params, by_param=scaled)
+    norms, weighted = res, res
+    if scaled:
+        norms, per = res
+        weighted = layer_scaled_sq_norms(per, layer_variances(model, rule=rule, params=per))
     p = saved["p"].cpu()
     if t is Task.REGRESSION:
-        g2 = norms
+        g2, w2 = norms, weighted
         if "noise" in saved:
             alea = saved["noise"].cpu()
         elif noise_var is not None:
@@ -134,11 +149,12 @@ def estimate(
             raise ValueError("regression needs noise_var when the model predicts no variance")
         label = None
     else:
-        g2 = p.square() * norms
+        g2, w2 = p.square() * norms, p.square() * weighted
         alea = p * (1 - p)
         label = saved["label"]
-    epi = sigma2 * g2
+    epi = sigma2 * w2.cpu()
     return Uncertainty(
         p=p, epistemic=epi, aleatoric=alea, total=epi + alea, label=label,
         sq_grad_norm=g2, sigma2=float(sigma2),
+        covariance=f"{cov.value}:{rule.value}" if scaled else cov.value,
     )
