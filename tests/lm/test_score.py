@@ -131,8 +131,7 @@ def test_token_ids_answers_equal_text_answers(tok):
 def test_by_layer_groups_sum_to_epistemic(tok):
     model = tiny_model("llama")
     prompts = [qa_prompt(tok, q) for q in QUESTIONS]
-    s = score(model, tok, prompts, ANSWERS, by_layer=True, method="loop", batch_size=2)
-    assert s.by_layer is not None
+    s = score(model, tok, prompts, ANSWERS, method="loop", batch_size=2)
     assert {"embed", "block.0", "block.1", "norm", "lm_head"} == set(s.by_layer)
     torch.testing.assert_close(sum(s.by_layer.values()), s.epistemic)
     assert all(bool((v >= 0).all()) for v in s.by_layer.values())
@@ -206,10 +205,9 @@ def test_auto_engine_matches_loop_on_padded_batches(kind, tok):
     """method="auto" (the batched engine where it has rules) gives the loop engine's numbers."""
     model = tiny_model(kind)
     prompts = [qa_prompt(tok, q) for q in QUESTIONS]
-    ref = score(model, tok, prompts, ANSWERS, method="loop", by_layer=True)
+    ref = score(model, tok, prompts, ANSWERS, method="loop")
     for side in ("left", "right"):
-        s = score(model, tok, prompts, ANSWERS, method="auto", batch_size=4, padding_side=side,
-                  by_layer=True)
+        s = score(model, tok, prompts, ANSWERS, method="auto", batch_size=4, padding_side=side)
         torch.testing.assert_close(s.epistemic, ref.epistemic, rtol=1e-9, atol=0)
         for g in ref.by_layer:
             torch.testing.assert_close(s.by_layer[g], ref.by_layer[g], rtol=1e-9, atol=1e-300)

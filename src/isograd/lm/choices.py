@@ -31,11 +31,11 @@ from ..norms.api import Method, sq_grad_norms
 from .score import (
     _accepts_logits_to_keep,
     _encode_pairs,
-    _group,
     _make_batch,
     _pad_id,
     _token_logprobs,
 )
+from .signals import group_norms
 
 
 @dataclass(frozen=True)
@@ -276,7 +276,7 @@ def score_choices(
         for k in keys:
             saved_all[k] += saved[k][-n:]
         if per is not None:
-            groups.append(_group(per))
+            groups.append(group_norms(per))
     log_p = torch.cat(log_ps)
     p = log_p.exp()
     epi = sigma2 * p.square() * torch.cat(norms)

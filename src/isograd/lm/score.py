@@ -11,10 +11,10 @@ attention mask and position ids set so every row sees exactly what it would see 
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -23,6 +23,10 @@ from torch import nn
 from .._choice import Choice
 from ..norms.api import Method, sq_grad_norms
 from .prompts import encode_answer, encode_prompt
+from .signals import LAST_LAYERS, capture_embedding_grad, group_norms, last_blocks, layer_group
+from .trace import TokenTrace, prefix_pairs, token_traces
+
+__all__ = ["LMScores", "Prediction", "layer_group", "score"]
 
 
 class Prediction(Choice):
@@ -40,20 +44,35 @@ class Prediction(Choice):
 class LMScores:
     """Per-pair scores; tensors are float64 [B] unless noted.
 
+    Everything comes from one forward and one backward per batch (the per-token `trace`, when
+    asked for, from one more batched pass over the answers' prefixes).
+
     Attributes:
         p: the prediction (see `Prediction`).
-        epistemic: σ²·‖∇θ p‖².
+        epistemic: σ²·‖∇θ p‖², the paper's isotropic epistemic term.
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
         log_p: log p (finite even where p underflows to 0).
-        sq_grad_norm_log_p: ‖∇θ log p‖² (the norm actually back-propagated).
+        grad_log_p: ‖∇θ log p‖², the norm actually back-propagated (no p² factor, no σ²);
+            also readable as `sq_grad_norm_log_p`.
+        epistemic_last_layers: σ²·‖∇p‖² over the parameters of the model's last `last_layers`
+            transformer blocks only; None when no block is recognised in the parameter names.
+        embedding_grad: ‖∂ log p / ∂e‖², e = the output of the input-embedding module
+            ([B, L, H] per batch; summed over positions and features). Of log p, like
+            `grad_log_p`, so it has no p² factor (multiply by p² for the p version). None
+            when the backward does not reach the embedding (its weight not selected, or
+            the model has no ``get_input_embeddings``).
+        by_layer: group name -> σ²·‖∇p‖² restricted to that group's parameters (``"embed"``,
+            ``"block.0"``, ..., ``"norm"``, ``"lm_head"``, ...); the groups sum to `epistemic`.
         token_logprobs: per pair, the answer tokens' log-probabilities (a tuple of floats).
         n_tokens: int64 [B], number of answer tokens.
-        by_layer: with ``by_layer=True``, group name -> σ²·‖∇p‖² restricted to that group's
-            parameters (``"embed"``, ``"block.0"``, ..., ``"final_norm"``, ...); the groups
-            sum to `epistemic`. Else None.
         prediction: the `Prediction` value used.
         sigma2: the isotropic parameter variance σ².
+        last_layers: the k of `epistemic_last_layers`.
+        trace: with ``trace=True``, one `TokenTrace` per pair (U_E(t), U_C(t), p_t per answer
+            token), else None.
+        epistemic_token_max: with ``trace=True``, max_t U_E(t) per pair, else None.
+        epistemic_token_mean: with ``trace=True``, mean_t U_E(t) per pair, else None.
     """
 
     p: torch.Tensor
@@ -61,32 +80,26 @@ class LMScores:
     aleatoric: torch.Tensor
     total: torch.Tensor
     log_p: torch.Tensor
-    sq_grad_norm_log_p: torch.Tensor
+    grad_log_p: torch.Tensor
+    epistemic_last_layers: torch.Tensor | None
+    embedding_grad: torch.Tensor | None
+    by_layer: dict[str, torch.Tensor]
     token_logprobs: tuple[tuple[float, ...], ...]
     n_tokens: torch.Tensor
-    by_layer: dict[str, torch.Tensor] | None
     prediction: str
     sigma2: float
+    last_layers: int
+    trace: tuple[TokenTrace, ...] | None = None
+    epistemic_token_max: torch.Tensor | None = None
+    epistemic_token_mean: torch.Tensor | None = None
+
+    @property
+    def sq_grad_norm_log_p(self) -> torch.Tensor:
+        """‖∇θ log p‖² [B]: the same tensor as `grad_log_p` (its earlier name)."""
+        return self.grad_log_p
 
 
 Answer = str | Sequence[int]
-
-_BLOCK = re.compile(r"(?:^|\.)(?:layers|h|blocks|layer|decoder_layers)\.(\d+)\.")
-_EMBED = re.compile(r"(embed|wte|wpe|word_embeddings|position_embeddings)")
-_PREFIX = re.compile(r"^(model|transformer|gpt_neox|base_model)\.")
-
-
-def layer_group(name: str) -> str:
-    """Group of a parameter name: ``block.<i>`` for transformer block i, ``embed`` for
-    embeddings, else the name without its model prefix and ``.weight``/``.bias`` suffix."""
-    m = _BLOCK.search(name)
-    if m:
-        return f"block.{int(m.group(1))}"
-    if _EMBED.search(name):
-        return "embed"
-    base = _PREFIX.sub("", name)
-    return re.sub(r"\.(weight|bias)$", "", base)
-
 
 def _pad_id(tokenizer: Any) -> int:
     for attr in ("pad_token_id", "eos_token_id"):
@@ -169,11 +182,49 @@ def _log_p(tok: torch.Tensor, m: torch.Tensor, pred: Prediction) -> torch.Tensor
     return tok.gather(1, first.unsqueeze(1)).squeeze(1)
 
 
-def _group(per_param: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    out: dict[str, torch.Tensor] = {}
-    for name, v in per_param.items():
-        g = layer_group(name)
-        out[g] = out[g] + v if g in out else v.clone()
+@dataclass
+class _Pass:
+    """What one pass over encoded pairs yields, concatenated over the batches."""
+
+    log_p: list[torch.Tensor] = field(default_factory=list)
+    norms: list[torch.Tensor] = field(default_factory=list)
+    toks: list[tuple[float, ...]] = field(default_factory=list)
+    per_param: list[dict[str, torch.Tensor]] = field(default_factory=list)
+    emb: list[torch.Tensor | None] = field(default_factory=list)
+
+
+def _norm_pass(
+    model: nn.Module,
+    pairs: list[tuple[list[int], list[int]]],
+    pred: Prediction,
+    *,
+    pad: int,
+    padding_side: str,
+    batch_size: int,
+    method: str | Method,
+    params: Any,
+    by_param: bool,
+    embedding: bool,
+) -> _Pass:
+    """log p, ‖∇θ log p‖² (and per parameter, and w.r.t. the input embeddings) of every pair,
+    one `sq_grad_norms` call (one backward for the ghost engine) per batch."""
+    out = _Pass()
+    for start in range(0, len(pairs), batch_size):
+        chunk = pairs[start:start + batch_size]
+        batch = _make_batch(chunk, pad, padding_side)
+        saved: dict[str, torch.Tensor] = {}
+        with contextlib.ExitStack() as stack:
+            emb = stack.enter_context(capture_embedding_grad(model)) if embedding else None
+            res = sq_grad_norms(model, _pair_fn(pred, saved), batch, method=method,
+                                params=params, by_param=by_param)
+        total, per = res if by_param else (res, None)
+        out.norms.append(total.double())
+        out.log_p.append(saved["log_p"])
+        for row, mrow in zip(saved["tok"], saved["mask"]):
+            out.toks.append(tuple(float(x) for x in row[mrow].double()))
+        if per is not None:
+            out.per_param.append(per)
+        out.emb.append(emb.result(total) if emb is not None else None)
     return out
 
 
@@ -197,14 +248,16 @@ def score(
     answers: Sequence[Answer],
     *,
     prediction: str | Prediction = Prediction.GEOMETRIC,
-    by_layer: bool = False,
     method: str | Method = Method.AUTO,
     batch_size: int = 8,
     sigma2: float = 1.0,
     params: Any = None,
     padding_side: str = "right",
+    last_layers: int = LAST_LAYERS,
+    trace: bool = False,
 ) -> LMScores:
-    """Prediction p, epistemic ‖∇p‖², aleatoric p(1−p) of each (prompt, answer) pair.
+    """Prediction p, epistemic ‖∇p‖², aleatoric p(1−p) of each (prompt, answer) pair, and the
+    other signals of the same backward (see `LMScores`).
 
     Args:
         model: a causal LM (Hugging Face ``...ForCausalLM`` or anything returning ``.logits``).
@@ -219,12 +272,15 @@ def score(
             tiny (median 8e-5 on SmolLM2 TriviaQA answers), where p(1−p) ≈ p and
             ‖∇p‖² = p²‖∇log p‖² are both driven by p itself: a confidence, not an uncertainty
             (measured: each results/qa report's "definition of p" table).
-        by_layer: also return the per-group breakdown (``LMScores.by_layer``).
         method: norm engine ("auto", "loop", "ghost"; see `isograd.Method`).
-        batch_size: pairs per forward pass.
-        sigma2: isotropic parameter variance σ² (scales epistemic only).
+        batch_size: pairs per forward pass (with `trace`, also prefix rows per pass).
+        sigma2: isotropic parameter variance σ² (scales the epistemic terms only).
         params: parameter selection (see `isograd.sq_grad_norms`); None = all parameters.
         padding_side: "right" or "left"; results are identical either way.
+        last_layers: k of `LMScores.epistemic_last_layers` (default 5, see
+            `isograd.lm.signals.LAST_LAYERS`).
+        trace: also compute the per-token profile (`LMScores.trace`): one more batched pass
+            over the answers' prefixes, about T times the work of the main pass.
 
     Returns:
         `LMScores` with float64 [B] tensors.
@@ -236,36 +292,39 @@ def score(
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if sigma2 < 0:
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    if last_layers < 1:
+        raise ValueError(f"last_layers must be >= 1, got {last_layers}")
     pairs = _encode_pairs(tokenizer, prompts, answers)
     if not pairs:
         raise ValueError("no (prompt, answer) pairs to score")
-    pad = _pad_id(tokenizer)
-    log_ps, norms, toks, groups = [], [], [], []
-    for start in range(0, len(pairs), batch_size):
-        chunk = pairs[start:start + batch_size]
-        batch = _make_batch(chunk, pad, padding_side)
-        saved: dict[str, torch.Tensor] = {}
-        res = sq_grad_norms(model, _pair_fn(pred, saved), batch, method=method, params=params,
-                            by_param=by_layer)
-        total, per = res if by_layer else (res, None)
-        norms.append(total.double())
-        log_ps.append(saved["log_p"])
-        for row, mrow in zip(saved["tok"], saved["mask"]):
-            toks.append(tuple(float(x) for x in row[mrow].double()))
-        if per is not None:
-            groups.append(_group(per))
-    log_p = torch.cat(log_ps)
-    sq_log = torch.cat(norms)
+    run = dict(pad=_pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,
+               method=method, params=params)
+    res = _norm_pass(model, pairs, pred, by_param=True, embedding=True, **run)
+    log_p = torch.cat(res.log_p)
+    sq_log = torch.cat(res.norms)
     p = log_p.exp()
-    epi = sigma2 * torch.exp(2 * log_p) * sq_log  # ‖∇p‖² = p²‖∇log p‖²
+    p2 = sigma2 * torch.exp(2 * log_p)  # σ²‖∇p‖² = σ²p²‖∇log p‖²
+    epi = p2 * sq_log
+    groups = group_norms({n: torch.cat([d[n] for d in res.per_param]).double()
+                          for n in res.per_param[0]})
+    layers = {g: p2 * v for g, v in groups.items()}
+    last = None
+    if any(g.startswith("block.") for g in groups):
+        last = sum((layers[g] for g in last_blocks(model, last_layers) if g in layers),
+                   torch.zeros_like(epi))
+    emb = None if any(e is None for e in res.emb) else torch.cat(res.emb)
+    traced: dict[str, Any] = {}
+    if trace:
+        rows = prefix_pairs(pairs)
+        tr = _norm_pass(model, rows, Prediction.FIRST_TOKEN, by_param=False, embedding=False,
+                        **run)
+        traced = dict(zip(("trace", "epistemic_token_max", "epistemic_token_mean"),
+                          token_traces(pairs, torch.cat(tr.log_p), torch.cat(tr.norms), sigma2)))
     alea = p * (1 - p)
-    layers = None
-    if by_layer:
-        layers = {g: sigma2 * torch.exp(2 * log_p) * torch.cat([d[g] for d in groups]).double()
-                  for g in groups[0]}
     return LMScores(
-        p=p, epistemic=epi, aleatoric=alea, total=epi + alea, log_p=log_p,
-        sq_grad_norm_log_p=sq_log, token_logprobs=tuple(toks),
+        p=p, epistemic=epi, aleatoric=alea, total=epi + alea, log_p=log_p, grad_log_p=sq_log,
+        epistemic_last_layers=last, embedding_grad=emb, by_layer=layers,
+        token_logprobs=tuple(res.toks),
         n_tokens=torch.tensor([len(a) for _, a in pairs], dtype=torch.long),
-        by_layer=layers, prediction=pred.value, sigma2=float(sigma2),
+        prediction=pred.value, sigma2=float(sigma2), last_layers=int(last_layers), **traced,
     )
