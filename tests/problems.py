@@ -24,6 +24,8 @@ class Problem:
     build_model: Callable[[torch.dtype], nn.Module]
     build_batch: Callable[[torch.dtype], Any]
     fn: Callable[[nn.Module, Any], torch.Tensor]
+    auto_ghost: bool = True
+    """Every parameter has a dedicated ghost rule, so "auto" runs ghost (else it runs loop)."""
 
 
 def _seeded(builder):
@@ -102,12 +104,70 @@ def tiny_llama() -> nn.Module:
         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32,
         tie_word_embeddings=False, attention_dropout=0.1, bos_token_id=1, eos_token_id=2,
     )
-    model = LlamaForCausalLM(cfg)
-    with torch.no_grad():  # RMSNorm weights start at 1; perturb so their gradients are generic
+    return _perturb_norms(LlamaForCausalLM(cfg))
+
+
+def _perturb_norms(model: nn.Module) -> nn.Module:
+    """RMSNorm weights start at 1 (Gemma's at 0): perturb so their gradients are generic."""
+    with torch.no_grad():
         for n, p in model.named_parameters():
             if "norm" in n:
                 p.add_(0.1 * torch.randn_like(p))
     return model
+
+
+_TINY = dict(vocab_size=VOCAB, hidden_size=8, intermediate_size=16, num_hidden_layers=2,
+             num_attention_heads=2, max_position_embeddings=32, bos_token_id=1, eos_token_id=2)
+
+
+def tiny_opt() -> nn.Module:
+    """OPT: fc1/fc2 and the final layer norm see flattened [B·T, d] rows; tied head."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    cfg = OPTConfig(vocab_size=VOCAB, hidden_size=8, ffn_dim=16, num_hidden_layers=2,
+                    num_attention_heads=2, max_position_embeddings=32, word_embed_proj_dim=8,
+                    pad_token_id=0, bos_token_id=1, eos_token_id=2, dropout=0.1)
+    return OPTForCausalLM(cfg)
+
+
+def tiny_neox() -> nn.Module:
+    from transformers import GPTNeoXConfig, GPTNeoXForCausalLM
+
+    cfg = GPTNeoXConfig(**_TINY, rotary_pct=0.5, use_parallel_residual=True,
+                        tie_word_embeddings=False)
+    return GPTNeoXForCausalLM(cfg)
+
+
+def tiny_qwen2() -> nn.Module:
+    """Qwen2: biased q/k/v, RMSNorm, tied embeddings."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    model = Qwen2ForCausalLM(Qwen2Config(**_TINY, num_key_value_heads=1, tie_word_embeddings=True))
+    assert model.lm_head.weight is model.model.embed_tokens.weight
+    return _perturb_norms(model)
+
+
+def tiny_gemma2() -> nn.Module:
+    """Gemma2: (1 + w) RMSNorms around each block, soft-capped logits, scaled embedding, tied."""
+    from transformers import Gemma2Config, Gemma2ForCausalLM
+
+    cfg = Gemma2Config(**_TINY, num_key_value_heads=1, head_dim=4, query_pre_attn_scalar=4,
+                       sliding_window=4, final_logit_softcapping=5.0, pad_token_id=0)
+    return _perturb_norms(Gemma2ForCausalLM(cfg))
+
+
+def tiny_mistral() -> nn.Module:
+    from transformers import MistralConfig, MistralForCausalLM
+
+    return _perturb_norms(MistralForCausalLM(MistralConfig(**_TINY, num_key_value_heads=1,
+                                                           sliding_window=4)))
+
+
+def tiny_phi() -> nn.Module:
+    """Phi: parallel attention + MLP on one LayerNorm, partial rotary, biased head."""
+    from transformers import PhiConfig, PhiForCausalLM
+
+    return PhiForCausalLM(PhiConfig(**_TINY, partial_rotary_factor=0.5))
 
 
 SEQS = [[3, 5, 7, 11, 2, 9], [4, 4, 8], [1, 30, 12, 12, 6]]
@@ -129,6 +189,16 @@ def lm_logprob(model: nn.Module, batch: dict) -> torch.Tensor:
     ids, mask = batch["input_ids"], batch["attention_mask"]
     pos = (mask.cumsum(1) - 1).clamp(min=0)
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos).logits
+    logp = logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
+    keep = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
+    return (logp * keep).sum(1)
+
+
+def lm_logprob_plain(model: nn.Module, batch: dict) -> torch.Tensor:
+    """As `lm_logprob`, calling the model as most users do: no position_ids (GPT-2's position
+    embedding then returns [1, T, d], broadcast over the batch)."""
+    ids, mask = batch["input_ids"], batch["attention_mask"]
+    logits = model(input_ids=ids, attention_mask=mask).logits
     logp = logits[:, :-1].log_softmax(-1).gather(2, ids[:, 1:, None])[..., 0]
     keep = (mask[:, 1:] * mask[:, :-1]).to(logp.dtype)
     return (logp * keep).sum(1)
@@ -168,6 +238,16 @@ PROBLEMS: list[Problem] = [
     Problem("gpt2-tied-prefix-only", _seeded(tiny_gpt2), _long_batch, lm_prefix_logprob),
     Problem("llama-right-pad", _seeded(tiny_llama), _lm_batch("right"), lm_logprob),
     Problem("llama-left-pad", _seeded(tiny_llama), _lm_batch("left"), lm_logprob),
+    Problem("gpt2-no-position-ids", _seeded(tiny_gpt2), _lm_batch("right"), lm_logprob_plain),
+    Problem("llama-no-position-ids", _seeded(tiny_llama), _lm_batch("right"), lm_logprob_plain),
+    Problem("opt-no-position-ids", _seeded(tiny_opt), _lm_batch("right"), lm_logprob_plain,
+            auto_ghost=False),
+    Problem("gpt-neox-left-pad", _seeded(tiny_neox), _lm_batch("left"), lm_logprob),
+    Problem("qwen2-tied-right-pad", _seeded(tiny_qwen2), _lm_batch("right"), lm_logprob),
+    Problem("gemma2-tied-right-pad", _seeded(tiny_gemma2), _lm_batch("right"), lm_logprob),
+    Problem("mistral-no-position-ids", _seeded(tiny_mistral), _lm_batch("right"),
+            lm_logprob_plain),
+    Problem("phi-right-pad", _seeded(tiny_phi), _lm_batch("right"), lm_logprob),
 ]
 
 

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from isograd import NonFiniteOutputWarning, sq_grad_norms
+from isograd.norms import EngineFallbackWarning, GhostUnsupported
 from isograd.norms.ghost import coverage, unsupported_params
 from tests.problems import PROBLEMS, lm_logprob, padded_batch, rel_err, tiny_gpt2, tiny_llama
 
@@ -46,9 +47,17 @@ def test_ghost_float32_within_1e_4_of_loop_float64(problem):
 
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=IDS)
-def test_auto_uses_ghost_on_every_problem(problem, monkeypatch):
+def test_auto_exact_on_every_problem(problem, monkeypatch):
+    """auto never raises; it runs ghost wherever every parameter has a rule, loop elsewhere."""
     model = problem.build_model(torch.float64)
     batch = problem.build_batch(torch.float64)
+    if not problem.auto_ghost:
+        assert unsupported_params(model, dict(model.named_parameters()))
+        ref = sq_grad_norms(model, problem.fn, batch, method="loop")
+        with pytest.warns(EngineFallbackWarning, match="no exact ghost rule"):
+            got = sq_grad_norms(model, problem.fn, batch, method="auto")
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+        return
     assert unsupported_params(model, dict(model.named_parameters())) == []
     assert "generic" not in " ".join(coverage(model).values())
     import isograd.norms.api as api
@@ -192,7 +201,12 @@ def test_model_untouched_after_error(bad_fn, error):
     _assert_same(before, _snapshot(model))
 
 
-def test_auto_recomputes_a_failed_ghost_batch_with_loop(monkeypatch):
+@pytest.mark.parametrize("error", [GhostUnsupported("no exact rule here"), RuntimeError("rule bug"),
+                                   torch.OutOfMemoryError("CUDA out of memory")],
+                         ids=["ghost-cannot", "other-error", "out-of-memory"])
+def test_auto_falls_back_only_when_ghost_cannot(monkeypatch, error):
+    """GhostUnsupported: the loop engine recomputes the batch, with a warning naming why; any
+    other error (a bug, out of memory, a device-side assert) is raised, state restored."""
     import isograd.norms.ghost as G
 
     model = _dressed_gpt2()
@@ -201,13 +215,19 @@ def test_auto_recomputes_a_failed_ghost_batch_with_loop(monkeypatch):
     real = G.ghost_sq_grad_norms
 
     def breaks_midway(model, *a):  # the batched engine fails after its hooks are in place
-        model.register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(RuntimeError("rule bug")))
+        model.register_forward_hook(lambda m, i, o: (_ for _ in ()).throw(error))
         return real(model, *a)
 
     monkeypatch.setattr(G, "ghost_sq_grad_norms", breaks_midway)
-    with pytest.warns(RuntimeWarning, match="using the loop engine"):
-        got = sq_grad_norms(model, lm_logprob, padded_batch(), method="auto")
-    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    if isinstance(error, GhostUnsupported):
+        with pytest.warns(EngineFallbackWarning, match="loop engine: no exact rule here"):
+            got = sq_grad_norms(model, lm_logprob, padded_batch(), method="auto")
+        torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", EngineFallbackWarning)
+            with pytest.raises(type(error), match=str(error)):
+                sq_grad_norms(model, lm_logprob, padded_batch(), method="auto")
     _assert_same(before, _snapshot(model))
 
 

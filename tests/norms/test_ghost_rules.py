@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from isograd import sq_grad_norms
+from isograd.norms import EngineFallbackWarning, GhostUnsupported
 from isograd.norms.ghost import coverage, factors, unsupported_params
 from tests.problems import rel_err
 
@@ -123,17 +124,36 @@ def test_batchnorm_with_batch_statistics_is_refused():
     sq_grad_norms(model, _sum_fn, _x(4, 3), method="auto")  # the loop engine takes it
 
 
-def test_examples_not_on_dimension_0_are_refused():
-    class Flat(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.lin = nn.Linear(3, 2)
+class _Flat(nn.Module):
+    """A Linear on flattened rows [B·T, 3]: example-major (plain reshape) or position-major."""
 
-        def forward(self, x):  # [B, T, 3] -> [B*T, 3]: the Linear never sees the example axis
-            return self.lin(x.reshape(-1, 3)).reshape(x.shape[0], -1)
+    def __init__(self, position_major: bool = False):
+        super().__init__()
+        self.position_major = position_major
+        self.lin = nn.Linear(3, 2)
+        self.norm = nn.LayerNorm(2)
 
-    with pytest.raises(ValueError, match="dimension 0"):
-        sq_grad_norms(_seed(Flat), _sum_fn, _x(2, 5, 3), method="ghost")
+    def forward(self, x):
+        b, t = x.shape[:2]
+        if self.position_major:  # [T, B, 3] rows: example b's rows are not a block
+            rows = x.transpose(0, 1).reshape(-1, 3)
+            return torch.relu(self.norm(self.lin(rows))).reshape(t, b, -1).transpose(0, 1).sum(1)
+        return torch.relu(self.norm(self.lin(x.reshape(-1, 3)))).reshape(b, -1)
+
+
+def test_flattened_example_major_rows_are_exact():
+    _agree(_seed(_Flat), _x(3, 5, 3))
+    _agree(_seed(_Flat), _x(1, 4, 3))  # one example: its T rows are the flattened block
+
+
+def test_rows_not_example_major_are_refused_and_auto_uses_loop():
+    model, x = _seed(lambda: _Flat(position_major=True)), _x(2, 5, 3)
+    with pytest.raises(GhostUnsupported, match=r"lin \(Linear\).*not proven"):
+        sq_grad_norms(model, _sum_fn, x, method="ghost")
+    ref = sq_grad_norms(model, _sum_fn, x)
+    with pytest.warns(EngineFallbackWarning, match="not proven to be example-major"):
+        got = sq_grad_norms(model, _sum_fn, x, method="auto")
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
 
 
 def test_parent_using_a_child_parameter_directly_is_refused():

@@ -1,6 +1,19 @@
 """Per-example squared gradient norms of per-example scalars (torch only)."""
 
-from ._common import NonFiniteOutputWarning
-from .api import Method, sq_grad_norms
+from ._common import (
+    DEFAULT_MEMORY_BUDGET,
+    EngineFallbackWarning,
+    GhostUnsupported,
+    NonFiniteOutputWarning,
+)
+from .api import Method, OnOOM, sq_grad_norms
 
-__all__ = ["Method", "NonFiniteOutputWarning", "sq_grad_norms"]
+__all__ = [
+    "DEFAULT_MEMORY_BUDGET",
+    "EngineFallbackWarning",
+    "GhostUnsupported",
+    "Method",
+    "NonFiniteOutputWarning",
+    "OnOOM",
+    "sq_grad_norms",
+]

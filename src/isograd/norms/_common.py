@@ -6,6 +6,8 @@ Everything here is engine-agnostic; `api.py` calls it, engines receive its resul
 from __future__ import annotations
 
 import contextlib
+import os
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -20,10 +22,54 @@ class NonFiniteOutputWarning(UserWarning):
     """Some examples' `fn` outputs were NaN or inf; their norms are NaN, the others are exact."""
 
 
+class GhostUnsupported(ValueError):
+    """The ghost engine cannot give an exact number for this model, selection or batch.
+
+    Raised for every "ghost cannot" condition (a refused module, a parameter used outside the
+    modules owning it, examples not on dimension 0, routed tokens, a per-example memory need over
+    the budget); ``method="auto"`` catches exactly this type and recomputes with the loop engine.
+    """
+
+
+class EngineFallbackWarning(RuntimeWarning):
+    """``method="auto"`` used the loop engine; the message names the reason."""
+
+
+MEMORY_BUDGET_ENV = "ISOGRAD_MEMORY_BUDGET"
+DEFAULT_MEMORY_BUDGET = 2 * 1024**3
+"""Bytes the ghost engine may use at once for one layer's Gram or materialised terms."""
+
+_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
+
+
+def memory_budget(value: int | str | None = None) -> int:
+    """The ghost engine's memory budget in bytes: `value`, else $ISOGRAD_MEMORY_BUDGET, else 2 GiB.
+
+    Accepts a number of bytes or a size such as "512MiB", "1.5GB", "2G" (binary units).
+    """
+    raw = value if value is not None else os.environ.get(MEMORY_BUDGET_ENV)
+    if raw is None:
+        return DEFAULT_MEMORY_BUDGET
+    where = "memory_budget" if value is not None else f"${MEMORY_BUDGET_ENV}"
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        n = float(raw)
+    else:
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(raw))
+        if m is None:
+            raise ValueError(f"{where} must be a number of bytes or a size like '512MiB', "
+                             f"'2GiB'; got {raw!r}")
+        n = float(m.group(1)) * _UNITS[m.group(2).lower()]
+    if n < 1:
+        raise ValueError(f"{where} must be at least 1 byte, got {raw!r}")
+    return int(n)
+
+
 def select_params(model: nn.Module, params: ParamSelection) -> dict[str, nn.Parameter]:
     """Resolve a parameter selection to an ordered ``{name: parameter}`` dict.
 
     Tied parameters appear once, under the first name `named_parameters` gives them.
+    Parameters of a non-floating dtype (integer or quantised storage) are left out, with a
+    warning naming them.
 
     Args:
         model: the model.
@@ -68,6 +114,14 @@ def select_params(model: nn.Module, params: ParamSelection) -> dict[str, nn.Para
                 "params must be None, a sequence of names, a predicate (name, param) -> bool, "
                 "or an iterable of parameter tensors"
             )
+    frozen = [n for n, p in chosen.items() if not (p.is_floating_point() or p.is_complex())]
+    if frozen:
+        # integer / quantised storage (int8, uint8 packs) has no gradient: say which, go on
+        shown = ", ".join(f"{n} ({chosen[n].dtype})" for n in frozen[:5])
+        more = f" and {len(frozen) - 5} more" if len(frozen) > 5 else ""
+        warnings.warn(f"left out of the selection: {len(frozen)} parameter(s) of a non-floating "
+                      f"dtype, which have no gradient: {shown}{more}", UserWarning, stacklevel=3)
+        chosen = {n: p for n, p in chosen.items() if n not in set(frozen)}
     if not chosen:
         raise ValueError("the parameter selection is empty: nothing to differentiate")
     return chosen
@@ -88,6 +142,26 @@ def infer_batch_size(batch: Any) -> int | None:
         if b is not None:
             return b
     return None
+
+
+def slice_batch(batch: Any, size: int, start: int, stop: int) -> Any:
+    """Examples ``start:stop`` of `batch`: every tensor whose dim 0 is `size` is sliced.
+
+    Mappings (rebuilt as their own type when it takes a dict), lists and tuples are walked;
+    anything else is passed as is.
+    """
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop] if batch.dim() > 0 and batch.shape[0] == size else batch
+    if isinstance(batch, Mapping):
+        items = {k: slice_batch(v, size, start, stop) for k, v in batch.items()}
+        try:
+            return type(batch)(items)
+        except TypeError:
+            return items
+    if isinstance(batch, (list, tuple)):
+        parts = [slice_batch(v, size, start, stop) for v in batch]
+        return type(batch)(*parts) if hasattr(batch, "_fields") else type(batch)(parts)
+    return batch
 
 
 def check_output(out: Any, batch_size: int | None) -> torch.Tensor:

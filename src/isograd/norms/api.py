@@ -10,8 +10,24 @@ import torch
 from torch import nn
 
 from .._choice import Choice
-from ._common import ParamSelection, infer_batch_size, model_state_guard, select_params
+from ._common import (
+    EngineFallbackWarning,
+    GhostUnsupported,
+    ParamSelection,
+    infer_batch_size,
+    model_state_guard,
+    select_params,
+    slice_batch,
+)
+from ._common import (
+    memory_budget as resolve_budget,
+)
 from .loop import loop_sq_grad_norms
+
+Result = tuple[torch.Tensor, "dict[str, torch.Tensor] | None"]
+
+# fp16 gradients overflow above 65504: the output is scaled by 2^-s, the norms by 4^s (exact)
+_FP16_SCALES = (0, 12, 24)
 
 
 class Method(Choice):
@@ -23,7 +39,18 @@ class Method(Choice):
     """Batched engine: all examples in one backward, exact per-layer rules, no weight gradient."""
     AUTO = "auto"
     """"ghost" when every selected parameter has an exact rule, else "loop"; a batch on which
-    "ghost" fails (RuntimeError) is recomputed by "loop", with a RuntimeWarning."""
+    "ghost" cannot give an exact number (`GhostUnsupported`) is recomputed by "loop", with an
+    `EngineFallbackWarning` naming the reason. Other errors are raised."""
+
+
+class OnOOM(Choice):
+    """What a CUDA out-of-memory error in the forward/backward does."""
+
+    RAISE = "raise"
+    """Raise it (default: `fn` may record per-call values that a split would cut in parts)."""
+    SPLIT = "split"
+    """Split the batch in halves and retry, recursively down to one example. `fn` is then called
+    once per part on a sliced batch (every tensor whose dim 0 is B), so it must be pure."""
 
 
 def sq_grad_norms(
@@ -34,48 +61,128 @@ def sq_grad_norms(
     method: str | Method = Method.LOOP,
     params: ParamSelection = None,
     by_param: bool = False,
+    memory_budget: int | str | None = None,
+    on_oom: str | OnOOM = OnOOM.RAISE,
 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Per-example squared norms ‖∂ fn(model, batch)_i / ∂θ‖² over the selected parameters.
 
     The model runs with eval semantics (dropout off); afterwards its modes, hooks, `.grad`
-    fields and `requires_grad` flags are exactly as before, also when this raises.
+    fields and `requires_grad` flags are exactly as before, also when this raises. The forward
+    and backward run in the model's dtype; every squared term and sum is accumulated in float32
+    or float64. With float16 parameters, gradients that overflow are recomputed with the output
+    scaled down by a power of two (exact), at most twice.
 
     Args:
-        model: any `torch.nn.Module`, used as is (never wrapped).
+        model: any `torch.nn.Module`, used as is (never wrapped), on any device(s).
         fn: ``fn(model, batch) -> Tensor[B]``, one differentiable scalar per example.
         batch: whatever `fn` takes; its first tensor's leading dimension is the batch size B.
         method: a `Method` or its value ("loop", "ghost", "auto").
         params: which parameters θ covers: None (all, including frozen ones), names,
-            a predicate ``(name, param) -> bool``, or parameter tensors.
+            a predicate ``(name, param) -> bool``, or parameter tensors. Parameters of a
+            non-floating dtype (integer, quantised) are left out with a warning.
         by_param: also return a dict name -> Tensor[B] per parameter tensor (sums to the total).
+        memory_budget: bytes (or "512MiB", "2GiB") the ghost engine may use at once for one
+            layer's Gram or materialised terms; examples are processed in slices to stay under
+            it. Default: $ISOGRAD_MEMORY_BUDGET, else 2 GiB.
+        on_oom: an `OnOOM` or its value ("raise", "split").
 
     Returns:
-        Tensor[B] float64 of squared norms (NaN for examples whose output is not finite, with a
-        `NonFiniteOutputWarning`), or ``(total, per_param)`` when `by_param`.
+        Tensor[B] float64 on the CPU of squared norms (NaN for examples whose output is not
+        finite, with a `NonFiniteOutputWarning`), or ``(total, per_param)`` when `by_param`.
 
     Raises:
         ValueError: empty batch, empty selection, `fn` output of the wrong shape or not
             differentiable, unknown method.
+        GhostUnsupported: ``method="ghost"`` on a model or batch it cannot handle exactly.
     """
     m = Method.parse(method)
+    oom = OnOOM.parse(on_oom)
     if infer_batch_size(batch) == 0:
         raise ValueError("the batch is empty (batch size 0)")
     selected = select_params(model, params)
-    engine = loop_sq_grad_norms
-    if m is not Method.LOOP:
-        from .ghost import ghost_sq_grad_norms, unsupported_params
+    budget = resolve_budget(memory_budget)
 
-        if m is Method.GHOST or not unsupported_params(model, selected):
-            engine = ghost_sq_grad_norms
-    try:
-        with model_state_guard(model, selected):
-            total, per = engine(model, fn, batch, selected, by_param)
-    except RuntimeError as e:
-        if m is not Method.AUTO or engine is loop_sq_grad_norms:
-            raise
-        # a long run is not lost to one odd batch: the reference engine recomputes it
-        warnings.warn(f"batched norm engine failed ({type(e).__name__}: {str(e)[:200]}); "
-                      "using the loop engine for this batch", RuntimeWarning, stacklevel=2)
-        with model_state_guard(model, selected):
-            total, per = loop_sq_grad_norms(model, fn, batch, selected, by_param)
+    def run(f: Callable[[nn.Module, Any], torch.Tensor]) -> Result:
+        return _split_on_oom(model, f, batch, m, selected, by_param, budget, oom)
+
+    half = any(p.dtype == torch.float16 for p in selected.values())
+    total, per = run(fn) if not half else _fp16_rescaled(fn, run)
     return (total, per) if by_param else total
+
+
+def _dispatch(model: nn.Module, fn: Callable, batch: Any, m: Method, selected: dict,
+              by_param: bool, budget: int) -> Result:
+    """One engine on the whole batch; under "auto", the loop engine where ghost cannot."""
+    if m is Method.LOOP:
+        with model_state_guard(model, selected):
+            return loop_sq_grad_norms(model, fn, batch, selected, by_param)
+    from .ghost import ghost_sq_grad_norms, unsupported_params
+    from .ghost.engine import coverage
+
+    why = ""
+    if m is Method.AUTO:
+        missing = unsupported_params(model, selected)
+        if missing:
+            cov = coverage(model, selected)
+            shown = "; ".join(f"{n}: {cov[n]}" for n in missing[:3])
+            why = f"{len(missing)} selected parameter(s) have no exact ghost rule ({shown})"
+    if not why:
+        try:
+            with model_state_guard(model, selected):
+                return ghost_sq_grad_norms(model, fn, batch, selected, by_param, budget)
+        except GhostUnsupported as e:
+            if m is not Method.AUTO:
+                raise
+            why = str(e)
+    # a long run is not lost to one odd model or batch: the reference engine computes it
+    warnings.warn(f"using the loop engine: {why[:300]}", EngineFallbackWarning, stacklevel=5)
+    with model_state_guard(model, selected):
+        return loop_sq_grad_norms(model, fn, batch, selected, by_param)
+
+
+def _split_on_oom(model: nn.Module, fn: Callable, batch: Any, m: Method, selected: dict,
+                  by_param: bool, budget: int, oom: OnOOM) -> Result:
+    try:
+        return _dispatch(model, fn, batch, m, selected, by_param, budget)
+    except torch.OutOfMemoryError:
+        n = infer_batch_size(batch)
+        if oom is OnOOM.RAISE or n is None or n < 2:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = n // 2
+    parts = [
+        _split_on_oom(model, fn, slice_batch(batch, n, a, b), m, selected, by_param, budget, oom)
+        for a, b in ((0, half), (half, n))
+    ]
+    total = torch.cat([t for t, _ in parts])
+    per = {k: torch.cat([p[k] for _, p in parts]) for k in parts[0][1]} if by_param else None
+    return total, per
+
+
+def _fp16_rescaled(fn: Callable, run: Callable[[Callable], Result]) -> Result:
+    """Run; where a norm is not finite, rerun with the output scaled by 2^-s, norms by 4^s."""
+    total, per = run(fn)
+    for s in _FP16_SCALES[1:]:
+        bad = ~torch.isfinite(total)
+        if not bad.any():
+            return total, per
+        scale, back = 2.0**-s, 4.0**s
+
+        def scaled(model: nn.Module, batch: Any, scale: float = scale) -> torch.Tensor:
+            return fn(model, batch) * scale
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the first run already reported its outputs
+            t2, p2 = run(scaled)
+        fix = bad & torch.isfinite(t2)
+        total = torch.where(fix, t2 * back, total)
+        if per is not None and p2 is not None:
+            per = {k: torch.where(fix, p2[k] * back, v) for k, v in per.items()}
+    if torch.isinf(total).any():
+        idx = torch.nonzero(torch.isinf(total)).flatten().tolist()[:10]
+        raise FloatingPointError(
+            f"float16 gradients overflow for example(s) {idx} even with the output scaled by "
+            f"2^-{_FP16_SCALES[-1]}; run the model in bfloat16 or float32"
+        )
+    return total, per

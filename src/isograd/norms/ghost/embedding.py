@@ -8,10 +8,13 @@ forming a V×d matrix. Positions holding `padding_idx` get no gradient, as in au
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._common import GhostUnsupported
 from .factors import Factor, Index, Outer
 
 
@@ -36,3 +39,35 @@ def embedding_factors(
     g = None if grads is None else grads[0]
     right = None if g is None else g.reshape(g.shape[0], ids.shape[1], -1)
     return {"weight": Outer(Index(ids, module.num_embeddings), right, grad="right")}
+
+
+def scaled_matches(module: nn.Module) -> bool:
+    """transformers' ``*ScaledWordEmbedding`` (Gemma's): ``embedding(ids) * embed_scale``."""
+    return (
+        isinstance(module, nn.Embedding)
+        and type(module).__module__.startswith("transformers.")
+        and type(module).__name__.endswith("ScaledWordEmbedding")
+        and hasattr(module, "embed_scale")
+    )
+
+
+def capture_scaled(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """The token ids and the output (references)."""
+    return (args[0] if args else kwargs["input_ids"]), output
+
+
+def scaled_factors(
+    module: nn.Module, ctx: Any, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """weight [V, d] = Σ_t onehot(id_t) ⊗ (s·g_t), checked: the output is exactly s·E[ids]."""
+    ids, y = ctx
+    if grads is None or grads[0] is None:
+        return embedding_factors(module, ids, grads, attrs)
+    scale = module.embed_scale
+    scale = scale.to(module.weight.dtype) if isinstance(scale, Tensor) else scale
+    again = F.embedding(ids, module.weight, module.padding_idx) * scale
+    if not (isinstance(y, Tensor) and again.shape == y.shape and torch.equal(again, y)):
+        raise GhostUnsupported(
+            f"{type(module).__name__}'s output is not embedding(ids) * embed_scale; no exact rule"
+        )
+    return embedding_factors(module, ids, [grads[0] * scale], attrs)

@@ -29,9 +29,16 @@ from torch import Tensor, nn
 from torch.autograd.graph import get_gradient_edge
 from torch.utils._pytree import tree_flatten
 
-from .._common import check_output, infer_batch_size, warn_non_finite
+from .._common import (
+    GhostUnsupported,
+    check_output,
+    infer_batch_size,
+    memory_budget,
+    warn_non_finite,
+)
 from . import factors as fx
 from .graph import local_edges, walk
+from .layout import BROADCAST, Layout, classify, expand_output, record
 from .rules import GENERIC, Rule, rule_for
 
 
@@ -53,6 +60,7 @@ class _Call:
     taps: list[tuple[int, Any]]  # (index among tensor outputs, GradientEdge)
     first: int
     last: int
+    layout: Layout
     pending: int = 0
     done: bool = False
 
@@ -88,11 +96,11 @@ def plan(
         label = f"{mname or '<root>'} ({type(m).__name__})"
         if rule is None:
             if not generic_ok:
-                raise NotImplementedError(f"ghost has no rule for module {label}")
+                raise GhostUnsupported(f"ghost has no rule for module {label}")
             rule = GENERIC
         reason = rule.refuse(m)
         if reason:
-            raise ValueError(
+            raise GhostUnsupported(
                 f"ghost cannot compute exact per-example gradients for module {label}: {reason}; "
                 "use method='loop'"
             )
@@ -130,8 +138,10 @@ def coverage(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> dict[str
 class _Run:
     """State of one ghost call: recorded module calls, accumulated norms, hook handles."""
 
-    def __init__(self, owners: list[_Owner], names: list[str]) -> None:
+    def __init__(self, owners: list[_Owner], names: list[str], budget: int) -> None:
         self.owners = owners
+        self.budget = budget
+        self.proven: dict[Any, int] = {}  # grad_fn of example-major flattened outputs -> rows
         self.index = {n: j for j, n in enumerate(names)}
         self.recording = True
         self.calls: list[_Call] = []
@@ -166,10 +176,19 @@ class _Run:
             tensors = [x for x in tree_flatten(output)[0] if isinstance(x, Tensor)]
             taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
             if not taps or first is None:
-                return  # no differentiable output (e.g. under no_grad): no gradient flows here
-            ctx = owner.rule.capture(module, args, kwargs, output)
-            last = _seq() or first  # nodes of this call are numbered in [first, last)
-            self.calls.append(_Call(owner, ctx, [None] * len(tensors), taps, first, last))
+                return None  # no differentiable output (e.g. under no_grad): no gradient here
+            layout = classify(owner.name, owner.rule.rows, args, kwargs, output, self.batch,
+                              self.proven)
+            ctx = layout.ctx(owner.rule.capture(module, args, kwargs, output))
+            new = None
+            if layout.k == BROADCAST:  # each example's output gradient then has its own row
+                new = expand_output(output, self.batch)
+                tensors = [x for x in tree_flatten(new)[0] if isinstance(x, Tensor)]
+                taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
+            record(output, layout, self.proven)
+            last = _seq() or first  # nodes of this call (the expand too) are in [first, last)
+            self.calls.append(_Call(owner, ctx, [None] * len(tensors), taps, first, last, layout))
+            return new
 
         return hook
 
@@ -191,7 +210,7 @@ class _Run:
         for i, n in pid.items():
             if edges[i] != local[i]:
                 owners = [o.name for o in self.owners if n in o.attrs.values()]
-                raise ValueError(
+                raise GhostUnsupported(
                     f"ghost: parameter {n!r} enters the graph {edges[i]} time(s) but "
                     f"{local[i]} time(s) inside the forward of the module(s) owning it "
                     f"({', '.join(owners)}); a use outside them (e.g. a parent or fn using the "
@@ -242,9 +261,10 @@ class _Run:
 
     def _process(self, call: _Call) -> None:
         owner = call.owner
+        call.grads = [call.layout.grad(g) for g in call.grads]
         for g in call.grads:
             if g is not None and (g.dim() == 0 or g.shape[0] != self.batch):
-                raise ValueError(
+                raise GhostUnsupported(
                     f"ghost needs the examples on dimension 0 of every layer's output; module "
                     f"{owner.name} produced shape {list(g.shape)} for a batch of {self.batch}. "
                     "Use method='loop'"
@@ -261,7 +281,7 @@ class _Run:
         tied = self.tied.get(name)
         if tied is None:
             if f is not None:
-                row += fx.sq_norm(f, self.grams).to(row.device)
+                row += self._sq_norm(f, call).to(row.device)
             return
         # a partial prepared by an earlier use holds a Gram over this use's rows as the forward
         # saw them: finish it on the uncompacted factor, whose rows still line up with it
@@ -269,7 +289,7 @@ class _Run:
         if isinstance(f, fx.Outer):
             f = fx.compact(f)  # once, for its norm and the cross terms prepared below
         if f is not None:
-            row += fx.sq_norm(f, self.grams).to(row.device)
+            row += self._sq_norm(f, call).to(row.device)
         for dc, _ in tied.done:
             p = tied.partials.pop((id(dc), id(call)), None)
             if p is not None and full is not None:
@@ -282,6 +302,35 @@ class _Run:
                 continue
             fw = wc.owner.rule.factors(wc.owner.module, wc.ctx, None, [wa]).get(wa)
             tied.partials[(id(call), id(wc))] = fx.Partial(f) if fw is None else fx.partial(f, fw)
+
+    def _sq_norm(self, f: fx.Factor, call: _Call) -> Tensor:
+        """‖G_b‖² [B], over slices of examples that keep the transient terms under the budget.
+
+        A CUDA out-of-memory error halves the slice and retries, down to one example.
+        """
+        need = fx.bytes_per_example(f)
+        if need > self.budget:
+            raise GhostUnsupported(
+                f"ghost would need {need / 2**20:.1f} MiB per example for the Gram or "
+                f"materialised terms of module {call.owner.name}, over the memory budget of "
+                f"{self.budget / 2**20:.1f} MiB (memory_budget= or $ISOGRAD_MEMORY_BUDGET)"
+            )
+        step = max(1, min(self.batch, self.budget // max(need, 1)))
+        while True:
+            try:
+                if step >= self.batch:
+                    return fx.sq_norm(f, self.grams)
+                self.grams.items.clear()  # cached Grams are of whole-batch tensors
+                parts = [fx.sq_norm(fx.take(f, i, i + step), None)
+                         for i in range(0, self.batch, step)]
+                return torch.cat(parts)
+            except torch.OutOfMemoryError:
+                if step == 1:
+                    raise
+                step = max(1, min(step, self.batch) // 2)
+                self.grams.items.clear()
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
 
     def finish(self, grads: tuple[Tensor | None, ...]) -> None:
         for taps, g in zip(self.lowest, grads):
@@ -307,20 +356,30 @@ def ghost_sq_grad_norms(
     batch: Any,
     selected: Mapping[str, nn.Parameter],
     by_param: bool,
+    budget: int | None = None,
 ) -> tuple[Tensor, dict[str, Tensor] | None]:
     """Per-example squared gradient norms, all examples in one weightless backward.
 
     Must run inside `model_state_guard` (selected params require grad, nothing else does).
     Module kinds without a dedicated rule take the generic vjp rule (see `rules.py`).
 
+    Args:
+        budget: bytes one layer's Gram or materialised terms may take at once (examples are
+            then processed in slices); None: `memory_budget()`'s default.
+
     Returns:
-        total [B] float64, and with `by_param` a dict name -> [B] float64 that sums to it.
+        total [B] float64 on the CPU, and with `by_param` a dict name -> [B] float64 that sums
+        to it.
+
+    Raises:
+        GhostUnsupported: on any condition under which ghost cannot give an exact number.
     """
     names = list(selected)
-    run = _Run(plan(model, selected, generic_ok=True), names)
+    run = _Run(plan(model, selected, generic_ok=True), names, memory_budget(budget))
     try:
         run.install()
-        out = check_output(fn(model, batch), infer_batch_size(batch))
+        run.batch = infer_batch_size(batch)  # the layouts need it during the forward
+        out = check_output(fn(model, batch), run.batch)
         run.recording = False
         n = out.shape[0]
         run.batch = n

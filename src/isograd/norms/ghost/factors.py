@@ -159,6 +159,33 @@ def _gram_is_cheaper(t: int, left: Side, right: Side) -> bool:
     return t * t * max(dense, 1) <= t * _width(left) * _width(right)
 
 
+def take(f: Factor, start: int, stop: int) -> Factor:
+    """The factor of examples ``start:stop`` only (a view: rows are examples)."""
+    if isinstance(f, Dense):
+        return Dense(f.grad[start:stop])
+
+    def cut(s: Side | None) -> Side | None:
+        if isinstance(s, Index):
+            return Index(s.ids[start:stop], s.n)
+        return None if s is None else s[start:stop]
+
+    return Outer(cut(f.left), cut(f.right), f.grad, f.compacted)
+
+
+def bytes_per_example(f: Factor) -> int:
+    """Upper bound of the transient bytes `sq_norm` needs per example (before compaction)."""
+    if isinstance(f, Dense):
+        g = f.grad
+        return 2 * (g.numel() // max(g.shape[0], 1)) * _work_dtype(g).itemsize
+    g, a = f.sides()
+    size = _dtype_of(g, a).itemsize
+    t = g.ids.shape[1] if isinstance(g, Index) else g.shape[1]
+    if _gram_is_cheaper(t, g, a):
+        return 3 * t * t * size  # two Grams [T, T] and their product
+    one_hot = sum(t * _width(s) for s in (g, a) if isinstance(s, Index))
+    return (2 * _width(g) * _width(a) + one_hot) * size  # Lᵀ R [n, m], its square
+
+
 class GramCache:
     """Gram matrices of forward-side tensors shared by several layers (q/k/v read one input).
 

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+from .._common import GhostUnsupported
 from .factors import Dense, Factor
 
 MAX_BYTES = 2 * 1024**3
@@ -46,7 +47,7 @@ def generic_factors(
     own = dict(module.named_parameters(recurse=False))
     size = sum(own[a].numel() * own[a].element_size() for a in attrs) * n
     if size > MAX_BYTES:
-        raise MemoryError(
+        raise GhostUnsupported(
             f"the generic per-example rule for {type(module).__name__} would materialise "
             f"{size / 1024**3:.1f} GiB of per-example gradients (limit {MAX_BYTES / 1024**3:.0f} "
             "GiB); select fewer parameters or use method='loop'"

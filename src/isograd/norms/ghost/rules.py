@@ -36,6 +36,9 @@ class Rule:
     only the forward-time sides (used to prepare cross terms of tied parameters)."""
     refuse: Callable[[nn.Module], str | None] = lambda m: None
     """Why this particular module instance cannot be handled exactly (None: it can)."""
+    rows: bool = False
+    """All dimensions between the first and the last are positions to the rule, so a flattened
+    input [B·k, ...] proven example-major may be viewed as [B, k, ...] (see `layout.py`)."""
 
 
 def capture_input(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Tensor:
@@ -72,17 +75,21 @@ def _hf_rms_norm(m: nn.Module) -> bool:
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
 
 RULES: tuple[Rule, ...] = (
-    Rule("linear", _exactly(nn.Linear), capture_input, linear.linear_factors),
-    Rule("conv1d-transposed-linear", _hf_conv1d, capture_input, linear.conv1d_hf_factors),
+    Rule("linear", _exactly(nn.Linear), capture_input, linear.linear_factors, rows=True),
+    Rule("conv1d-transposed-linear", _hf_conv1d, capture_input, linear.conv1d_hf_factors,
+         rows=True),
     Rule("embedding", _exactly(nn.Embedding), capture_input, embedding.embedding_factors,
-         embedding.refuse),
+         embedding.refuse, rows=True),
+    Rule("scaled-embedding", embedding.scaled_matches, embedding.capture_scaled,
+         embedding.scaled_factors, embedding.refuse, rows=True),
     Rule("conv", conv.matches, capture_input, conv.conv_factors),
-    Rule("layer-norm", _exactly(nn.LayerNorm), capture_input, norms.layer_norm_factors),
-    Rule("rms-norm", _exactly(nn.RMSNorm), capture_input, norms.rms_norm_factors),
+    Rule("layer-norm", _exactly(nn.LayerNorm), capture_input, norms.layer_norm_factors,
+         rows=True),
+    Rule("rms-norm", _exactly(nn.RMSNorm), capture_input, norms.rms_norm_factors, rows=True),
     Rule("group-norm", _exactly(nn.GroupNorm), capture_input, norms.group_norm_factors),
     Rule("batch-norm", _exactly(*_BATCH_NORMS), capture_input, norms.batch_norm_factors,
          norms.batch_norm_refuse),
-    Rule("hf-rms-norm", _hf_rms_norm, norms.capture_call, norms.broadcast_factors),
+    Rule("hf-rms-norm", _hf_rms_norm, norms.capture_call, norms.broadcast_factors, rows=True),
 )
 """Dedicated rules, first match wins."""
 
