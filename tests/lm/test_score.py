@@ -220,13 +220,13 @@ def test_auto_falls_back_to_loop_when_the_batched_engine_fails(tok, monkeypatch)
     prompts, answers = [qa_prompt(tok, QUESTIONS[0])], ANSWERS[:1]
     ref = score(model, tok, prompts, answers, method="loop")
 
-    def ghost_breaks(*a, **k):
-        raise RuntimeError("shape mismatch in a rule")
+    def ghost_cannot(*a, **k):
+        raise G.GhostUnsupported("no exact rule for this batch")
 
-    # the fallback lives in sq_grad_norms itself: break the batched engine it calls
-    monkeypatch.setattr(G, "ghost_sq_grad_norms", ghost_breaks)
+    # the fallback lives in sq_grad_norms itself: the batched engine it calls says it cannot
+    monkeypatch.setattr(G, "ghost_sq_grad_norms", ghost_cannot)
     with pytest.warns(RuntimeWarning, match="using the loop engine"):
         s = score(model, tok, prompts, answers, method="auto")
     torch.testing.assert_close(s.epistemic, ref.epistemic)
-    with pytest.raises(RuntimeError, match="shape mismatch"):
+    with pytest.raises(G.GhostUnsupported, match="no exact rule"):
         score(model, tok, prompts, answers, method="ghost")  # asked for explicitly: no fallback

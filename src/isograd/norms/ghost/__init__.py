@@ -11,12 +11,13 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from .._common import ParamSelection, select_params
+from .._common import GhostUnsupported, ParamSelection, select_params
 from . import engine
 from .engine import ghost_sq_grad_norms, unsupported_params
 from .rules import GENERIC, RULES, Rule
 
-__all__ = ["GENERIC", "RULES", "Rule", "coverage", "ghost_sq_grad_norms", "unsupported_params"]
+__all__ = ["GENERIC", "RULES", "GhostUnsupported", "Rule", "coverage", "ghost_sq_grad_norms",
+           "unsupported_params"]
 
 
 def coverage(model: nn.Module, params: ParamSelection = None) -> Mapping[str, str]:
