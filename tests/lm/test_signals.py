@@ -3,9 +3,12 @@ against brute force: one pair at a time, unpadded, direct autograd, float64."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
+from isograd.layer_scale import layer_variances
 from isograd.lm.prompts import encode_answer, encode_prompt, qa_prompt
 from isograd.lm.score import score
 from isograd.lm.signals import LAST_LAYERS, last_blocks, layer_group, n_blocks
@@ -111,3 +114,66 @@ def test_errors(tok):
     model = tiny_model("gpt2")
     with pytest.raises(ValueError, match="last_layers must be >= 1, got 0"):
         score(model, tok, ["a"], ["b"], last_layers=0)
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+@pytest.mark.parametrize("rule", ["weight-variance", "fan-in"])
+def test_layer_scaled_is_the_blockdiag_quadratic_form(kind, rule, tok):
+    """epistemic_layer_scaled = gᵀΣg with Σ = σ²·blockdiag(s_l I) written out as its diagonal,
+    g = ∇θ p flattened over all parameters, from a brute-force gradient per pair."""
+    model = tiny_model(kind)
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS]
+    named = dict(model.named_parameters())
+    scales = layer_variances(model, rule=rule)
+    sigma2 = 0.7
+    diag = torch.cat([torch.full((t.numel(),), sigma2 * scales[n], dtype=torch.float64)
+                      for n, t in named.items()])
+    ref = []
+    for prompt, ans in zip(prompts, ANSWERS):
+        p_ids = encode_prompt(tok, prompt)
+        ids = torch.tensor([p_ids + encode_answer(tok, prompt, ans)])
+        lp = _pair_log_p(model, ids, len(p_ids))
+        # g = p·∇log p: HF's Llama RMSNorm runs in float32 even in a float64 model, so autograd
+        # on p itself would differ from it by float32 rounding (see test_trace)
+        g = lp.exp().detach() * torch.cat(
+            [x.reshape(-1) for x in torch.autograd.grad(lp, list(named.values()))]).double()
+        ref.append(float(g @ (diag * g)))
+    ref_t = torch.tensor(ref, dtype=torch.float64)
+    for method in ("loop", "auto"):
+        s = score(model, tok, prompts, ANSWERS, method=method, batch_size=3, sigma2=sigma2,
+                  covariance="layer-scaled", layer_scale=rule)
+        assert s.covariance == "layer-scaled" and s.layer_scale == rule
+        assert rel_err(s.epistemic_layer_scaled, ref_t) <= 1e-8
+        torch.testing.assert_close(s.epistemic, s.epistemic_layer_scaled)
+        torch.testing.assert_close(s.total, s.epistemic_layer_scaled + s.aleatoric)
+        iso = score(model, tok, prompts, ANSWERS, method=method, batch_size=3, sigma2=sigma2,
+                    layer_scale=rule)
+        assert iso.covariance == "isotropic"
+        torch.testing.assert_close(iso.epistemic, iso.epistemic_isotropic)
+        torch.testing.assert_close(iso.epistemic_layer_scaled, s.epistemic_layer_scaled)
+        torch.testing.assert_close(s.epistemic_isotropic, iso.epistemic_isotropic)
+    # the scales differ from 1, so the two covariances rank differently in general
+    assert rel_err(s.epistemic_layer_scaled, s.epistemic_isotropic) > 1e-3
+
+
+def test_layer_scales_follow_in_place_weight_changes(tok):
+    model = tiny_model("llama")
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS[:2]]
+    a = score(model, tok, prompts, ANSWERS[:2], covariance="layer-scaled")
+    with torch.no_grad():
+        model.model.layers[0].mlp.up_proj.weight.mul_(3.0)  # its variance x9: the scales move
+    b = score(model, tok, prompts, ANSWERS[:2], covariance="layer-scaled")
+    fresh = layer_variances(model)
+    assert fresh["model.layers.0.mlp.up_proj.weight"] > 5 * fresh["model.layers.1.mlp.up_proj.weight"]
+    fresh_model = copy.deepcopy(model)  # another module: nothing cached for it
+    ref = score(fresh_model, tok, prompts, ANSWERS[:2], covariance="layer-scaled")
+    assert rel_err(b.epistemic_layer_scaled, ref.epistemic_layer_scaled) <= 1e-9
+    assert rel_err(a.epistemic_layer_scaled, b.epistemic_layer_scaled) > 1e-3
+
+
+def test_covariance_errors(tok):
+    model = tiny_model("gpt2")
+    with pytest.raises(ValueError, match="'isotropic', 'layer-scaled'"):
+        score(model, tok, ["a"], ["b"], covariance="dense")
+    with pytest.raises(ValueError, match="'weight-variance', 'fan-in'"):
+        score(model, tok, ["a"], ["b"], layer_scale="ones")

@@ -21,9 +21,17 @@ import torch
 from torch import nn
 
 from .._choice import Choice
+from ..layer_scale import Covariance, LayerScale, layer_scaled_sq_norms
 from ..norms.api import Method, sq_grad_norms
 from .prompts import encode_answer, encode_prompt
-from .signals import LAST_LAYERS, capture_embedding_grad, group_norms, last_blocks, layer_group
+from .signals import (
+    LAST_LAYERS,
+    capture_embedding_grad,
+    group_norms,
+    last_blocks,
+    layer_group,
+    model_layer_variances,
+)
 from .trace import TokenTrace, prefix_pairs, token_traces
 
 __all__ = ["LMScores", "Prediction", "layer_group", "score"]
@@ -49,12 +57,16 @@ class LMScores:
 
     Attributes:
         p: the prediction (see `Prediction`).
-        epistemic: σ²·‖∇θ p‖², the paper's isotropic epistemic term.
+        epistemic: the epistemic term under the chosen `covariance`: `epistemic_isotropic`
+            (default) or `epistemic_layer_scaled`.
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
         log_p: log p (finite even where p underflows to 0).
         grad_log_p: ‖∇θ log p‖², the norm actually back-propagated (no p² factor, no σ²);
             also readable as `sq_grad_norm_log_p`.
+        epistemic_isotropic: σ²·‖∇θ p‖², the paper's term (Σ = σ²I).
+        epistemic_layer_scaled: σ²·Σ_l s_l‖∇_l p‖², Σ = σ²·blockdiag(s_l I) with the data-free
+            s_l of `isograd.layer_scale.layer_variances` (rule `layer_scale`, weighted mean 1).
         epistemic_last_layers: σ²·‖∇p‖² over the parameters of the model's last `last_layers`
             transformer blocks only; None when no block is recognised in the parameter names.
         embedding_grad: ‖∂ log p / ∂e‖², e = the output of the input-embedding module
@@ -63,11 +75,14 @@ class LMScores:
             when the backward does not reach the embedding (its weight not selected, or
             the model has no ``get_input_embeddings``).
         by_layer: group name -> σ²·‖∇p‖² restricted to that group's parameters (``"embed"``,
-            ``"block.0"``, ..., ``"norm"``, ``"lm_head"``, ...); the groups sum to `epistemic`.
+            ``"block.0"``, ..., ``"norm"``, ``"lm_head"``, ...); the groups sum to
+            `epistemic_isotropic`.
         token_logprobs: per pair, the answer tokens' log-probabilities (a tuple of floats).
         n_tokens: int64 [B], number of answer tokens.
         prediction: the `Prediction` value used.
         sigma2: the isotropic parameter variance σ².
+        covariance: the `isograd.Covariance` value behind `epistemic`.
+        layer_scale: the `isograd.LayerScale` rule of `epistemic_layer_scaled`.
         last_layers: the k of `epistemic_last_layers`.
         trace: with ``trace=True``, one `TokenTrace` per pair (U_E(t), U_C(t), p_t per answer
             token), else None.
@@ -81,6 +96,8 @@ class LMScores:
     total: torch.Tensor
     log_p: torch.Tensor
     grad_log_p: torch.Tensor
+    epistemic_isotropic: torch.Tensor
+    epistemic_layer_scaled: torch.Tensor
     epistemic_last_layers: torch.Tensor | None
     embedding_grad: torch.Tensor | None
     by_layer: dict[str, torch.Tensor]
@@ -88,6 +105,8 @@ class LMScores:
     n_tokens: torch.Tensor
     prediction: str
     sigma2: float
+    covariance: str
+    layer_scale: str
     last_layers: int
     trace: tuple[TokenTrace, ...] | None = None
     epistemic_token_max: torch.Tensor | None = None
@@ -253,6 +272,8 @@ def score(
     sigma2: float = 1.0,
     params: Any = None,
     padding_side: str = "right",
+    covariance: str | Covariance = Covariance.ISOTROPIC,
+    layer_scale: str | LayerScale = LayerScale.WEIGHT_VARIANCE,
     last_layers: int = LAST_LAYERS,
     trace: bool = False,
 ) -> LMScores:
@@ -277,6 +298,11 @@ def score(
         sigma2: isotropic parameter variance σ² (scales the epistemic terms only).
         params: parameter selection (see `isograd.sq_grad_norms`); None = all parameters.
         padding_side: "right" or "left"; results are identical either way.
+        covariance: which epistemic term is `epistemic` (and in `total`): "isotropic" (σ²I,
+            the paper's, default) or "layer-scaled" (σ²·blockdiag(s_l I)); both are always
+            returned, from the same backward.
+        layer_scale: the data-free rule of s_l: "weight-variance" (default) or "fan-in" (see
+            `isograd.LayerScale`).
         last_layers: k of `LMScores.epistemic_last_layers` (default 5, see
             `isograd.lm.signals.LAST_LAYERS`).
         trace: also compute the per-token profile (`LMScores.trace`): one more batched pass
@@ -286,6 +312,8 @@ def score(
         `LMScores` with float64 [B] tensors.
     """
     pred = Prediction.parse(prediction)
+    cov = Covariance.parse(covariance)
+    rule = LayerScale.parse(layer_scale)
     if padding_side not in ("left", "right"):
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if batch_size < 1:
@@ -304,14 +332,17 @@ def score(
     sq_log = torch.cat(res.norms)
     p = log_p.exp()
     p2 = sigma2 * torch.exp(2 * log_p)  # σ²‖∇p‖² = σ²p²‖∇log p‖²
-    epi = p2 * sq_log
-    groups = group_norms({n: torch.cat([d[n] for d in res.per_param]).double()
-                          for n in res.per_param[0]})
+    per_param = {n: torch.cat([d[n] for d in res.per_param]).double() for n in res.per_param[0]}
+    iso = p2 * sq_log
+    scaled = p2 * layer_scaled_sq_norms(
+        per_param, model_layer_variances(model, list(per_param), rule.value))
+    epi = scaled if cov is Covariance.LAYER_SCALED else iso
+    groups = group_norms(per_param)
     layers = {g: p2 * v for g, v in groups.items()}
     last = None
     if any(g.startswith("block.") for g in groups):
         last = sum((layers[g] for g in last_blocks(model, last_layers) if g in layers),
-                   torch.zeros_like(epi))
+                   torch.zeros_like(iso))
     emb = None if any(e is None for e in res.emb) else torch.cat(res.emb)
     traced: dict[str, Any] = {}
     if trace:
@@ -323,8 +354,9 @@ def score(
     alea = p * (1 - p)
     return LMScores(
         p=p, epistemic=epi, aleatoric=alea, total=epi + alea, log_p=log_p, grad_log_p=sq_log,
-        epistemic_last_layers=last, embedding_grad=emb, by_layer=layers,
+        epistemic_isotropic=iso, epistemic_layer_scaled=scaled, epistemic_last_layers=last, embedding_grad=emb, by_layer=layers,
         token_logprobs=tuple(res.toks),
         n_tokens=torch.tensor([len(a) for _, a in pairs], dtype=torch.long),
-        prediction=pred.value, sigma2=float(sigma2), last_layers=int(last_layers), **traced,
+        prediction=pred.value, sigma2=float(sigma2), covariance=cov.value,
+        layer_scale=rule.value, last_layers=int(last_layers), **traced,
     )

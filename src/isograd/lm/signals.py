@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterator, Mapping
+import weakref
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -69,16 +70,28 @@ def last_blocks(model: nn.Module, k: int) -> list[str]:
     return [f"block.{i}" for i in range(max(0, n - k), n)]
 
 
-def scaled_sum(per_param: Mapping[str, torch.Tensor], scale: Mapping[str, float]) -> torch.Tensor:
-    """Σ_j s_j·norm_j over the parameters of `per_param` ([B] float64).
+_SCALES: weakref.WeakKeyDictionary[nn.Module, tuple[Any, dict[str, float]]] = (
+    weakref.WeakKeyDictionary())
 
-    A tied parameter appears in `per_param` under one name; `scale` may know it under another
-    name only if both carry the same value, so a missing name is an error, not a silent 0.
+
+def model_layer_variances(model: nn.Module, names: Sequence[str], rule: str) -> dict[str, float]:
+    """`isograd.layer_scale.layer_variances` of `model` over the parameters `names`, cached.
+
+    The weight-variance rule reads every weight (about a second for a 135M model), and QA runs
+    score one question per call; the cache holds the last result per model and is used only
+    while the same tensors are unchanged (same storage and in-place version counters).
     """
-    missing = [n for n in per_param if n not in scale]
-    if missing:
-        raise ValueError(f"no layer variance for parameters {missing[:5]}")
-    return sum(float(scale[n]) * v.double() for n, v in per_param.items())
+    from ..layer_scale import layer_variances
+
+    named = dict(model.named_parameters())
+    key = (rule, tuple(names),
+           tuple((named[n].data_ptr(), named[n]._version) for n in names if n in named))
+    hit = _SCALES.get(model)
+    if hit is not None and hit[0] == key:
+        return hit[1]
+    scales = layer_variances(model, rule=rule, params=list(names))
+    _SCALES[model] = (key, scales)
+    return scales
 
 
 class EmbeddingGrad:
