@@ -42,6 +42,8 @@ def test_llm_snippet_runs_as_written():
     exec(compile("\n".join(blocks), str(README), "exec"), namespace)  # noqa: S102
     s = namespace["s"]
     assert s.p.shape == (2,) and (s.epistemic > 0).all()
+    res = namespace["res"]
+    assert len(res) == 2 and "Paris" in res[0].text and namespace["records"][0]["p"] == res[0].p
     assert abs(float(sum(s.by_layer.values()).sum() - s.epistemic.sum())) <= 1e-6 * float(
         s.epistemic.sum()
     )

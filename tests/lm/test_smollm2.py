@@ -91,3 +91,18 @@ def test_generation_run_end_to_end(smol, tmp_path):
                      "combined"):
             assert math.isfinite(r[name]), name
     assert set(m["methods"]) >= {"epistemic", "aleatoric", "combined", "p_true", "semantic_entropy"}
+
+
+def test_answer_one_call(smol):
+    """isograd.lm.answer on the real model: the known fact, and rows equal to lm.score."""
+    from isograd.lm import answer, qa_prompt, score
+
+    model, tok = smol
+    qs = ["What is the capital of France?", "What is the largest planet?"]
+    res = answer(model, tok, qs, max_new_tokens=12)
+    assert "Paris" in res[0].text and not res[0].empty
+    s = score(model, tok, [qa_prompt(tok, q) for q in qs], [list(r.scored_token_ids) for r in res])
+    for k, r in enumerate(res):
+        assert math.isclose(r.p, float(s.p[k]), rel_tol=1e-6)
+        assert math.isclose(r.epistemic, float(s.epistemic[k]), rel_tol=1e-4)
+        assert 0 < r.p <= 1 and r.epistemic > 0 and r.total == r.epistemic + r.aleatoric

@@ -1,5 +1,6 @@
 """Causal language models: loading, prompts, answer probability, generation, scoring."""
 
+from .answer import AnswerRow, Answers, answer, scored_token_ids
 from .choices import ChoiceScores, score_choices
 from .generate import greedy_answer
 from .models import DEFAULT_MODEL, load_model
@@ -8,12 +9,15 @@ from .sampling import Sample, sample_answers
 from .score import LMScores, Prediction, score
 
 __all__ = [
+    "AnswerRow",
+    "Answers",
     "DEFAULT_MODEL",
     "ChoiceScores",
     "LMScores",
     "Prediction",
     "PromptStyle",
     "Sample",
+    "answer",
     "greedy_answer",
     "load_model",
     "mc_prompt",
@@ -21,4 +25,5 @@ __all__ = [
     "sample_answers",
     "score",
     "score_choices",
+    "scored_token_ids",
 ]

@@ -76,19 +76,8 @@ def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     return out, time.perf_counter() - t
 
 
-def _stop_token(env: _Env, prompt: str) -> list[int]:
-    """The greedy first token when the answer is empty: the stop token the model chose."""
-    import torch
-
-    from ..lm.prompts import encode_prompt
-
-    ids = torch.tensor([encode_prompt(env.tokenizer, prompt)], device=next(env.model.parameters()).device)
-    with torch.no_grad():
-        return [int(env.model(input_ids=ids).logits[0, -1].argmax())]
-
-
 def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
-    from ..lm import greedy_answer, qa_prompt, score
+    from ..lm import greedy_answer, qa_prompt, score, scored_token_ids
     from .grading import grade
 
     cfg = env.cfg
@@ -96,7 +85,7 @@ def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
     ans, t_gen = _timed(lambda: greedy_answer(env.model, env.tokenizer, prompt,
                                               max_new_tokens=cfg.max_new_tokens))
     g = grade(q, ans.text, judge=cfg.judge)
-    ids = list(ans.token_ids) or _stop_token(env, prompt)
+    ids = scored_token_ids(env.model, env.tokenizer, prompt, ans.token_ids)
     s, t_sc = _timed(lambda: score(env.model, env.tokenizer, [prompt], [ids],
                                    prediction=cfg.prediction, method=cfg.norm_method))
     row: dict[str, Any] = {

@@ -1,0 +1,183 @@
+"""One call from questions to answers with their uncertainty: `answer`.
+
+``answer(model, tokenizer, questions)`` puts each question to the model in a QA prompt
+(`qa_prompt`), decodes the greedy one-line answer (`greedy_answer`, the decoding rules of
+`isograd.lm.sampling`), and scores exactly the generated token ids with `score`: p,
+epistemic σ²·‖∇θ p‖², aleatoric p(1−p) and total, as ``isograd qa`` does for each question.
+
+An answer that stops at once (the model's first token is a stop token) has no tokens; it is
+scored on the stop token itself (`scored_token_ids`), so every question gets a number.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+
+from ..norms.api import Method
+from .generate import greedy_answer
+from .prompts import PromptStyle, encode_prompt, qa_prompt
+from .score import Prediction, score
+
+
+@dataclass(frozen=True)
+class AnswerRow:
+    """One question's greedy answer and its uncertainty.
+
+    Attributes:
+        question: the question as given.
+        prompt: the prompt text the model saw (`qa_prompt`).
+        text: the decoded answer, stripped ("" when the model stopped at once).
+        token_ids: the generated answer tokens (stop token excluded), length L >= 0.
+        scored_token_ids: the tokens that were scored: `token_ids`, or the stop token alone
+            when the answer is empty.
+        empty: True when the answer has no tokens.
+        p: the prediction (see `Prediction`) of `scored_token_ids` given the prompt.
+        log_p: log p.
+        epistemic: σ²·‖∇θ p‖².
+        aleatoric: p(1−p).
+        total: epistemic + aleatoric.
+        token_logprobs: log-probabilities of `scored_token_ids` from the scoring pass.
+    """
+
+    question: str
+    prompt: str
+    text: str
+    token_ids: tuple[int, ...]
+    scored_token_ids: tuple[int, ...]
+    empty: bool
+    p: float
+    log_p: float
+    epistemic: float
+    aleatoric: float
+    total: float
+    token_logprobs: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class Answers(Sequence[AnswerRow]):
+    """The rows of `answer`, in question order; indexable and iterable like a tuple.
+
+    Attributes:
+        rows: one `AnswerRow` per question.
+        prediction: the `Prediction` value used for p.
+        sigma2: the isotropic parameter variance σ².
+        prompt_style: the `PromptStyle` value used.
+    """
+
+    rows: tuple[AnswerRow, ...]
+    prediction: str
+    sigma2: float
+    prompt_style: str
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i):  # type: ignore[override]
+        return self.rows[i]
+
+    def __iter__(self) -> Iterator[AnswerRow]:
+        return iter(self.rows)
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One plain dict per row (tuples become lists): ready for JSON or a DataFrame."""
+        out = []
+        for r in self.rows:
+            d = asdict(r)
+            out.append({k: list(v) if isinstance(v, tuple) else v for k, v in d.items()})
+        return out
+
+    def to_pandas(self) -> Any:
+        """The records as a ``pandas.DataFrame`` (needs pandas, imported here only)."""
+        try:
+            import pandas as pd
+        except ImportError as e:  # pandas is no dependency of isograd
+            raise ImportError("to_pandas() needs pandas: pip install pandas, "
+                              "or use to_records()") from e
+        return pd.DataFrame.from_records(self.to_records())
+
+
+def scored_token_ids(model: Any, tokenizer: Any, prompt: str,
+                     token_ids: Sequence[int]) -> list[int]:
+    """The token ids to score for a generated answer: the answer's own tokens, or, when the
+    answer is empty, the stop token the model chose (its greedy first token).
+
+    Args:
+        model: the causal LM that generated the answer.
+        tokenizer: its tokenizer.
+        prompt: the prompt text (tokenized without added special tokens).
+        token_ids: the generated answer's tokens (stop token excluded).
+
+    Returns:
+        A non-empty list of token ids.
+    """
+    if len(token_ids):
+        return [int(t) for t in token_ids]
+    device = next(model.parameters()).device
+    ids = torch.tensor([encode_prompt(tokenizer, prompt)], device=device)
+    with torch.no_grad():
+        return [int(model(input_ids=ids).logits[0, -1].argmax())]
+
+
+def answer(
+    model: Any,
+    tokenizer: Any,
+    questions: Sequence[str] | str,
+    *,
+    prompt: str | PromptStyle = PromptStyle.SHORT,
+    max_new_tokens: int = 32,
+    batch_size: int = 8,
+    prediction: str | Prediction = Prediction.GEOMETRIC,
+    sigma2: float = 1.0,
+    method: str | Method = Method.AUTO,
+) -> Answers:
+    """Answer each question greedily and say how uncertain each answer is.
+
+    Args:
+        model: a causal LM (Hugging Face ``...ForCausalLM``), e.g. from `load_model`.
+        tokenizer: its tokenizer.
+        questions: Q question texts (or one string).
+        prompt: prompt style, "short" (default) | "plain" | "fewshot" (`PromptStyle`).
+        max_new_tokens: cap on answer tokens.
+        batch_size: answers per scoring pass.
+        prediction: what p is, "geometric" (default) | "sequence" | "first_token".
+        sigma2: isotropic parameter variance σ² (scales epistemic only; no ranking changes).
+        method: norm engine, "auto" | "loop" | "ghost" (`isograd.Method`).
+
+    Returns:
+        `Answers`: Q `AnswerRow`s in question order, with `to_records()` / `to_pandas()`.
+
+    Raises:
+        ValueError: no questions, an empty question, or a bad option (the message names it
+            and the allowed values).
+    """
+    if isinstance(questions, str):
+        questions = [questions]
+    questions = list(questions)
+    if not questions:
+        raise ValueError("answer() needs at least one question")
+    for i, q in enumerate(questions):
+        if not isinstance(q, str) or not q.strip():
+            raise ValueError(f"questions[{i}] must be a non-empty string, got {q!r}")
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    style = PromptStyle.parse(prompt)
+    pred = Prediction.parse(prediction)
+    prompts = [qa_prompt(tokenizer, q, style) for q in questions]
+    gens = [greedy_answer(model, tokenizer, p, max_new_tokens=max_new_tokens) for p in prompts]
+    ids = [scored_token_ids(model, tokenizer, p, g.token_ids) for p, g in zip(prompts, gens)]
+    s = score(model, tokenizer, prompts, ids, prediction=pred, batch_size=batch_size,
+              sigma2=sigma2, method=method)
+    rows = tuple(
+        AnswerRow(question=q, prompt=p, text=g.text, token_ids=tuple(g.token_ids),
+                  scored_token_ids=tuple(i), empty=not g.token_ids, p=float(s.p[k]),
+                  log_p=float(s.log_p[k]), epistemic=float(s.epistemic[k]),
+                  aleatoric=float(s.aleatoric[k]), total=float(s.total[k]),
+                  token_logprobs=s.token_logprobs[k])
+        for k, (q, p, g, i) in enumerate(zip(questions, prompts, gens, ids))
+    )
+    return Answers(rows=rows, prediction=pred.value, sigma2=float(sigma2),
+                   prompt_style=style.value)
