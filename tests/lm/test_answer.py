@@ -38,11 +38,13 @@ def test_rows_equal_greedy_answers_and_score(kind):
     for k, (r, g) in enumerate(zip(res, gens)):
         assert r.prompt == prompts[k] and r.text == g.text and r.token_ids == g.token_ids
         assert list(r.scored_token_ids) == ids[k] and r.empty == (not g.token_ids)
-        for f in ("p", "log_p", "epistemic", "aleatoric", "total"):
+        for f in ("p", "log_p", "epistemic", "aleatoric", "total", "grad_log_p",
+                  "epistemic_last_layers", "embedding_grad"):
             assert math.isclose(getattr(r, f), float(getattr(ref, f)[k]), rel_tol=1e-9), f
         if g.token_ids:  # the scoring pass sees the tokens generation produced
             torch.testing.assert_close(torch.tensor(r.token_logprobs),
                                        torch.tensor(g.token_logprobs), rtol=0, atol=1e-9)
+        assert r.trace is None
     assert res.prediction == "sequence" and res.prompt_style == "short" and res.sigma2 == 1.0
 
 
@@ -93,3 +95,16 @@ def test_bad_input_is_named(bad, match):
     kw = {"questions": ["Why?"], "max_new_tokens": 2, **bad}
     with pytest.raises(ValueError, match=match):
         answer(model, tok, **kw)
+
+
+def test_trace_is_lm_score_trace():
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    res = answer(model, tok, QUESTIONS[:2], max_new_tokens=4, trace=True)
+    ref = score(model, tok, [r.prompt for r in res], [list(r.scored_token_ids) for r in res],
+                trace=True)
+    for r, t in zip(res, ref.trace):
+        assert r.trace.token_ids == r.scored_token_ids == t.token_ids
+        torch.testing.assert_close(r.trace.epistemic, t.epistemic, rtol=1e-9, atol=0)
+        torch.testing.assert_close(r.trace.p, t.p, rtol=1e-9, atol=0)
+    rec = res.to_records()[0]["trace"]
+    assert rec["p"] == res[0].trace.p.tolist() and json.dumps(rec)

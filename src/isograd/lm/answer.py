@@ -21,6 +21,7 @@ from ..norms.api import Method
 from .generate import greedy_answer
 from .prompts import PromptStyle, encode_prompt, qa_prompt
 from .score import Prediction, score
+from .trace import TokenTrace
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,13 @@ class AnswerRow:
         epistemic: σ²·‖∇θ p‖².
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
+        grad_log_p: ‖∇θ log p‖² (no p², no σ²).
+        epistemic_last_layers: σ²·‖∇p‖² over the last transformer blocks' parameters only
+            (None when no block is recognised; see `LMScores`).
+        embedding_grad: ‖∂ log p/∂e‖² over the input embeddings (None when not reached).
         token_logprobs: log-probabilities of `scored_token_ids` from the scoring pass.
+        trace: with ``answer(..., trace=True)``, the per-token profile (`TokenTrace`: p_t,
+            σ²‖∇p_t‖², p_t(1−p_t) for each scored token), else None.
     """
 
     question: str
@@ -54,7 +61,11 @@ class AnswerRow:
     epistemic: float
     aleatoric: float
     total: float
+    grad_log_p: float
+    epistemic_last_layers: float | None
+    embedding_grad: float | None
     token_logprobs: tuple[float, ...]
+    trace: TokenTrace | None = None
 
 
 @dataclass(frozen=True)
@@ -83,12 +94,9 @@ class Answers(Sequence[AnswerRow]):
         return iter(self.rows)
 
     def to_records(self) -> list[dict[str, Any]]:
-        """One plain dict per row (tuples become lists): ready for JSON or a DataFrame."""
-        out = []
-        for r in self.rows:
-            d = asdict(r)
-            out.append({k: list(v) if isinstance(v, tuple) else v for k, v in d.items()})
-        return out
+        """One plain dict per row (tuples and tensors become lists; a trace becomes a dict of
+        lists): ready for JSON or a DataFrame."""
+        return [{k: _plain(v) for k, v in asdict(r).items()} for r in self.rows]
 
     def to_pandas(self) -> Any:
         """The records as a ``pandas.DataFrame`` (needs pandas, imported here only)."""
@@ -98,6 +106,20 @@ class Answers(Sequence[AnswerRow]):
             raise ImportError("to_pandas() needs pandas: pip install pandas, "
                               "or use to_records()") from e
         return pd.DataFrame.from_records(self.to_records())
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, torch.Tensor):
+        return v.tolist()
+    if isinstance(v, tuple):
+        return [_plain(x) for x in v]
+    if isinstance(v, dict):
+        return {k: _plain(x) for k, x in v.items()}
+    return v
+
+
+def _opt(t: torch.Tensor | None, k: int) -> float | None:
+    return None if t is None else float(t[k])
 
 
 def scored_token_ids(model: Any, tokenizer: Any, prompt: str,
@@ -133,6 +155,7 @@ def answer(
     prediction: str | Prediction = Prediction.GEOMETRIC,
     sigma2: float = 1.0,
     method: str | Method = Method.AUTO,
+    trace: bool = False,
 ) -> Answers:
     """Answer each question greedily and say how uncertain each answer is.
 
@@ -146,6 +169,8 @@ def answer(
         prediction: what p is, "geometric" (default) | "sequence" | "first_token".
         sigma2: isotropic parameter variance σ² (scales epistemic only; no ranking changes).
         method: norm engine, "auto" | "loop" | "ghost" (`isograd.Method`).
+        trace: also the per-token profile of each answer (`AnswerRow.trace`; one more batched
+            pass over the answers' prefixes, about T times the scoring work).
 
     Returns:
         `Answers`: Q `AnswerRow`s in question order, with `to_records()` / `to_pandas()`.
@@ -170,13 +195,16 @@ def answer(
     gens = [greedy_answer(model, tokenizer, p, max_new_tokens=max_new_tokens) for p in prompts]
     ids = [scored_token_ids(model, tokenizer, p, g.token_ids) for p, g in zip(prompts, gens)]
     s = score(model, tokenizer, prompts, ids, prediction=pred, batch_size=batch_size,
-              sigma2=sigma2, method=method)
+              sigma2=sigma2, method=method, trace=trace)
     rows = tuple(
         AnswerRow(question=q, prompt=p, text=g.text, token_ids=tuple(g.token_ids),
                   scored_token_ids=tuple(i), empty=not g.token_ids, p=float(s.p[k]),
                   log_p=float(s.log_p[k]), epistemic=float(s.epistemic[k]),
                   aleatoric=float(s.aleatoric[k]), total=float(s.total[k]),
-                  token_logprobs=s.token_logprobs[k])
+                  grad_log_p=float(s.grad_log_p[k]),
+                  epistemic_last_layers=_opt(s.epistemic_last_layers, k),
+                  embedding_grad=_opt(s.embedding_grad, k), token_logprobs=s.token_logprobs[k],
+                  trace=s.trace[k] if s.trace is not None else None)
         for k, (q, p, g, i) in enumerate(zip(questions, prompts, gens, ids))
     )
     return Answers(rows=rows, prediction=pred.value, sigma2=float(sigma2),
