@@ -39,6 +39,7 @@ def test_rows_equal_greedy_answers_and_score(kind):
         assert r.prompt == prompts[k] and r.text == g.text and r.token_ids == g.token_ids
         assert list(r.scored_token_ids) == ids[k] and r.empty == (not g.token_ids)
         for f in ("p", "log_p", "epistemic", "aleatoric", "total", "grad_log_p",
+                  "epistemic_isotropic", "epistemic_layer_scaled",
                   "epistemic_last_layers", "embedding_grad"):
             assert math.isclose(getattr(r, f), float(getattr(ref, f)[k]), rel_tol=1e-9), f
         if g.token_ids:  # the scoring pass sees the tokens generation produced
@@ -108,3 +109,20 @@ def test_trace_is_lm_score_trace():
         torch.testing.assert_close(r.trace.p, t.p, rtol=1e-9, atol=0)
     rec = res.to_records()[0]["trace"]
     assert rec["p"] == res[0].trace.p.tolist() and json.dumps(rec)
+
+
+def test_covariance_is_passed_to_lm_score():
+    model, tok = tiny_model("gpt2"), tiny_tokenizer()
+    iso = answer(model, tok, QUESTIONS[:2], max_new_tokens=3)
+    lay = answer(model, tok, QUESTIONS[:2], max_new_tokens=3, covariance="layer-scaled",
+                 layer_scale="fan-in")
+    ref = score(model, tok, [r.prompt for r in lay], [list(r.scored_token_ids) for r in lay],
+                covariance="layer-scaled", layer_scale="fan-in")
+    assert iso.covariance == "isotropic" and lay.covariance == "layer-scaled"
+    for k, (a, b) in enumerate(zip(iso, lay)):
+        assert a.epistemic == a.epistemic_isotropic and b.epistemic == b.epistemic_layer_scaled
+        assert math.isclose(b.epistemic, float(ref.epistemic[k]), rel_tol=1e-9)
+        assert math.isclose(b.total, b.epistemic + b.aleatoric, rel_tol=1e-12)
+        assert b.epistemic != a.epistemic
+    with pytest.raises(ValueError, match="isotropic"):
+        answer(model, tok, ["Why?"], max_new_tokens=2, covariance="full")

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..layer_scale import Covariance, LayerScale
 from ..norms.api import Method
 from .generate import greedy_answer
 from .prompts import PromptStyle, encode_prompt, qa_prompt
@@ -38,7 +39,10 @@ class AnswerRow:
         empty: True when the answer has no tokens.
         p: the prediction (see `Prediction`) of `scored_token_ids` given the prompt.
         log_p: log p.
-        epistemic: σ²·‖∇θ p‖².
+        epistemic: the epistemic term under the chosen covariance: σ²·‖∇θ p‖² (isotropic,
+            default) or the layer-scaled σ²·Σ_l s_l‖∇_l p‖².
+        epistemic_isotropic: σ²·‖∇θ p‖².
+        epistemic_layer_scaled: σ²·Σ_l s_l‖∇_l p‖² (`isograd.layer_scale`).
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
         grad_log_p: ‖∇θ log p‖² (no p², no σ²).
@@ -59,6 +63,8 @@ class AnswerRow:
     p: float
     log_p: float
     epistemic: float
+    epistemic_isotropic: float
+    epistemic_layer_scaled: float
     aleatoric: float
     total: float
     grad_log_p: float
@@ -75,13 +81,15 @@ class Answers(Sequence[AnswerRow]):
     Attributes:
         rows: one `AnswerRow` per question.
         prediction: the `Prediction` value used for p.
-        sigma2: the isotropic parameter variance σ².
+        sigma2: the parameter variance σ².
+        covariance: the `isograd.Covariance` value behind `AnswerRow.epistemic`.
         prompt_style: the `PromptStyle` value used.
     """
 
     rows: tuple[AnswerRow, ...]
     prediction: str
     sigma2: float
+    covariance: str
     prompt_style: str
 
     def __len__(self) -> int:
@@ -155,6 +163,8 @@ def answer(
     prediction: str | Prediction = Prediction.GEOMETRIC,
     sigma2: float = 1.0,
     method: str | Method = Method.AUTO,
+    covariance: str | Covariance = Covariance.ISOTROPIC,
+    layer_scale: str | LayerScale = LayerScale.WEIGHT_VARIANCE,
     trace: bool = False,
 ) -> Answers:
     """Answer each question greedily and say how uncertain each answer is.
@@ -169,6 +179,9 @@ def answer(
         prediction: what p is, "geometric" (default) | "sequence" | "first_token".
         sigma2: isotropic parameter variance σ² (scales epistemic only; no ranking changes).
         method: norm engine, "auto" | "loop" | "ghost" (`isograd.Method`).
+        covariance: which epistemic term is `AnswerRow.epistemic` (and in total):
+            "isotropic" (default, the paper's σ²I) or "layer-scaled" (see `lm.score`).
+        layer_scale: the data-free rule of the layer-scaled covariance (see `lm.score`).
         trace: also the per-token profile of each answer (`AnswerRow.trace`; one more batched
             pass over the answers' prefixes, about T times the scoring work).
 
@@ -195,11 +208,14 @@ def answer(
     gens = [greedy_answer(model, tokenizer, p, max_new_tokens=max_new_tokens) for p in prompts]
     ids = [scored_token_ids(model, tokenizer, p, g.token_ids) for p, g in zip(prompts, gens)]
     s = score(model, tokenizer, prompts, ids, prediction=pred, batch_size=batch_size,
-              sigma2=sigma2, method=method, trace=trace)
+              sigma2=sigma2, method=method, covariance=covariance, layer_scale=layer_scale,
+              trace=trace)
     rows = tuple(
         AnswerRow(question=q, prompt=p, text=g.text, token_ids=tuple(g.token_ids),
                   scored_token_ids=tuple(i), empty=not g.token_ids, p=float(s.p[k]),
                   log_p=float(s.log_p[k]), epistemic=float(s.epistemic[k]),
+                  epistemic_isotropic=float(s.epistemic_isotropic[k]),
+                  epistemic_layer_scaled=float(s.epistemic_layer_scaled[k]),
                   aleatoric=float(s.aleatoric[k]), total=float(s.total[k]),
                   grad_log_p=float(s.grad_log_p[k]),
                   epistemic_last_layers=_opt(s.epistemic_last_layers, k),
@@ -208,4 +224,4 @@ def answer(
         for k, (q, p, g, i) in enumerate(zip(questions, prompts, gens, ids))
     )
     return Answers(rows=rows, prediction=pred.value, sigma2=float(sigma2),
-                   prompt_style=style.value)
+                   covariance=s.covariance, prompt_style=style.value)
