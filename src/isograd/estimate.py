@@ -55,6 +55,11 @@ class Uncertainty:
     covariance: str = Covariance.ISOTROPIC.value
 
 
+def _target(target: Any, out: torch.Tensor) -> torch.Tensor:
+    """The given classes as int64 on the output's device (a list, array or tensor anywhere)."""
+    return torch.as_tensor(target, device=out.device).long()
+
+
 def _forward(model: nn.Module, x: Any) -> torch.Tensor:
     out = model(**x) if isinstance(x, Mapping) else model(x)
     if not isinstance(out, torch.Tensor):
@@ -120,13 +125,13 @@ def estimate(
             if z.shape[1] != 1:
                 raise ValueError(f"binary task needs one logit per example; got {list(out.shape)}")
             z = z[:, 0]
-            label = (z.detach() > 0).long() if target is None else torch.as_tensor(target).long()
-            logp = nn.functional.logsigmoid(torch.where(label.to(z.device) == 1, z, -z))
+            label = (z.detach() > 0).long() if target is None else _target(target, z)
+            logp = nn.functional.logsigmoid(torch.where(label == 1, z, -z))
         else:
             if out.dim() != 2:
                 raise ValueError(f"classification output must be logits [B, C]; got {list(out.shape)}")
-            label = out.detach().argmax(1) if target is None else torch.as_tensor(target).long()
-            logp = out.log_softmax(1).gather(1, label.to(out.device)[:, None])[:, 0]
+            label = out.detach().argmax(1) if target is None else _target(target, out)
+            logp = out.log_softmax(1).gather(1, label[:, None])[:, 0]
         saved["label"] = label.cpu()
         saved["p"] = logp.detach().double().exp().cpu()
         # differentiate log p, then ‖∇p‖² = p²‖∇log p‖²: stable where p itself underflows
@@ -144,7 +149,8 @@ def estimate(
         if "noise" in saved:
             alea = saved["noise"].cpu()
         elif noise_var is not None:
-            alea = torch.as_tensor(noise_var, dtype=torch.float64).expand_as(p).clone()
+            alea = torch.as_tensor(noise_var, dtype=torch.float64, device="cpu")
+            alea = alea.expand_as(p).clone()
         else:
             raise ValueError("regression needs noise_var when the model predicts no variance")
         label = None

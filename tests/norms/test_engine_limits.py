@@ -110,7 +110,7 @@ def test_small_memory_budget_splits_examples_with_identical_results(monkeypatch)
     got = sq_grad_norms(model, lm_logprob_plain, batch, method="ghost", memory_budget=2000)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
     assert min(sizes) == 1 and max(sizes) == 3  # Gram terms sliced, small Dense terms whole
-    with pytest.raises(GhostUnsupported, match="MiB per example.*memory budget"):
+    with pytest.raises(GhostUnsupported, match="bytes per example.*memory budget"):
         sq_grad_norms(model, lm_logprob_plain, batch, method="ghost", memory_budget=10)
     with pytest.warns(EngineFallbackWarning, match="memory budget"):
         got = sq_grad_norms(model, lm_logprob_plain, batch, method="auto", memory_budget="10")

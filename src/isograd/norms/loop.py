@@ -31,29 +31,33 @@ def loop_sq_grad_norms(
     Must run inside `model_state_guard` (selected params require grad, nothing else does).
 
     Returns:
-        total [B] float64, and with `by_param` a dict name -> [B] float64 that sums to it.
+        total [B] float64 on the CPU, and with `by_param` a dict name -> [B] float64 that sums
+        to it.
     """
     out = check_output(fn(model, batch), infer_batch_size(batch))
     n = out.shape[0]
     names = list(selected)
     params = list(selected.values())
-    per = torch.zeros(len(params), n, dtype=torch.float64)
+    # each parameter's sums stay on its own device (no sync per example; several devices under
+    # a device_map work as is); they are gathered on the CPU once at the end
+    acc = [torch.zeros(n, dtype=torch.float64, device=p.device) for p in params]
     current = [0]  # index of the example being back-propagated
 
     def make_hook(j: int):
         def hook(p: torch.Tensor) -> None:
-            g = p.grad
-            per[j, current[0]] += g.detach().to(torch.float64).square().sum().cpu()
+            g = p.grad.detach()
+            # squares in at least float32 (exact for half-precision values), summed in float64
+            sq = g.to(torch.promote_types(g.dtype, torch.float32)).square()
+            acc[j][current[0]] += sq.sum(dtype=torch.float64)
             p.grad = None  # free at once: no full gradient copy is kept
 
         return hook
 
     handles = [p.register_post_accumulate_grad_hook(make_hook(j)) for j, p in enumerate(params)]
     try:
-        finite = torch.isfinite(out.detach())
+        finite = torch.isfinite(out.detach()).cpu()
         for i in range(n):
             if not finite[i]:
-                per[:, i] = float("nan")
                 continue
             current[0] = i
             torch.autograd.backward(out[i], inputs=params, retain_graph=i < n - 1)
@@ -62,6 +66,9 @@ def loop_sq_grad_norms(
             h.remove()
         for p in params:
             p.grad = None
+    per = torch.stack([a.cpu() for a in acc]) if acc else torch.zeros(0, n, dtype=torch.float64,
+                                                                       device="cpu")
+    per[:, ~finite] = float("nan")
     warn_non_finite(~finite)
     total = per.sum(0)
     return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None)

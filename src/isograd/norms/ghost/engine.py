@@ -73,7 +73,7 @@ class _Tied:
     partials: dict[tuple[int, int], fx.Partial] = field(default_factory=dict)
 
 
-_PROBE = torch.empty(0, requires_grad=True)
+_PROBE = torch.empty(0, device="cpu", requires_grad=True)
 
 
 def _seq() -> int | None:
@@ -311,9 +311,9 @@ class _Run:
         need = fx.bytes_per_example(f)
         if need > self.budget:
             raise GhostUnsupported(
-                f"ghost would need {need / 2**20:.1f} MiB per example for the Gram or "
-                f"materialised terms of module {call.owner.name}, over the memory budget of "
-                f"{self.budget / 2**20:.1f} MiB (memory_budget= or $ISOGRAD_MEMORY_BUDGET)"
+                f"ghost would need {need:,} bytes per example for the Gram or materialised "
+                f"terms of module {call.owner.name}, over the memory budget of "
+                f"{self.budget:,} bytes (memory_budget= or $ISOGRAD_MEMORY_BUDGET)"
             )
         step = max(1, min(self.batch, self.budget // max(need, 1)))
         while True:
