@@ -30,20 +30,20 @@ def test_sq_grad_norms_unchanged_with_meta_default_device(problem, method):
     assert total.device.type == "cpu" and total.dtype == torch.float64 and (total > 0).all()
 
 
-def test_estimate_unchanged_with_meta_default_device():
+@pytest.mark.parametrize("method", ["loop", "ghost", "auto"])
+def test_estimate_unchanged_with_meta_default_device(method):
     torch.manual_seed(0)
     clf = torch.nn.Sequential(torch.nn.Linear(4, 6), torch.nn.Tanh(), torch.nn.Linear(6, 3))
-    binary = torch.nn.Linear(4, 1)
-    reg = torch.nn.Linear(4, 2)
-    reg1 = torch.nn.Linear(4, 1)
+    binary, reg, reg1 = torch.nn.Linear(4, 1), torch.nn.Linear(4, 2), torch.nn.Linear(4, 1)
     x = torch.randn(5, 4)
-    for method in ("loop", "ghost", "auto"):
-        u = assert_same_under_meta(lambda: estimate(clf, x, method=method))
-        assert u.p.device.type == "cpu"
-        assert_same_under_meta(lambda: estimate(clf, x, target=[0, 1, 2, 0, 1], method=method))
-        assert_same_under_meta(lambda: estimate(clf, x, covariance="layer-scaled",
-                                                method=method))
-        assert_same_under_meta(lambda: estimate(binary, x, task="binary", method=method))
-        assert_same_under_meta(lambda: estimate(reg, x, task="regression", method=method))
-        assert_same_under_meta(lambda: estimate(reg1, x, task="regression", noise_var=0.5,
-                                                method=method))
+    calls = [
+        lambda: estimate(clf, x, method=method),
+        lambda: estimate(clf, x, target=[0, 1, 2, 0, 1], method=method),
+        lambda: estimate(clf, x, covariance="layer-scaled", method=method),
+        lambda: estimate(binary, x, task="binary", method=method),
+        lambda: estimate(reg, x, task="regression", method=method),
+        lambda: estimate(reg1, x, task="regression", noise_var=0.5, method=method),
+    ]
+    for call in calls:
+        u = assert_same_under_meta(call)
+        assert u.p.device.type == "cpu" and u.epistemic.dtype == torch.float64
