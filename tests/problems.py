@@ -256,6 +256,27 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
     return float(((a - b).abs() / b.abs().clamp_min(1e-300)).max())
 
 
+HALF = {"bf16": torch.bfloat16, "fp16": torch.float16}
+HALF_ARCHS = {"llama": tiny_llama, "gpt2": tiny_gpt2, "qwen2": tiny_qwen2}
+
+
+def half_vs_fp64(arch: str, dtype: str, method: str, side: str = "right") -> float:
+    """Largest relative error over a padded batch of a half-precision model's norms against the
+    loop engine on a float64 copy of the same (rounded) weights."""
+    import copy
+
+    from isograd import sq_grad_norms
+
+    torch.manual_seed(0)
+    model = HALF_ARCHS[arch]().to(HALF[dtype])
+    ref_model = copy.deepcopy(model).double()
+    batch = padded_batch(side)
+    ref = sq_grad_norms(ref_model, lm_logprob, batch, method="loop")
+    got = sq_grad_norms(model, lm_logprob, batch, method=method)
+    assert got.dtype == torch.float64 and torch.isfinite(got).all(), got
+    return rel_err(got, ref)
+
+
 def brute_force(model: nn.Module, fn, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Squared norms from the full per-example Jacobian (float64 expected): total and per param."""
     was = model.training

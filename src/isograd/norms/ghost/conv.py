@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .factors import Dense, Factor, Outer
+from .factors import Dense, Factor, Outer, work_dtype
 
 
 def matches(module: nn.Module) -> bool:
@@ -62,5 +62,5 @@ def conv_factors(
     if "weight" in attrs:
         out["weight"] = Outer(g2, _patches(module, a))
     if "bias" in attrs and g2 is not None:
-        out["bias"] = Dense(g2.sum(1))
+        out["bias"] = Dense(g2.sum(1, dtype=work_dtype(g2)))
     return out

@@ -65,8 +65,8 @@ class Dense:
 Factor = Outer | Dense
 
 
-def _work_dtype(t: Tensor) -> torch.dtype:
-    # half-precision Grams lose too much; float32 and float64 are kept as they are
+def work_dtype(t: Tensor) -> torch.dtype:
+    """float32 for half-precision tensors (their Grams and sums lose too much), else as is."""
     return torch.promote_types(t.dtype, torch.float32)
 
 
@@ -142,7 +142,7 @@ def _materialise(f: Outer, dtype: torch.dtype) -> Tensor:
 
 
 def _dtype_of(*sides: Side | Tensor) -> torch.dtype:
-    dts = [_work_dtype(s) for s in sides if isinstance(s, Tensor)]
+    dts = [work_dtype(s) for s in sides if isinstance(s, Tensor)]
     out = dts[0] if dts else torch.float32
     for d in dts[1:]:
         out = torch.promote_types(out, d)
@@ -176,7 +176,7 @@ def bytes_per_example(f: Factor) -> int:
     """Upper bound of the transient bytes `sq_norm` needs per example (before compaction)."""
     if isinstance(f, Dense):
         g = f.grad
-        return 2 * (g.numel() // max(g.shape[0], 1)) * _work_dtype(g).itemsize
+        return 2 * (g.numel() // max(g.shape[0], 1)) * work_dtype(g).itemsize
     g, a = f.sides()
     size = _dtype_of(g, a).itemsize
     t = g.ids.shape[1] if isinstance(g, Index) else g.shape[1]
@@ -210,7 +210,7 @@ class GramCache:
 def sq_norm(f: Factor, cache: GramCache | None = None) -> Tensor:
     """‖G_b‖² for every example, float64 [B]."""
     if isinstance(f, Dense):
-        return _sum64(f.grad.to(_work_dtype(f.grad)).square())
+        return _sum64(f.grad.to(work_dtype(f.grad)).square())
     g, a = f.sides()
     dtype = _dtype_of(g, a)
     t = g.ids.shape[1] if isinstance(g, Index) else g.shape[1]

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .factors import Dense, Factor, Outer
+from .factors import Dense, Factor, Outer, work_dtype
 
 
 def _rows(x: Tensor, module: nn.Module) -> Tensor:
@@ -31,7 +31,7 @@ def _factors(module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None
         a2 = _rows(a, module)
         out["weight"] = Outer(a2, g2, grad="right") if transposed else Outer(g2, a2)
     if "bias" in attrs and g2 is not None:
-        out["bias"] = Dense(g2.sum(1))
+        out["bias"] = Dense(g2.sum(1, dtype=work_dtype(g2)))  # positions summed in fp32+
     return out
 
 

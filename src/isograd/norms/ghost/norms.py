@@ -17,15 +17,17 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 from . import generic
-from .factors import Dense, Factor
+from .factors import Dense, Factor, work_dtype
 
 
 def _affine(g: Tensor, xhat: Tensor, keep: Sequence[int], attrs: Sequence[str]) -> dict:
     """Sum g⊙x̂ and g over every dimension except 0 (examples) and those in `keep`."""
     dims = [d for d in range(1, g.dim()) if d not in keep]
+    work = work_dtype(g)  # products and sums over positions never in half precision
+    g = g.to(work)
     out: dict[str, Factor] = {}
     if "weight" in attrs:
-        prod = g * xhat
+        prod = g * xhat.to(work)
         out["weight"] = Dense(prod.sum(dims) if dims else prod)
     if "bias" in attrs:
         out["bias"] = Dense(g.sum(dims) if dims else g)
@@ -112,10 +114,12 @@ def broadcast_factors(
 ) -> dict[str, Factor]:
     """Norm layers of other libraries (HF's RMSNorm variants): 1-D parameters broadcast.
 
-    The layer is run again on the batch with each 1-D parameter replaced by a per-example copy
-    [B, 1, ..., d] (an expanded view, no memory); autograd then returns example b's gradient
-    in row b, whatever the layer's formula (casts, Gemma's 1 + w). Only when that rerun
-    reproduces the recorded output bit for bit; otherwise the generic vmap rule takes over.
+    The layer is run again on the batch with each 1-D parameter replaced by a per-position copy
+    [B, ..., d] (an expanded view); autograd then returns each position's gradient, whatever
+    the layer's formula (casts, Gemma's 1 + w), and the sum over an example's positions is
+    taken here in float32 or float64 (autograd would sum in the parameter's dtype). Only when
+    that rerun reproduces the recorded output bit for bit; otherwise the generic vmap rule
+    takes over.
     """
     if grads is None or grads[0] is None:
         return {}
@@ -128,12 +132,12 @@ def broadcast_factors(
         and all(own[k].dim() == 1 and own[k].shape[0] == a.shape[-1] for k in attrs)
     )
     if fits:
-        lead = [a.shape[0]] + [1] * (a.dim() - 2)
-        leaves = {k: own[k].detach().expand(*lead, -1).requires_grad_() for k in attrs}
+        leaves = {k: own[k].detach().expand(*a.shape[:-1], -1).requires_grad_() for k in attrs}
         fixed = {k: p.detach() for k, p in own.items() if k not in leaves}
         with torch.enable_grad():
             y2 = functional_call(module, {**fixed, **leaves}, (a.detach(), *args[1:]), kwargs)
         if isinstance(y2, Tensor) and y2.shape == y.shape and torch.equal(y2, y):
             got = torch.autograd.grad(y2, list(leaves.values()), g)
-            return {k: Dense(v.reshape(v.shape[0], -1)) for k, v in zip(leaves, got)}
+            return {k: Dense(v.reshape(v.shape[0], -1, v.shape[-1]).sum(1, dtype=work_dtype(v)))
+                    for k, v in zip(leaves, got)}
     return generic.generic_factors(module, (args, kwargs, [True]), grads, attrs)
