@@ -26,6 +26,9 @@ class Problem:
     fn: Callable[[nn.Module, Any], torch.Tensor]
     auto_ghost: bool = True
     """Every parameter has a dedicated ghost rule, so "auto" runs ghost (else it runs loop)."""
+    rtol: float = 1e-8
+    """Agreement expected between engines in float64 (looser only where the model itself
+    computes in float32, e.g. Gemma2's RMSNorm casts to float32 whatever the weights)."""
 
 
 def _seeded(builder):
@@ -244,7 +247,8 @@ PROBLEMS: list[Problem] = [
             auto_ghost=False),
     Problem("gpt-neox-left-pad", _seeded(tiny_neox), _lm_batch("left"), lm_logprob),
     Problem("qwen2-tied-right-pad", _seeded(tiny_qwen2), _lm_batch("right"), lm_logprob),
-    Problem("gemma2-tied-right-pad", _seeded(tiny_gemma2), _lm_batch("right"), lm_logprob),
+    Problem("gemma2-tied-right-pad", _seeded(tiny_gemma2), _lm_batch("right"), lm_logprob,
+            rtol=1e-6),
     Problem("mistral-no-position-ids", _seeded(tiny_mistral), _lm_batch("right"),
             lm_logprob_plain),
     Problem("phi-right-pad", _seeded(tiny_phi), _lm_batch("right"), lm_logprob),

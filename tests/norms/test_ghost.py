@@ -26,10 +26,10 @@ def test_ghost_matches_loop_float64(problem):
     got, per = sq_grad_norms(model, problem.fn, batch, method="ghost", by_param=True)
     assert got.dtype == torch.float64 and got.shape == ref.shape and not got.requires_grad
     assert (ref > 0).all()
-    assert rel_err(got, ref) <= 1e-8
+    assert rel_err(got, ref) <= problem.rtol
     assert list(per) == list(ref_per)
     for name in per:
-        torch.testing.assert_close(per[name], ref_per[name], rtol=1e-8, atol=1e-14)
+        torch.testing.assert_close(per[name], ref_per[name], rtol=problem.rtol, atol=1e-14)
     torch.testing.assert_close(sum(per.values()), got, rtol=1e-12, atol=0)
 
 
@@ -68,7 +68,7 @@ def test_auto_exact_on_every_problem(problem, monkeypatch):
     ref = sq_grad_norms(model, problem.fn, batch, method="loop")
     monkeypatch.setattr(api, "loop_sq_grad_norms", no_loop)
     got = sq_grad_norms(model, problem.fn, batch, method="auto")
-    assert rel_err(got, ref) <= 1e-8
+    assert rel_err(got, ref) <= problem.rtol
 
 
 def test_coverage_names_the_rules():

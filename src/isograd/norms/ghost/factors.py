@@ -123,8 +123,22 @@ def _width(side: Side) -> int:
     return side.n if isinstance(side, Index) else side.shape[2]
 
 
+def _on(side: Side, device: torch.device) -> Side:
+    """`side` on `device` (two uses of a tied parameter may sit on two devices)."""
+    if isinstance(side, Index):
+        return side if side.ids.device == device else Index(side.ids.to(device), side.n)
+    return side if side.device == device else side.to(device)
+
+
+def _device(side: Side) -> torch.device:
+    return side.ids.device if isinstance(side, Index) else side.device
+
+
 def gram(a: Side, b: Side, dtype: torch.dtype) -> Tensor:
-    """K[b, t, s] = a[b,t] · b[b,s], [B, Ta, Tb]; one-hot sides by comparison or gathering."""
+    """K[b, t, s] = a[b,t] · b[b,s], [B, Ta, Tb]; one-hot sides by comparison or gathering.
+
+    On `a`'s device (`b` is moved there when the two sit on different devices)."""
+    b = _on(b, _device(a))
     if isinstance(a, Index) and isinstance(b, Index):
         eq = (a.ids.unsqueeze(2) == b.ids.unsqueeze(1)) & (a.ids >= 0).unsqueeze(2)
         return eq.to(dtype)
@@ -236,6 +250,7 @@ def sq_norm(f: Factor, cache: GramCache | None = None) -> Tensor:
 
 def _outer_dot_dense(f: Outer, d: Tensor) -> Tensor:
     dtype = _dtype_of(d, *(s for s in (f.left, f.right) if isinstance(s, Tensor)))
+    d = d.to(_device(f.right))
     d = d.to(dtype).reshape(d.shape[0], _width(f.left), _width(f.right))
     if isinstance(f.left, Index):
         ids = f.left.ids
@@ -248,7 +263,8 @@ def inner(a: Factor, b: Factor) -> Tensor:
     """⟨G_b^a, G_b^b⟩ for every example, float64 [B] (two uses of the same parameter)."""
     if isinstance(a, Dense) and isinstance(b, Dense):
         dtype = _dtype_of(a.grad, b.grad)
-        return _sum64(a.grad.to(dtype) * b.grad.reshape(a.grad.shape).to(dtype))
+        other = b.grad.reshape(a.grad.shape).to(a.grad.device, dtype)
+        return _sum64(a.grad.to(dtype) * other)
     if isinstance(a, Dense):
         return _outer_dot_dense(b, a.grad)
     if isinstance(b, Dense):
