@@ -32,7 +32,7 @@ class Task(Choice):
 
 @dataclass(frozen=True)
 class Uncertainty:
-    """Per-example uncertainty; every field is a float64 tensor of shape [B] unless noted.
+    """Per-example uncertainty; every field is a float64 tensor of shape [B] on the CPU unless noted.
 
     Attributes:
         p: predicted probability of the scored class (regression: predicted mean).

@@ -168,3 +168,29 @@ def test_slice_batch_keeps_structure():
     s = slice_batch(b, 3, 1, 3)
     assert s["ids"].tolist() == [[2, 3], [4, 5]] and s["meta"][0].shape == (2,)
     assert s["meta"][1] == "x" and s["w"].shape == (2,)
+
+
+def test_out_of_memory_in_a_layer_term_halves_its_slice_down_to_one(monkeypatch):
+    """No rerun of fn: only the failing Gram/materialised term is recomputed in halves."""
+    from isograd.norms.ghost import factors
+
+    model, batch = tiny_gpt2().double(), padded_batch("right")
+    ref = sq_grad_norms(model, lm_logprob_plain, batch, method="ghost")
+    real, sizes = factors.sq_norm, []
+
+    def tight(f, cache=None):
+        sizes.append(_rows(f))
+        if _rows(f) > 1 and not isinstance(f, factors.Dense):
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(f, cache)
+
+    monkeypatch.setattr(factors, "sq_norm", tight)
+    calls = []
+    got = sq_grad_norms(model, lambda m, b: calls.append(1) or lm_logprob_plain(m, b), batch,
+                        method="ghost")
+    assert len(calls) == 1 and 1 in sizes and 3 in sizes
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
+    monkeypatch.setattr(factors, "sq_norm", lambda f, cache=None: (_ for _ in ()).throw(
+        torch.OutOfMemoryError("CUDA out of memory (simulated)")))
+    with pytest.raises(torch.OutOfMemoryError):  # at one example: raised, never swallowed
+        sq_grad_norms(model, lm_logprob_plain, batch, method="auto")
