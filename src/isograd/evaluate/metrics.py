@@ -7,7 +7,8 @@ means more uncertain. Everything is numpy only, exact under ties, and determinis
 - :func:`bootstrap_auroc`: mean ± std over resamples of the rows (the paper: 300).
 - :func:`paired_bootstrap`: two-sided p-value for AUROC(s1) = AUROC(s2) on the same resamples.
 - :func:`benjamini_hochberg`: FDR-adjusted p-values.
-- :func:`spearman`; :func:`prr`, :func:`aurc` as LM-Polygraph defines them; :func:`accuracy`.
+- :func:`spearman`; :func:`prr`, :func:`aurc` as LM-Polygraph defines them; :func:`aurac`
+  (1 − AURC); :func:`risk_coverage` (the curve behind AURC); :func:`accuracy`.
 """
 
 from __future__ import annotations
@@ -222,6 +223,27 @@ def aurc(y_true: ArrayLike, score: ArrayLike) -> float:
     """
     y, s = _check(y_true, score)
     return _rejection_area(_tie_averaged(y, s))
+
+
+def aurac(y_true: ArrayLike, score: ArrayLike) -> float:
+    """Area under the rejection–accuracy curve; higher is better.
+
+    The accuracy of the answers kept when the most uncertain ones are rejected, averaged over
+    the N rejection levels (keep the k most confident, k = 1..N): exactly ``1 − aurc``, the
+    accuracy-side reading of the same curve (the form used e.g. for semantic entropy).
+    """
+    return 1.0 - aurc(y_true, score)
+
+
+def risk_coverage(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+    """(coverage k/N, error rate among the k most confident rows) for k = 1..N [N each].
+
+    Ties are averaged over their orderings, as in `aurc`, whose value is the curve's mean.
+    """
+    y, s = _check(y_true, score)
+    err = _tie_averaged(y, s)
+    k = np.arange(1, len(err) + 1, dtype=np.float64)
+    return k / len(err), np.cumsum(err) / k
 
 
 def prr(y_true: ArrayLike, score: ArrayLike) -> float:

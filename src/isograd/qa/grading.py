@@ -156,6 +156,16 @@ def token_f1(pred: str, ref: str) -> float:
     return 2 * prec * rec / (prec + rec)
 
 
+F1_CORRECT = 0.5
+"""Token-F1 threshold of the second labelling: an answer is correct when its best SQuAD token F1
+against the references reaches it (the usual SQuAD-style cut, fixed before any result)."""
+
+
+def best_token_f1(answer: str, references: Sequence[str]) -> float:
+    """The largest `token_f1` of `answer` against any reference (0 with no references)."""
+    return max((token_f1(answer, r) for r in references), default=0.0)
+
+
 def _lcs(a: list[str], b: list[str]) -> int:
     prev = [0] * (len(b) + 1)
     for x in a:
