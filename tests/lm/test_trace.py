@@ -54,9 +54,9 @@ def test_trace_matches_per_token_brute_force(kind, method, tok):
     refs = [brute_trace(model, tok, p, a) for p, a in zip(prompts, ANSWERS)]
     sigma2 = 0.5
     for side in ("right", "left"):
-        # batch_size 5: prefix rows of different pairs and lengths share padded batches
-        s = score(model, tok, prompts, ANSWERS, method=method, batch_size=5, padding_side=side,
-                  trace=True, sigma2=sigma2)
+        # 5 rows per pass: prefix rows of different pairs and lengths share padded batches
+        s = score(model, tok, prompts, ANSWERS, method=method, batch_size=3, padding_side=side,
+                  trace=True, trace_batch_size=5, sigma2=sigma2)
         assert s.trace is not None and len(s.trace) == len(ANSWERS)
         for tr, (ids, p_ref, sq_ref, sq_direct), lps in zip(s.trace, refs, s.token_logprobs):
             assert isinstance(tr, TokenTrace) and tr.token_ids == tuple(ids)
@@ -93,3 +93,14 @@ def test_no_trace_by_default(tok):
 def test_prefix_pairs_order():
     rows = prefix_pairs([([1, 2], [3, 4, 5]), ([6], [7])])
     assert rows == [([1, 2], [3]), ([1, 2, 3], [4]), ([1, 2, 3, 4], [5]), ([6], [7])]
+
+
+def test_trace_batch_size_changes_nothing_but_the_passes(tok):
+    model = tiny_model("gpt2")
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS]
+    a = score(model, tok, prompts, ANSWERS, trace=True, trace_batch_size=1, method="auto")
+    b = score(model, tok, prompts, ANSWERS, trace=True, method="auto")
+    for x, y in zip(a.trace, b.trace):
+        assert rel_err(x.epistemic, y.epistemic) <= 1e-9
+    with pytest.raises(ValueError, match="trace_batch_size must be >= 1, got 0"):
+        score(model, tok, prompts, ANSWERS, trace=True, trace_batch_size=0)

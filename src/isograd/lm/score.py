@@ -276,6 +276,7 @@ def score(
     layer_scale: str | LayerScale = LayerScale.WEIGHT_VARIANCE,
     last_layers: int = LAST_LAYERS,
     trace: bool = False,
+    trace_batch_size: int = 32,
 ) -> LMScores:
     """Prediction p, epistemic ‖∇p‖², aleatoric p(1−p) of each (prompt, answer) pair, and the
     other signals of the same backward (see `LMScores`).
@@ -294,7 +295,7 @@ def score(
             ‖∇p‖² = p²‖∇log p‖² are both driven by p itself: a confidence, not an uncertainty
             (measured: each results/qa report's "definition of p" table).
         method: norm engine ("auto", "loop", "ghost"; see `isograd.Method`).
-        batch_size: pairs per forward pass (with `trace`, also prefix rows per pass).
+        batch_size: pairs per forward pass.
         sigma2: isotropic parameter variance σ² (scales the epistemic terms only).
         params: parameter selection (see `isograd.sq_grad_norms`); None = all parameters.
         padding_side: "right" or "left"; results are identical either way.
@@ -307,6 +308,8 @@ def score(
             `isograd.lm.signals.LAST_LAYERS`).
         trace: also compute the per-token profile (`LMScores.trace`): one more batched pass
             over the answers' prefixes, about T times the work of the main pass.
+        trace_batch_size: prefix rows (one per answer token) per pass of the trace; rows of
+            several pairs share a pass, whatever `batch_size` is.
 
     Returns:
         `LMScores` with float64 [B] tensors.
@@ -318,6 +321,8 @@ def score(
         raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if trace_batch_size < 1:
+        raise ValueError(f"trace_batch_size must be >= 1, got {trace_batch_size}")
     if sigma2 < 0:
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
     if last_layers < 1:
@@ -348,7 +353,7 @@ def score(
     if trace:
         rows = prefix_pairs(pairs)
         tr = _norm_pass(model, rows, Prediction.FIRST_TOKEN, by_param=False, embedding=False,
-                        **run)
+                        **{**run, "batch_size": trace_batch_size})
         traced = dict(zip(("trace", "epistemic_token_max", "epistemic_token_mean"),
                           token_traces(pairs, torch.cat(tr.log_p), torch.cat(tr.norms), sigma2)))
     alea = p * (1 - p)
