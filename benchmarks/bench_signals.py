@@ -11,9 +11,10 @@ round), so every ratio is measured under the same machine load. Medians are repo
               hook (everything the extra fields are computed from)
   trace       the per-token pass of ``score(trace=True)``: every answer prefix as a row
   token_loop  the per-token brute force: one forward, then one backward per answer token
-              (all weight gradients), squared norms summed (``--token-loop`` only: slow)
+              (all weight gradients), squared norms summed (not run by default: slow)
 
-    .venv/bin/python benchmarks/bench_signals.py --pairs 4 --runs 3 --threads 1 --trace-batch 16
+    .venv/bin/python benchmarks/bench_signals.py --pairs 2 --runs 2 --threads 1 --trace-batch 8
+    .venv/bin/python benchmarks/bench_signals.py --pairs 8 --runs 8 --methods norms signals
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+RATIOS = [("signals", "norms"), ("norms", "plain"), ("signals", "plain"), ("trace", "plain"),
+          ("token_loop", "plain"), ("trace", "token_loop")]
 
 
 def _pairs(n: int, tok) -> list[tuple[list[int], list[int]]]:
@@ -50,7 +53,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--trace-batch", type=int, default=16, help="prefix rows per trace pass")
-    ap.add_argument("--token-loop", action="store_true", help="also time the per-token loop")
+    ap.add_argument("--methods", nargs="+", default=["plain", "norms", "signals", "trace"],
+                    choices=["plain", "norms", "signals", "trace", "token_loop"])
     ap.add_argument("--out", default=str(ROOT / "results/bench/signals-cpu-smollm2.json"))
     args = ap.parse_args()
 
@@ -90,8 +94,8 @@ def main() -> None:
         "trace": lambda: _norm_pass(model, rows, Prediction.FIRST_TOKEN, by_param=False,
                                     embedding=False, **{**run, "batch_size": args.trace_batch}),
     }
-    if args.token_loop:
-        methods["token_loop"] = token_loop
+    methods["token_loop"] = token_loop
+    methods = {k: methods[k] for k in args.methods}
     times: dict[str, list[float]] = {k: [] for k in methods}
     for r in range(args.runs + 1):
         for name, fn in methods.items():
@@ -102,28 +106,20 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     res = {
         "command": "benchmarks/bench_signals.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items()
-            if k not in ("out", "token_loop")) + (" --token-loop" if args.token_loop else ""),
+            f"--{k.replace('_', '-')} {' '.join(v) if isinstance(v, list) else v}"
+            for k, v in vars(args).items() if k != "out"),
         "model": "SmolLM2-135M-Instruct fp32", "device": "cpu", "threads": args.threads,
         "machine": platform.processor() or platform.machine(),
         "pairs": len(pairs), "prompt_tokens": [len(p) for p, _ in pairs],
         "answer_tokens": [len(a) for _, a in pairs], "prefix_rows": len(rows),
         "times_s": times, "median_s": med,
-        "ratios": {
-            "signals / norms": med["signals"] / med["norms"],
-            "norms / plain": med["norms"] / med["plain"],
-            "signals / plain": med["signals"] / med["plain"],
-            "trace / plain": med["trace"] / med["plain"],
-            **({"token_loop / plain": med["token_loop"] / med["plain"],
-                "trace / token_loop": med["trace"] / med["token_loop"]}
-               if "token_loop" in med else {}),
-        },
+        "ratios": {f"{a} / {b}": med[a] / med[b] for a, b in RATIOS if a in med and b in med},
     }
     print(f"{len(pairs)} pairs, answer tokens {res['answer_tokens']}, prompt tokens "
           f"{res['prompt_tokens']}, {len(rows)} prefix rows, {args.threads} thread(s)")
-    print("| pass | median s | x plain |\n|---|---:|---:|")
+    print("| pass | median s |\n|---|---:|")
     for k, v in med.items():
-        print(f"| {k} | {v:.2f} | {v / med['plain']:.2f} |")
+        print(f"| {k} | {v:.2f} |")
     for k, v in res["ratios"].items():
         print(f"{k}: {v:.3f}")
     out = Path(args.out)
