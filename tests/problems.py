@@ -24,8 +24,6 @@ class Problem:
     build_model: Callable[[torch.dtype], nn.Module]
     build_batch: Callable[[torch.dtype], Any]
     fn: Callable[[nn.Module, Any], torch.Tensor]
-    auto_ghost: bool = True
-    """Every parameter has a dedicated ghost rule, so "auto" runs ghost (else it runs loop)."""
     rtol: float = 1e-8
     """Agreement expected between engines in float64 (looser only where the model itself
     computes in float32, e.g. Gemma2's RMSNorm casts to float32 whatever the weights)."""
@@ -243,8 +241,7 @@ PROBLEMS: list[Problem] = [
     Problem("llama-left-pad", _seeded(tiny_llama), _lm_batch("left"), lm_logprob),
     Problem("gpt2-no-position-ids", _seeded(tiny_gpt2), _lm_batch("right"), lm_logprob_plain),
     Problem("llama-no-position-ids", _seeded(tiny_llama), _lm_batch("right"), lm_logprob_plain),
-    Problem("opt-no-position-ids", _seeded(tiny_opt), _lm_batch("right"), lm_logprob_plain,
-            auto_ghost=False),
+    Problem("opt-no-position-ids", _seeded(tiny_opt), _lm_batch("right"), lm_logprob_plain),
     Problem("gpt-neox-left-pad", _seeded(tiny_neox), _lm_batch("left"), lm_logprob),
     Problem("qwen2-tied-right-pad", _seeded(tiny_qwen2), _lm_batch("right"), lm_logprob),
     Problem("gemma2-tied-right-pad", _seeded(tiny_gemma2), _lm_batch("right"), lm_logprob,

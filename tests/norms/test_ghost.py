@@ -13,7 +13,16 @@ from torch import nn
 from isograd import NonFiniteOutputWarning, sq_grad_norms
 from isograd.norms import EngineFallbackWarning, GhostUnsupported
 from isograd.norms.ghost import coverage, unsupported_params
-from tests.problems import PROBLEMS, lm_logprob, padded_batch, rel_err, tiny_gpt2, tiny_llama
+from tests.problems import (
+    PROBLEMS,
+    lm_logprob,
+    padded_batch,
+    rel_err,
+    tiny_gemma2,
+    tiny_gpt2,
+    tiny_llama,
+    tiny_opt,
+)
 
 IDS = [p.id for p in PROBLEMS]
 
@@ -48,16 +57,9 @@ def test_ghost_float32_within_1e_4_of_loop_float64(problem):
 
 @pytest.mark.parametrize("problem", PROBLEMS, ids=IDS)
 def test_auto_exact_on_every_problem(problem, monkeypatch):
-    """auto never raises; it runs ghost wherever every parameter has a rule, loop elsewhere."""
+    """Every parameter of every problem has a dedicated rule: auto runs ghost, exactly."""
     model = problem.build_model(torch.float64)
     batch = problem.build_batch(torch.float64)
-    if not problem.auto_ghost:
-        assert unsupported_params(model, dict(model.named_parameters()))
-        ref = sq_grad_norms(model, problem.fn, batch, method="loop")
-        with pytest.warns(EngineFallbackWarning, match="no exact ghost rule"):
-            got = sq_grad_norms(model, problem.fn, batch, method="auto")
-        torch.testing.assert_close(got, ref, rtol=0, atol=0)
-        return
     assert unsupported_params(model, dict(model.named_parameters())) == []
     assert "generic" not in " ".join(coverage(model).values())
     import isograd.norms.api as api
@@ -79,6 +81,26 @@ def test_coverage_names_the_rules():
     cov = coverage(tiny_llama())
     assert cov["model.norm.weight"] == "hf-rms-norm"
     assert cov["lm_head.weight"] == "linear"
+    cov = coverage(tiny_opt())
+    assert cov["model.decoder.embed_positions.weight"] == "derived-embedding"
+    assert cov["model.decoder.layers.0.fc1.weight"] == "linear"
+    assert coverage(tiny_gemma2())["model.embed_tokens.weight"] == "scaled-embedding+linear"
+
+
+def test_derived_embedding_that_is_not_a_lookup_is_refused():
+    class Shifted(nn.Embedding):  # looks rows up, then adds 1: not rows of its table
+        def forward(self, ids):
+            return super().forward(ids) + 1
+
+    torch.manual_seed(0)
+    model = nn.Sequential(Shifted(10, 3), nn.Linear(3, 2)).double()
+    ids = torch.tensor([[1, 2, 3], [4, 4, 0]])
+    fn = lambda m, b: m(b).sum((1, 2))  # noqa: E731
+    with pytest.raises(GhostUnsupported, match="Shifted: its output is not rows of its table"):
+        sq_grad_norms(model, fn, ids, method="ghost")
+    with pytest.warns(EngineFallbackWarning, match="not rows of its table"):
+        got = sq_grad_norms(model, fn, ids, method="auto")
+    torch.testing.assert_close(got, sq_grad_norms(model, fn, ids), rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("params", [["lm_head.weight"], lambda n, p: ".0." in n or "ln_f" in n])

@@ -13,6 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.func import functional_call
 
 from .._common import GhostUnsupported
 from .factors import Factor, Index, Outer
@@ -71,3 +72,43 @@ def scaled_factors(
             f"{type(module).__name__}'s output is not embedding(ids) * embed_scale; no exact rule"
         )
     return embedding_factors(module, ids, [grads[0] * scale], attrs)
+
+
+def derived_matches(module: nn.Module) -> bool:
+    """An nn.Embedding subclass with its own forward that derives the ids from its arguments
+    (OPT's learned positions: ids from the attention mask, plus an offset)."""
+    return (
+        isinstance(module, nn.Embedding)
+        and type(module).forward is not nn.Embedding.forward
+        and not scaled_matches(module)
+    )
+
+
+def capture_derived(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
+    """The call's arguments and output (references)."""
+    return args, kwargs, output
+
+
+def _looked_up_ids(module: nn.Module, ctx: Any) -> Tensor:
+    """The ids the forward looked up: rerun it with row i of the table holding the number i,
+    then check that looking those ids up in the real table gives the recorded output exactly."""
+    args, kwargs, y = ctx
+    w = module.weight
+    table = torch.arange(w.shape[0], dtype=torch.float64, device=w.device)[:, None]
+    with torch.no_grad():
+        rows = functional_call(module, {"weight": table.expand(w.shape)}, args, kwargs)
+    label = type(module).__name__
+    if not isinstance(rows, Tensor) or not isinstance(y, Tensor) or rows.shape != y.shape:
+        raise GhostUnsupported(f"{label}: its forward is not a table lookup; no exact rule")
+    ids = rows[..., 0].round().long()
+    again = F.embedding(ids, w.detach(), module.padding_idx)
+    if not torch.equal(again, y.detach()):
+        raise GhostUnsupported(f"{label}: its output is not rows of its table; no exact rule")
+    return ids
+
+
+def derived_factors(
+    module: nn.Module, ctx: Any, grads: Sequence[Tensor | None] | None, attrs: Sequence[str]
+) -> dict[str, Factor]:
+    """weight [V, d] = Σ_t onehot(id_t) ⊗ g_t, with the ids the forward derived (checked)."""
+    return embedding_factors(module, _looked_up_ids(module, ctx), grads, attrs)

@@ -82,6 +82,8 @@ RULES: tuple[Rule, ...] = (
          embedding.refuse, rows=True),
     Rule("scaled-embedding", embedding.scaled_matches, embedding.capture_scaled,
          embedding.scaled_factors, embedding.refuse, rows=True),
+    Rule("derived-embedding", embedding.derived_matches, embedding.capture_derived,
+         embedding.derived_factors, embedding.refuse),
     Rule("conv", conv.matches, capture_input, conv.conv_factors),
     Rule("layer-norm", _exactly(nn.LayerNorm), capture_input, norms.layer_norm_factors,
          rows=True),
