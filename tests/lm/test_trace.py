@@ -104,3 +104,16 @@ def test_trace_batch_size_changes_nothing_but_the_passes(tok):
         assert rel_err(x.epistemic, y.epistemic) <= 1e-9
     with pytest.raises(ValueError, match="trace_batch_size must be >= 1, got 0"):
         score(model, tok, prompts, ANSWERS, trace=True, trace_batch_size=0)
+
+
+def test_row_vectors_are_the_trace_and_by_layer(tok):
+    model = tiny_model("llama")
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS[:2]]
+    s = score(model, tok, prompts, ANSWERS[:2], trace=True)
+    v = s.row_vectors(1)
+    assert v["token_epistemic"] == s.trace[1].epistemic.tolist()
+    assert v["token_aleatoric"] == s.trace[1].aleatoric.tolist()
+    assert len(v["token_epistemic"]) == int(s.n_tokens[1])
+    assert v["by_layer"] == {g: float(x[1]) for g, x in s.by_layer.items()}
+    plain = score(model, tok, prompts, ANSWERS[:2]).row_vectors(0)
+    assert set(plain) == {"by_layer"}

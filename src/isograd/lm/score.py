@@ -117,6 +117,19 @@ class LMScores:
         """‖∇θ log p‖² [B]: the same tensor as `grad_log_p` (its earlier name)."""
         return self.grad_log_p
 
+    def row_vectors(self, j: int) -> dict[str, Any]:
+        """Pair `j`'s non-scalar signals as JSON-ready values, for a row of a run file.
+
+        Returns:
+            ``{"by_layer": {group: float}}``, plus with a trace ``"token_epistemic"`` and
+            ``"token_aleatoric"`` (lists of floats, one per answer token).
+        """
+        out: dict[str, Any] = {"by_layer": {g: float(v[j]) for g, v in self.by_layer.items()}}
+        if self.trace is not None:
+            out["token_epistemic"] = [float(x) for x in self.trace[j].epistemic]
+            out["token_aleatoric"] = [float(x) for x in self.trace[j].aleatoric]
+        return out
+
 
 Answer = str | Sequence[int]
 
