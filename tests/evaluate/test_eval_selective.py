@@ -49,3 +49,16 @@ def test_best_token_f1_labelling():
     # a long sentence that contains the alias can miss the cut where containment matches
     long = "The capital of France is a city called Paris"
     assert best_token_f1(long, aliases) < F1_CORRECT
+
+
+def test_f1_label_of_questions():
+    from isograd.qa.datasets import Question
+    from isograd.qa.grading import f1_label
+
+    q = Question(id="q", dataset="triviaqa", question="Capital of France?",
+                 answers=("Paris", "City of Light"))
+    assert f1_label(q, "Paris") == {"grade_f1": 1.0, "correct_f1": True}
+    assert f1_label(q, "The capital of France is a city called Paris")["correct_f1"] is False
+    mc = Question(id="m", dataset="truthfulqa-mc1", question="?", answers=("a",),
+                  options=("a", "b"), label=0)
+    assert f1_label(mc, "a") == {} and f1_label(mc, 0) == {}

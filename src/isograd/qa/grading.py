@@ -166,6 +166,16 @@ def best_token_f1(answer: str, references: Sequence[str]) -> float:
     return max((token_f1(answer, r) for r in references), default=0.0)
 
 
+def f1_label(q: Question, answer: str | int) -> dict[str, float | bool]:
+    """The second labelling of a generated answer: ``{"grade_f1": best token F1 against the
+    question's correct references, "correct_f1": grade_f1 >= F1_CORRECT}``; ``{}`` for a
+    multiple-choice question (its label is exact) or one without references."""
+    if q.options or not q.answers or not isinstance(answer, str):
+        return {}
+    f1 = best_token_f1(answer, q.answers)
+    return {"grade_f1": f1, "correct_f1": f1 >= F1_CORRECT}
+
+
 def _lcs(a: list[str], b: list[str]) -> int:
     prev = [0] * (len(b) + 1)
     for x in a:
