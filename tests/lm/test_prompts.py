@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from isograd.lm.batching import encode_answer, encode_prompt
 from isograd.lm.generate import greedy_answer
-from isograd.lm.prompts import (
-    EXAMPLES,
-    INSTRUCTION,
-    encode_answer,
-    encode_prompt,
-    mc_prompt,
-    qa_prompt,
-)
+from isograd.lm.prompts import EXAMPLES, INSTRUCTION, mc_prompt, qa_prompt
 
 from .tiny_lm import tiny_model, tiny_tokenizer
 

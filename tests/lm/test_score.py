@@ -7,8 +7,9 @@ import math
 import pytest
 import torch
 
+from isograd.lm.batching import encode_answer, encode_prompt
 from isograd.lm.choices import score_choices
-from isograd.lm.prompts import encode_answer, encode_prompt, qa_prompt
+from isograd.lm.prompts import qa_prompt
 from isograd.lm.score import LMScores, Prediction, layer_group, score
 
 from .tiny_lm import tiny_model, tiny_tokenizer

@@ -42,6 +42,21 @@ def test_answer_and_score_agree(smol):
     assert math.isfinite(float(s.epistemic[0])) and float(s.epistemic[0]) > 0
 
 
+def test_greedy_answers_batch_equals_alone(smol):
+    from isograd.lm import greedy_answer, greedy_answers, qa_prompt
+
+    model, tok = smol
+    prompts = [qa_prompt(tok, q) for q in ("What is the capital of France?",
+                                           "Who wrote Hamlet?", "What is 2+2?")]
+    batched = greedy_answers(model, tok, prompts, max_new_tokens=8, batch_size=3)
+    assert len({len(tok(p)["input_ids"]) for p in prompts}) > 1  # the batch is padded
+    for p, b in zip(prompts, batched):
+        a = greedy_answer(model, tok, p, max_new_tokens=8)
+        assert b.token_ids == a.token_ids and b.text == a.text
+        torch.testing.assert_close(torch.tensor(b.token_logprobs), torch.tensor(a.token_logprobs),
+                                   rtol=0, atol=1e-5)
+
+
 def test_choices_pick_the_known_fact(smol):
     from isograd.lm import mc_prompt, score_choices
 

@@ -40,8 +40,15 @@ def vocab_size() -> int:
 
 
 def tiny_model(kind: str = "llama", seed: int = 0, dtype: torch.dtype = torch.float64):
-    """A 2-layer random GPT-2 (tied embeddings) or Llama matching `tiny_tokenizer`."""
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
+    """A 2-layer random GPT-2 (tied embeddings), Llama or Qwen2 (tied) matching `tiny_tokenizer`."""
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     v = vocab_size()
@@ -50,12 +57,14 @@ def tiny_model(kind: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
                          tie_word_embeddings=True, bos_token_id=1, eos_token_id=2,
                          pad_token_id=0)
         model = GPT2LMHeadModel(cfg)
-    elif kind == "llama":
-        cfg = LlamaConfig(vocab_size=v, hidden_size=16, intermediate_size=32,
-                          num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
-                          max_position_embeddings=512, tie_word_embeddings=False,
-                          bos_token_id=1, eos_token_id=2, pad_token_id=0)
-        model = LlamaForCausalLM(cfg)
+    elif kind in ("llama", "qwen2"):
+        config, cls = (LlamaConfig, LlamaForCausalLM) if kind == "llama" else (
+            Qwen2Config, Qwen2ForCausalLM)
+        cfg = config(vocab_size=v, hidden_size=16, intermediate_size=32,
+                     num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1,
+                     max_position_embeddings=512, tie_word_embeddings=kind == "qwen2",
+                     bos_token_id=1, eos_token_id=2, pad_token_id=0)
+        model = cls(cfg)
         with torch.no_grad():  # RMSNorm weights start at 1: perturb for generic gradients
             for n, p in model.named_parameters():
                 if "norm" in n:

@@ -30,9 +30,9 @@ from isograd.qa.baselines.semantic import (
     entailment_index,
     make_judge,
     ngram_vectors,
-    normalize,
     semantic_ids,
 )
+from isograd.qa.grading import normalize_answer
 from tests.lm.tiny_lm import tiny_model, tiny_tokenizer
 
 PROMPT = "<s>user\nWhat is 2+2?</s>\n<s>assistant\n"
@@ -125,7 +125,7 @@ def test_greedy_clustering_compares_with_representatives_in_order():
     ids = semantic_ids(texts, judge)
     assert ids == [0, 0, 1, 0, 1, 2]
     assert judge.calls == [(1, (0,)), (2, (0,)), (3, (0, 2))]  # "" and "X." never judged
-    assert normalize("  The  Eiffel-Tower! ") == "eiffeltower"
+    assert normalize_answer("  The  Eiffel-Tower! ") == "eiffeltower"
 
 
 def test_ngram_judge():

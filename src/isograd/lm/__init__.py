@@ -2,7 +2,7 @@
 
 from .answer import AnswerRow, Answers, answer, scored_token_ids
 from .choices import ChoiceScores, score_choices
-from .generate import greedy_answer
+from .generate import greedy_answer, greedy_answers
 from .models import DEFAULT_MODEL, load_model
 from .prompts import PromptStyle, mc_prompt, qa_prompt
 from .sampling import Sample, sample_answers
@@ -19,6 +19,7 @@ __all__ = [
     "Sample",
     "answer",
     "greedy_answer",
+    "greedy_answers",
     "load_model",
     "mc_prompt",
     "qa_prompt",

@@ -28,13 +28,8 @@ import torch
 from torch import nn
 
 from ..norms.api import Method, sq_grad_norms
-from .score import (
-    _accepts_logits_to_keep,
-    _encode_pairs,
-    _make_batch,
-    _pad_id,
-    _token_logprobs,
-)
+from .batching import encode_pairs, input_device, logits_at, pad_id, pair_batch, to_device
+from .score import _token_logprobs
 from .signals import group_norms
 
 
@@ -103,73 +98,78 @@ def _rows_fn(saved: dict[str, Any]):
     return fn
 
 
-def _rows_batch(items: list[tuple[list[int], list[list[int]]]], pad: int) -> dict[str, torch.Tensor]:
+def _rows_batch(items: list[tuple[list[int], list[list[int]]]], pad: int,
+                device: torch.device) -> dict[str, torch.Tensor]:
     pairs = [(p, o) for p, opts in items for o in opts]
     owner = [q for q, (_, opts) in enumerate(items) for _ in opts]
-    batch = _make_batch(pairs, pad, "right")
+    batch = pair_batch(pairs, pad, side="right", device=device)
     # the question index comes first: sq_grad_norms reads the batch size Q from it
-    return {"question": torch.arange(len(items)), "owner": torch.tensor(owner), **batch}
+    return {"question": torch.arange(len(items), device=device),
+            "owner": torch.tensor(owner, device=device), **batch}
 
 
 # ----------------------------------------------------------------------------- packed path
 
 
 def _packed_batch(items: list[tuple[list[int], list[list[int]]]], pad: int,
-                  dtype: torch.dtype) -> dict[str, torch.Tensor]:
+                  dtype: torch.dtype, device: torch.device) -> dict[str, torch.Tensor]:
     """One row per question: prompt + all options, a 4-D mask, restarted position ids.
 
     Also [Q, T] index tensors over the option tokens: ``pred`` (position whose logits predict
     the token), ``target`` (the token), ``option`` (its option index, -1 for padding).
+    Built on the host (many small writes), then moved to `device` at once.
     """
+    cpu = torch.device("cpu")
     lengths = [len(p) + sum(len(o) for o in opts) for p, opts in items]
     width, q_n = max(lengths), len(items)
     t_n = max(sum(len(o) for o in opts) for _, opts in items)
-    ids = torch.full((q_n, width), pad, dtype=torch.long)
-    pos = torch.zeros(q_n, width, dtype=torch.long)
-    allow = torch.eye(width, dtype=torch.bool).repeat(q_n, 1, 1)  # padding sees itself only
-    pred = torch.zeros(q_n, t_n, dtype=torch.long)
-    target = torch.full((q_n, t_n), pad, dtype=torch.long)
-    option = torch.full((q_n, t_n), -1, dtype=torch.long)
+    ids = torch.full((q_n, width), pad, dtype=torch.long, device=cpu)
+    pos = torch.zeros(q_n, width, dtype=torch.long, device=cpu)
+    # padding sees itself only
+    allow = torch.eye(width, dtype=torch.bool, device=cpu).repeat(q_n, 1, 1)
+    pred = torch.zeros(q_n, t_n, dtype=torch.long, device=cpu)
+    target = torch.full((q_n, t_n), pad, dtype=torch.long, device=cpu)
+    option = torch.full((q_n, t_n), -1, dtype=torch.long, device=cpu)
     for q, (p, opts) in enumerate(items):
         n = len(p)
-        ids[q, :n] = torch.tensor(p)
-        pos[q, :n] = torch.arange(n)
-        allow[q, :n, :n] = torch.ones(n, n, dtype=torch.bool).tril()
+        ids[q, :n] = torch.tensor(p, device=cpu)
+        pos[q, :n] = torch.arange(n, device=cpu)
+        allow[q, :n, :n] = torch.ones(n, n, dtype=torch.bool, device=cpu).tril()
         start, t = n, 0
         for j, o in enumerate(opts):
             m = len(o)
-            ids[q, start:start + m] = torch.tensor(o)
-            pos[q, start:start + m] = torch.arange(n, n + m)
+            ids[q, start:start + m] = torch.tensor(o, device=cpu)
+            pos[q, start:start + m] = torch.arange(n, n + m, device=cpu)
             allow[q, start:start + m, :n] = True
-            allow[q, start:start + m, start:start + m] = torch.ones(m, m, dtype=torch.bool).tril()
-            pred[q, t:t + m] = torch.tensor([n - 1] + list(range(start, start + m - 1)))
-            target[q, t:t + m] = torch.tensor(o)
+            allow[q, start:start + m, start:start + m] = torch.ones(
+                m, m, dtype=torch.bool, device=cpu).tril()
+            pred[q, t:t + m] = torch.tensor([n - 1] + list(range(start, start + m - 1)), device=cpu)
+            target[q, t:t + m] = torch.tensor(o, device=cpu)
             option[q, t:t + m] = j
             start, t = start + m, t + m
-    mask = torch.zeros(q_n, 1, width, width, dtype=dtype)
+    mask = torch.zeros(q_n, 1, width, width, dtype=dtype, device=cpu)
     mask.masked_fill_(~allow[:, None], torch.finfo(dtype).min)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "pred": pred,
-            "target": target, "option": option,
-            "n_options": torch.tensor([len(opts) for _, opts in items])}
+    return to_device({"input_ids": ids, "attention_mask": mask, "position_ids": pos,
+                      "pred": pred, "target": target, "option": option,
+                      "n_options": torch.tensor([len(opts) for _, opts in items], device=cpu)},
+                     device)
 
 
 def _packed_logliks(m: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Option log-likelihoods [Q, K] (-inf beyond a question's options) and token log-probs [Q, T]."""
     lo = int(b["pred"][b["option"] >= 0].min())
     kw = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
-    if _accepts_logits_to_keep(m):  # only the positions that predict option tokens
-        logits = m(**kw, logits_to_keep=torch.arange(lo, b["input_ids"].shape[1])).logits
-    else:
-        logits = m(**kw).logits[:, lo:]
+    # only the positions that predict option tokens
+    logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **kw)
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
-    rows = torch.arange(logp.shape[0])[:, None]
+    rows = torch.arange(logp.shape[0], device=logp.device)[:, None]
     tok = logp[rows, (b["pred"] - lo).clamp(min=0), b["target"]]
     valid = b["option"] >= 0
     tok = tok.masked_fill(~valid, 0.0)
     k_max = int(b["n_options"].max())
-    ll = torch.zeros(tok.shape[0], k_max, dtype=tok.dtype).scatter_add(
+    ll = torch.zeros(tok.shape[0], k_max, dtype=tok.dtype, device=tok.device).scatter_add(
         1, b["option"].clamp(min=0), tok)
-    beyond = torch.arange(k_max)[None] >= b["n_options"][:, None]
+    beyond = torch.arange(k_max, device=tok.device)[None] >= b["n_options"][:, None]
     return ll.masked_fill(beyond, float("-inf")), tok
 
 
@@ -194,11 +194,11 @@ def _packed_works(model: nn.Module, item: tuple[list[int], list[list[int]]], pad
         return _PACKED_OK[model]
     except (KeyError, TypeError):
         pass
-    dtype = next(model.parameters()).dtype
+    dtype, device = next(model.parameters()).dtype, input_device(model)
     try:
         with torch.no_grad():
-            ll, _ = _packed_logliks(model, _packed_batch([item], pad, dtype))
-            b = _rows_batch([item], pad)
+            ll, _ = _packed_logliks(model, _packed_batch([item], pad, dtype, device))
+            b = _rows_batch([item], pad, device)
             ref = _token_logprobs(model, b)[0].sum(1)
         ok = bool(torch.allclose(ll[0].double(), ref.double(), rtol=1e-4, atol=1e-4))
     except Exception:  # noqa: BLE001 - any failure means: use the rows path
@@ -241,18 +241,18 @@ def score_choices(
             always uses "loop".
 
     Returns:
-        `ChoiceScores` with float64 [Q] tensors.
+        `ChoiceScores` with float64 [Q] tensors on the CPU.
     """
     if len(prompts) != len(options):
         raise ValueError(f"{len(prompts)} prompts but {len(options)} option lists")
     if sigma2 < 0:
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
-    pad = _pad_id(tokenizer)
+    pad, device = pad_id(tokenizer), input_device(model)
     items = []
     for q, (prompt, opts) in enumerate(zip(prompts, options)):
         if len(opts) < 2:
             raise ValueError(f"question {q}: multiple choice needs >= 2 options")
-        pairs = _encode_pairs(tokenizer, [prompt] * len(opts), list(opts))
+        pairs = encode_pairs(tokenizer, [prompt] * len(opts), list(opts))
         items.append((pairs[0][0], [a for _, a in pairs]))
     if packed is None:
         packed = _packed_works(model, items[0], pad)
@@ -264,19 +264,21 @@ def score_choices(
         chunk = items[start:start + batch_size]
         saved: dict[str, Any] = {k: [] for k in keys}
         if packed:
-            res = sq_grad_norms(model, _packed_fn(saved), _packed_batch(chunk, pad, dtype),
+            res = sq_grad_norms(model, _packed_fn(saved),
+                                _packed_batch(chunk, pad, dtype, device),
                                 method=method, params=params, by_param=by_layer)
         else:
-            res = sq_grad_norms(model, _rows_fn(saved), _rows_batch(chunk, pad), method="loop",
-                                params=params, by_param=by_layer)
+            res = sq_grad_norms(model, _rows_fn(saved), _rows_batch(chunk, pad, device),
+                                method="loop", params=params, by_param=by_layer)
         total, per = res if by_layer else (res, None)
-        norms.append(total.double())
-        log_ps.append(saved["log_p"])
+        # results live on the host, whatever device the model is on
+        norms.append(total.double().cpu())
+        log_ps.append(saved["log_p"].cpu())
         n = len(chunk)  # an engine may call fn more than once: keep the last call's records
         for k in keys:
             saved_all[k] += saved[k][-n:]
         if per is not None:
-            groups.append(group_norms(per))
+            groups.append({g: v.double().cpu() for g, v in group_norms(per).items()})
     log_p = torch.cat(log_ps)
     p = log_p.exp()
     epi = sigma2 * p.square() * torch.cat(norms)
@@ -286,7 +288,7 @@ def score_choices(
         layers = {g: sigma2 * p.square() * torch.cat([d[g] for d in groups]).double()
                   for g in groups[0]}
     return ChoiceScores(
-        pick=torch.tensor(saved_all["pick"], dtype=torch.long), p=p, epistemic=epi,
+        pick=torch.tensor(saved_all["pick"], dtype=torch.long, device="cpu"), p=p, epistemic=epi,
         aleatoric=alea, total=epi + alea, option_logliks=tuple(saved_all["ll"]),
         pick_token_ids=tuple(saved_all["ids"]), pick_token_logprobs=tuple(saved_all["lps"]),
         by_layer=layers, sigma2=float(sigma2),

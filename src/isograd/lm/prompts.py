@@ -30,6 +30,7 @@ from __future__ import annotations
 from typing import Any
 
 from .._choice import Choice
+from .batching import encode_answer, encode_prompt  # noqa: F401 - re-exported: prompts' encoders
 
 INSTRUCTION = "Answer the question in a few words, without explanation."
 # worked examples of `fewshot`: general knowledge found in none of the four datasets' questions
@@ -55,7 +56,8 @@ class PromptStyle(Choice):
         return "prompt style"
 
 
-def _has_chat_template(tokenizer: Any) -> bool:
+def has_chat_template(tokenizer: Any) -> bool:
+    """Does the tokenizer carry a chat template (then prompts are rendered through it)?"""
     return bool(getattr(tokenizer, "chat_template", None))
 
 
@@ -78,14 +80,14 @@ def qa_prompt(tokenizer: Any, question: str, style: str | PromptStyle = "short")
     shots = EXAMPLES if style is PromptStyle.FEWSHOT else ()
     turns = [(f"{lead}Question: {q}", a) for q, a in shots]
     user = f"{lead}Question: {question.strip()}"
-    if _has_chat_template(tokenizer):
+    if has_chat_template(tokenizer):
         messages = []
         for u, a in turns:
             messages += [{"role": "user", "content": u}, {"role": "assistant", "content": a}]
         messages.append({"role": "user", "content": user})
         return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     blocks = [f"{u}\nAnswer: {a}\n\n" for u, a in turns]
-    return _bos_text(tokenizer) + "".join(blocks) + user + "\nAnswer:"
+    return bos_text(tokenizer) + "".join(blocks) + user + "\nAnswer:"
 
 
 def mc_prompt(tokenizer: Any, question: str, style: str | PromptStyle = "short") -> str:
@@ -93,7 +95,7 @@ def mc_prompt(tokenizer: Any, question: str, style: str | PromptStyle = "short")
     return qa_prompt(tokenizer, question, style)
 
 
-def _bos_text(tokenizer: Any) -> str:
+def bos_text(tokenizer: Any) -> str:
     """BOS token text if the tokenizer would add it by default (Llama-style), else ''."""
     bos = getattr(tokenizer, "bos_token", None)
     if not bos:
@@ -103,23 +105,3 @@ def _bos_text(tokenizer: Any) -> str:
     except Exception:  # noqa: BLE001 - an exotic tokenizer: just do not add BOS
         return ""
     return bos if ids and ids[0] == tokenizer.bos_token_id else ""
-
-
-def encode_prompt(tokenizer: Any, prompt: str) -> list[int]:
-    """Token ids of a prompt made by this module (no special tokens added)."""
-    return list(tokenizer(prompt, add_special_tokens=False)["input_ids"])
-
-
-def encode_answer(tokenizer: Any, prompt: str, answer: str) -> list[int]:
-    """Token ids of `answer` as a continuation of `prompt`.
-
-    The answer text is appended to the prompt verbatim (add a leading space yourself if your
-    prompt needs one). Ids come from tokenizing prompt + answer together and dropping the
-    prompt's ids, so merges across the boundary match what the model would see; when the
-    joint tokenization does not start with the prompt's ids, the answer is tokenized alone.
-    """
-    p = encode_prompt(tokenizer, prompt)
-    joint = encode_prompt(tokenizer, prompt + answer)
-    if joint[: len(p)] == p and len(joint) > len(p):
-        return joint[len(p):]
-    return encode_prompt(tokenizer, answer)

@@ -22,13 +22,23 @@ state is never read nor changed, and the same inputs give the same samples.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import weakref
-from collections.abc import Iterator
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from .batching import (
+    accepts,
+    cache_arg,
+    encode_prompt,
+    eval_mode,
+    input_device,
+    logits_to_keep_arg,
+    pad,
+    pad_id,
+)
 
 
 @dataclass(frozen=True)
@@ -83,35 +93,16 @@ def stop_mask(tokenizer: Any, vocab_size: int, model: Any | None = None) -> torc
     except (KeyError, TypeError):
         n = len(tokenizer)
         texts = tokenizer.batch_decode([[i] for i in range(n)])
-        newline = torch.tensor(["\n" in t for t in texts], dtype=torch.bool)
+        newline = torch.tensor(["\n" in t for t in texts], dtype=torch.bool, device="cpu")
         with contextlib.suppress(TypeError):  # tokenizers that refuse weak references
             _STOP_CACHE[tokenizer] = newline
-    mask = torch.zeros(vocab_size, dtype=torch.bool)
+    mask = torch.zeros(vocab_size, dtype=torch.bool, device="cpu")
     m = min(vocab_size, newline.numel())
     mask[:m] = newline[:m]
     for i in _eos_ids(tokenizer, model):
         if 0 <= i < vocab_size:
             mask[i] = True
     return mask
-
-
-@contextlib.contextmanager
-def eval_mode(model: Any) -> Iterator[None]:
-    """Put ``model`` in eval mode for the block and restore its train flag afterwards."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield
-    finally:
-        model.train(was_training)
-
-
-def encode_prompt(tokenizer: Any, prompt: str, device: torch.device) -> torch.Tensor:
-    """Token ids [1, P] of a prompt (``add_special_tokens=False``: templates carry their own)."""
-    ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt").input_ids
-    if ids.numel() == 0:
-        raise ValueError("the prompt tokenizes to no token; give a non-empty prompt")
-    return ids.to(device)
 
 
 @torch.no_grad()
@@ -147,23 +138,69 @@ def sample_answers(
         raise ValueError(f"k must be >= 1, got {k}")
     if temperature < 0:
         raise ValueError(f"temperature must be >= 0, got {temperature}")
-    device = next(model.parameters()).device
-    inp = encode_prompt(tokenizer, prompt, device).expand(k, -1)
+    ids = encode_prompt(tokenizer, prompt)
+    if not ids:
+        raise ValueError("the prompt tokenizes to no token; give a non-empty prompt")
+    return decode(model, tokenizer, [ids] * k, temperature=temperature,
+                  max_new_tokens=max_new_tokens, seed=seed)
+
+
+@torch.no_grad()
+def decode(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    *,
+    temperature: float,
+    max_new_tokens: int,
+    seed: int = 0,
+) -> list[Sample]:
+    """One-line answers to B tokenized prompts, decoded as one left-padded batch.
+
+    The decoding rules are the module docstring's. Left padding with explicit position ids
+    and attention mask makes each row's logits those of the row alone (up to float rounding),
+    and every row's next token sits at the last position, so one KV-cache step serves all.
+    A model whose ``forward`` takes no ``position_ids`` decodes unequal prompts one by one.
+
+    Args:
+        model, tokenizer: the causal LM.
+        prompts: B non-empty token-id sequences (e.g. `encode_prompt`).
+        temperature: 0 = greedy (argmax), else sampling from ``softmax(logits / temperature)``.
+        max_new_tokens: cap on answer tokens.
+        seed: seed of the private generator (used only when temperature > 0).
+
+    Returns:
+        B Samples, in prompt order.
+    """
+    if max_new_tokens < 1:
+        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    if not accepts(model, "position_ids") and len({len(p) for p in prompts}) > 1:
+        return [s for p in prompts
+                for s in decode(model, tokenizer, [p], temperature=temperature,
+                                max_new_tokens=max_new_tokens, seed=seed)]
+    device = input_device(model)
+    batch = pad(prompts, pad_id(tokenizer), side="left", device=device)
+    inp, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
+    b = inp.shape[0]
     gen = torch.Generator(device=device)
     gen.manual_seed(seed)
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
-    done = torch.zeros(k, dtype=torch.bool, device=device)
+    done = torch.zeros(b, dtype=torch.bool, device=device)
     stop = None
     past = None
-    cache_kw, extra = _forward_kwargs(model)
+    cache_kw, keep = cache_arg(model), logits_to_keep_arg(model)
+    extra = {keep: 1} if keep else {}
+    if accepts(model, "position_ids"):
+        extra["position_ids"] = pos
     with eval_mode(model):
         for _ in range(max_new_tokens):
-            out = model(input_ids=inp, use_cache=True, **{cache_kw: past}, **extra)
+            out = model(input_ids=inp, attention_mask=mask, use_cache=True, **{cache_kw: past},
+                        **extra)
             past = out.get("cache", None) or out.get("past_key_values", None)
             logits = out.logits[:, -1, :].float()
             if stop is None:
-                stop = stop_mask(tokenizer, logits.shape[-1], model).to(device)
+                stop = stop_mask(tokenizer, logits.shape[-1], model).to(logits.device)
             logp = torch.log_softmax(logits, dim=-1)
             if temperature == 0:
                 tok = logits.argmax(dim=-1)
@@ -177,22 +214,13 @@ def sample_answers(
             if bool(done.all()):
                 break
             inp = tok[:, None]
-    return [_to_sample(tokenizer, [int(t[i]) for t in tokens], [float(lp[i]) for lp in logps],
-                       stop.cpu()) for i in range(k)]
-
-
-def _forward_kwargs(model: Any) -> tuple[str, dict[str, int]]:
-    """Name of the KV-cache argument and the 'last logits only' option of ``model.forward``.
-
-    transformers 5 renamed ``past_key_values`` to ``cache``; 4.x calls ``logits_to_keep``
-    ``num_logits_to_keep`` in some releases. Only the last position's logits are needed.
-    """
-    names = inspect.signature(model.forward).parameters
-    cache_kw = "cache" if "cache" in names else "past_key_values"
-    for opt in ("logits_to_keep", "num_logits_to_keep"):
-        if opt in names:
-            return cache_kw, {opt: 1}
-    return cache_kw, {}
+            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
+            if "position_ids" in extra:
+                extra["position_ids"] = extra["position_ids"][:, -1:] + 1
+    ids = torch.stack(tokens, 1).cpu().tolist()
+    lps = torch.stack(logps, 1).double().cpu().tolist()
+    stop_cpu = stop.cpu()
+    return [_to_sample(tokenizer, ids[i], lps[i], stop_cpu) for i in range(b)]
 
 
 def _to_sample(tokenizer: Any, ids: list[int], lps: list[float], stop: torch.Tensor) -> Sample:

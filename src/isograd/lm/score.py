@@ -1,7 +1,7 @@
 """Gradient-norm uncertainty of (prompt, answer) pairs of a causal LM: `score`.
 
 For each pair the prediction p is a probability of the answer given the prompt (see
-`Prediction`); epistemic = σ²·‖∇θ p‖², aleatoric = p(1−p), total = their sum (PAPER.md).
+`Prediction`); epistemic = σ²·‖∇θ p‖², aleatoric = p(1−p), total = their sum (arXiv 2603.29466).
 p is computed through log p and the norm as ‖∇p‖² = p²·‖∇ log p‖², which stays finite when
 p underflows (a long answer's product of token probabilities).
 
@@ -12,7 +12,6 @@ attention mask and position ids set so every row sees exactly what it would see 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,7 @@ from torch import nn
 from .._choice import Choice
 from ..layer_scale import Covariance, LayerScale, layer_scaled_sq_norms
 from ..norms.api import Method, sq_grad_norms
-from .prompts import encode_answer, encode_prompt
+from .batching import Answer, encode_pairs, input_device, logits_at, pad_id, pair_batch
 from .signals import (
     LAST_LAYERS,
     capture_embedding_grad,
@@ -131,59 +130,6 @@ class LMScores:
         return out
 
 
-Answer = str | Sequence[int]
-
-def _pad_id(tokenizer: Any) -> int:
-    for attr in ("pad_token_id", "eos_token_id"):
-        v = getattr(tokenizer, attr, None)
-        if isinstance(v, int):
-            return v
-    return 0
-
-
-def _encode_pairs(
-    tokenizer: Any, prompts: Sequence[str], answers: Sequence[Answer]
-) -> list[tuple[list[int], list[int]]]:
-    if len(prompts) != len(answers):
-        raise ValueError(f"{len(prompts)} prompts but {len(answers)} answers")
-    pairs = []
-    for i, (prompt, ans) in enumerate(zip(prompts, answers)):
-        p_ids = encode_prompt(tokenizer, prompt)
-        a_ids = encode_answer(tokenizer, prompt, ans) if isinstance(ans, str) else [int(t) for t in ans]
-        if not p_ids:
-            raise ValueError(f"pair {i}: the prompt has no tokens")
-        if not a_ids:
-            raise ValueError(f"pair {i}: the answer has no tokens (score the stop token instead)")
-        pairs.append((p_ids, a_ids))
-    return pairs
-
-
-def _make_batch(
-    pairs: list[tuple[list[int], list[int]]], pad_id: int, padding_side: str
-) -> dict[str, torch.Tensor]:
-    """Padded input_ids / attention_mask / position_ids [B, L] and the answer-token mask."""
-    lengths = [len(p) + len(a) for p, a in pairs]
-    width = max(lengths)
-    b = len(pairs)
-    ids = torch.full((b, width), pad_id, dtype=torch.long)
-    mask = torch.zeros(b, width, dtype=torch.long)
-    answer = torch.zeros(b, width, dtype=torch.bool)  # True at positions holding answer tokens
-    for i, (p, a) in enumerate(pairs):
-        off = width - lengths[i] if padding_side == "left" else 0
-        ids[i, off:off + lengths[i]] = torch.tensor(p + a)
-        mask[i, off:off + lengths[i]] = 1
-        answer[i, off + len(p):off + lengths[i]] = True
-    pos = (mask.cumsum(1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "answer_mask": answer}
-
-
-def _accepts_logits_to_keep(model: nn.Module) -> bool:
-    try:
-        return "logits_to_keep" in inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return False
-
-
 def _token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities [B, T] of the tokens at the answer positions and their mask [B, T]."""
     ans = batch["answer_mask"]
@@ -191,11 +137,7 @@ def _token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     cols = ans.any(0).nonzero().flatten()
     lo, hi = int(cols.min()) - 1, int(cols.max())
     kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-    keep = torch.arange(lo, hi)
-    if _accepts_logits_to_keep(model):
-        logits = model(**kwargs, logits_to_keep=keep).logits
-    else:
-        logits = model(**kwargs).logits[:, lo:hi]
+    logits, _ = logits_at(model, lo, hi, **kwargs)
     # at least fp32 (bf16/fp16 weights), fp64 kept as is
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     targets = batch["input_ids"][:, lo + 1:hi + 1]
@@ -240,22 +182,23 @@ def _norm_pass(
 ) -> _Pass:
     """log p, ‖∇θ log p‖² (and per parameter, and w.r.t. the input embeddings) of every pair,
     one `sq_grad_norms` call (one backward for the ghost engine) per batch."""
-    out = _Pass()
+    out, device = _Pass(), input_device(model)
     for start in range(0, len(pairs), batch_size):
         chunk = pairs[start:start + batch_size]
-        batch = _make_batch(chunk, pad, padding_side)
+        batch = pair_batch(chunk, pad, side=padding_side, device=device)
         saved: dict[str, torch.Tensor] = {}
         with contextlib.ExitStack() as stack:
             emb = stack.enter_context(capture_embedding_grad(model)) if embedding else None
             res = sq_grad_norms(model, _pair_fn(pred, saved), batch, method=method,
                                 params=params, by_param=by_param)
         total, per = res if by_param else (res, None)
-        out.norms.append(total.double())
-        out.log_p.append(saved["log_p"])
-        for row, mrow in zip(saved["tok"], saved["mask"]):
-            out.toks.append(tuple(float(x) for x in row[mrow].double()))
+        # results live on the host, whatever device the model is on
+        out.norms.append(total.double().cpu())
+        out.log_p.append(saved["log_p"].cpu())
+        for row, mrow in zip(saved["tok"].double().cpu(), saved["mask"].cpu()):
+            out.toks.append(tuple(row[mrow].tolist()))
         if per is not None:
-            out.per_param.append(per)
+            out.per_param.append({n: v.double().cpu() for n, v in per.items()})
         out.emb.append(emb.result(total) if emb is not None else None)
     return out
 
@@ -325,7 +268,7 @@ def score(
             several pairs share a pass, whatever `batch_size` is.
 
     Returns:
-        `LMScores` with float64 [B] tensors.
+        `LMScores` with float64 [B] tensors on the CPU.
     """
     pred = Prediction.parse(prediction)
     cov = Covariance.parse(covariance)
@@ -340,10 +283,10 @@ def score(
         raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
     if last_layers < 1:
         raise ValueError(f"last_layers must be >= 1, got {last_layers}")
-    pairs = _encode_pairs(tokenizer, prompts, answers)
+    pairs = encode_pairs(tokenizer, prompts, answers)
     if not pairs:
         raise ValueError("no (prompt, answer) pairs to score")
-    run = dict(pad=_pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,
+    run = dict(pad=pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,
                method=method, params=params)
     res = _norm_pass(model, pairs, pred, by_param=True, embedding=True, **run)
     log_p = torch.cat(res.log_p)
@@ -374,7 +317,7 @@ def score(
         p=p, epistemic=epi, aleatoric=alea, total=epi + alea, log_p=log_p, grad_log_p=sq_log,
         epistemic_isotropic=iso, epistemic_layer_scaled=scaled, epistemic_last_layers=last, embedding_grad=emb, by_layer=layers,
         token_logprobs=tuple(res.toks),
-        n_tokens=torch.tensor([len(a) for _, a in pairs], dtype=torch.long),
+        n_tokens=torch.tensor([len(a) for _, a in pairs], dtype=torch.long, device="cpu"),
         prediction=pred.value, sigma2=float(sigma2), covariance=cov.value,
         layer_scale=rule.value, last_layers=int(last_layers), **traced,
     )

@@ -106,7 +106,7 @@ class EmbeddingGrad:
         self.fired = False
 
     def _reset(self, rows: int) -> None:
-        self.sq = torch.zeros(rows, dtype=torch.float64)
+        self.sq = torch.zeros(rows, dtype=torch.float64, device="cpu")
         self.fired = False
 
     def result(self, norms: torch.Tensor) -> torch.Tensor | None:

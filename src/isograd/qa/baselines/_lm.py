@@ -7,21 +7,20 @@ logits are computed (``logits_to_keep``), which keeps memory at B x keep x vocab
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from ...lm.sampling import encode_prompt, eval_mode
-
-
-def _params(model: Any) -> Any:
-    return inspect.signature(model.forward).parameters
-
-
-def device_of(model: Any) -> torch.device:
-    return next(model.parameters()).device
+from ...lm.batching import (
+    accepts,
+    encode_prompt,
+    eval_mode,
+    input_device,
+    logits_at,
+    pad,
+)
+from ...lm.prompts import bos_text, has_chat_template
 
 
 @torch.no_grad()
@@ -42,36 +41,24 @@ def forward_batch(
 
     Returns:
         (logits float32 [N, keep, V], attention mask [N, T], hidden states: tuple of
-        [N, T, d] per layer (embeddings first) or None).
+        [N, T, d] per layer (embeddings first) or None), on the model's input device.
     """
-    device = device_of(model)
-    n, t = len(seqs), max(len(s) for s in seqs)
-    ids = torch.zeros(n, t, dtype=torch.long, device=device)
-    mask = torch.zeros(n, t, dtype=torch.long, device=device)
-    for i, s in enumerate(seqs):
-        if len(s) == 0:
-            raise ValueError("empty token sequence")
-        ids[i, t - len(s):] = torch.as_tensor(list(s), dtype=torch.long)
-        mask[i, t - len(s):] = 1
-    names = _params(model)
-    kwargs: dict[str, Any] = {"input_ids": ids, "attention_mask": mask, "use_cache": False}
-    if "position_ids" in names:
-        kwargs["position_ids"] = (mask.cumsum(1) - 1).clamp(min=0)
-    elif n > 1 and any(len(s) < t for s in seqs):
+    batch = pad(seqs, 0, side="left", device=input_device(model))  # pad id 0: masked out
+    t = batch["input_ids"].shape[1]
+    kwargs: dict[str, Any] = {"input_ids": batch["input_ids"],
+                              "attention_mask": batch["attention_mask"], "use_cache": False}
+    if accepts(model, "position_ids"):
+        kwargs["position_ids"] = batch["position_ids"]
+    elif len(seqs) > 1 and any(len(s) < t for s in seqs):
         # without position ids left padding would shift positions: run the rows one by one
         parts = [forward_batch(model, [s], keep=keep, hidden=hidden) for s in seqs]
         return _stack_parts(parts, t)
-    for opt in ("logits_to_keep", "num_logits_to_keep"):
-        if opt in names:
-            kwargs[opt] = keep
-            break
     if hidden:
         kwargs["output_hidden_states"] = True
     with eval_mode(model):
-        out = model(**kwargs)
-    logits = out.logits[:, -keep:, :].float()
+        logits, out = logits_at(model, t - keep, t, **kwargs)
     hs = tuple(out.hidden_states) if hidden else None
-    return logits, mask, hs
+    return logits[:, -keep:, :].float(), batch["attention_mask"], hs
 
 
 def _stack_parts(parts: list, t: int) -> tuple[torch.Tensor, torch.Tensor, tuple | None]:
@@ -116,8 +103,7 @@ def option_probs(
     seqs: list[list[int]] = []
     choice: list[list[int]] = []
     for prefix in prefixes:
-        toks = [encode_prompt(tokenizer, prefix + o, torch.device("cpu"))[0].tolist()
-                for o in options]
+        toks = [encode_prompt(tokenizer, prefix + o) for o in options]
         common = 0
         while all(len(x) > common for x in toks) and len({x[common] for x in toks}) == 1:
             common += 1
@@ -136,10 +122,6 @@ def option_probs(
     return torch.cat(out)
 
 
-def has_chat_template(tokenizer: Any) -> bool:
-    return bool(getattr(tokenizer, "chat_template", None))
-
-
 def render(tokenizer: Any, user: str, assistant_prefix: str, plain_sep: str = "\n") -> str:
     """A prompt asking ``user`` and starting the reply with ``assistant_prefix``.
 
@@ -150,8 +132,4 @@ def render(tokenizer: Any, user: str, assistant_prefix: str, plain_sep: str = "\
         head = tokenizer.apply_chat_template([{"role": "user", "content": user}],
                                              tokenize=False, add_generation_prompt=True)
         return head + assistant_prefix
-    bos = getattr(tokenizer, "bos_token", None) or ""
-    if bos:
-        ids = tokenizer("a", add_special_tokens=True)["input_ids"]
-        bos = bos if ids and ids[0] == tokenizer.bos_token_id else ""
-    return bos + user + plain_sep + assistant_prefix
+    return bos_text(tokenizer) + user + plain_sep + assistant_prefix

@@ -23,8 +23,9 @@ from typing import Any, ClassVar
 
 import torch
 
-from ...lm.sampling import Sample, encode_prompt
-from ._lm import device_of, forward_batch
+from ...lm.batching import encode_prompt
+from ...lm.sampling import Sample
+from ._lm import forward_batch
 from .base import BaselineResult, QAContext, get_samples
 
 
@@ -60,7 +61,7 @@ class NaiveEntropy:
 
 def _answer_logits(model: Any, tokenizer: Any, ctx: QAContext) -> torch.Tensor:
     """Logits float32 [L+1, V] predicting each greedy answer token and then the stop."""
-    prompt = encode_prompt(tokenizer, ctx.prompt, device_of(model))[0].tolist()
+    prompt = encode_prompt(tokenizer, ctx.prompt)
     ids = prompt + list(ctx.answer.token_ids)
     logits, _, _ = forward_batch(model, [ids], keep=len(ctx.answer.token_ids) + 1)
     return logits[0]

@@ -6,8 +6,8 @@ The K sampled answers are clustered into meanings, then the entropy is taken ove
    order; a sample joins the first existing cluster whose first member (its representative) it
    is equivalent to, else it opens a new cluster. Equivalence = bidirectional entailment, decided
    by an entailment back-end (`Entailment`). Two shortcuts that need no judge: answers equal
-   after SQuAD-style normalisation (lower case, no punctuation, articles or extra spaces) are
-   the same meaning; an empty answer only shares a meaning with other empty answers.
+   after the graders' SQuAD-style normalisation (`normalize_answer`: NFKC, lower case, no
+   punctuation, articles or extra spaces) are the same meaning; an empty answer only shares a meaning with other empty answers.
 2. Entropy over clusters (`SEVariant`), in nats:
    - ``weighted`` (default; Kuhn et al.'s definition and Farquhar et al.'s main one): each
      sample's length-normalised probability exp(mean token log-prob), normalised over the K
@@ -39,8 +39,6 @@ distinct answer; ``ngram`` none.
 from __future__ import annotations
 
 import math
-import re
-import string
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -49,7 +47,9 @@ from typing import Any, ClassVar
 import torch
 
 from ..._choice import Choice
-from ...lm.sampling import Sample, encode_prompt, eval_mode
+from ...lm.batching import encode_prompt, eval_mode, input_device
+from ...lm.sampling import Sample
+from ..grading import normalize_answer
 from ._lm import forward_batch, option_probs, render
 from .base import BaselineResult, QAContext, get_samples, question_text
 
@@ -87,15 +87,6 @@ class SEVariant(Choice):
 DEFAULT_THRESHOLDS = {Entailment.LLM: 0.5, Entailment.EMBEDDING: 0.95, Entailment.NGRAM: 0.5,
                       Entailment.NLI: 0.0}
 
-_ARTICLES = re.compile(r"\b(a|an|the)\b")
-_PUNCT = str.maketrans("", "", string.punctuation)
-
-
-def normalize(text: str) -> str:
-    """SQuAD-style answer normalisation: lower case, no punctuation, articles, extra spaces."""
-    return " ".join(_ARTICLES.sub(" ", text.lower().translate(_PUNCT)).split())
-
-
 # --- entropies ---------------------------------------------------------------------------
 
 def cluster_entropy(ids: Sequence[int], log_weights: Sequence[float] | None = None) -> float:
@@ -110,9 +101,9 @@ def cluster_entropy(ids: Sequence[int], log_weights: Sequence[float] | None = No
         raise ValueError("no samples")
     if log_weights is None:
         log_weights = [0.0] * len(ids)
-    lw = torch.as_tensor(list(log_weights), dtype=torch.float64)
+    lw = torch.as_tensor(list(log_weights), dtype=torch.float64, device="cpu")
     lw = lw - torch.logsumexp(lw, 0)
-    idx = torch.as_tensor(list(ids))
+    idx = torch.as_tensor(list(ids), device="cpu")
     mass = [torch.logsumexp(lw[idx == c], 0) for c in sorted(set(ids))]
     logp = torch.stack(mass)
     h = float(-(logp.exp() * logp).sum())
@@ -146,8 +137,8 @@ def content(text: str, question: str = "") -> str:
     meaning of their own and would make every echoing answer look alike. When nothing is
     left, the whole normalised answer is kept.
     """
-    words = normalize(text).split()
-    echo = set(normalize(question).split())
+    words = normalize_answer(text).split()
+    echo = set(normalize_answer(question).split())
     kept = [w for w in words if w not in echo]
     return " ".join(kept or words)
 
@@ -157,7 +148,7 @@ def ngram_vectors(texts: Sequence[str], n: int = 3, question: str = "") -> torch
     grams = [Counter(p[j:j + n] for j in range(max(1, len(p) - n + 1)))
              for p in (f" {content(t, question)} " for t in texts)]
     vocab = {g: j for j, g in enumerate(sorted(set().union(*grams)))}
-    out = torch.zeros(len(texts), max(1, len(vocab)), dtype=torch.float64)
+    out = torch.zeros(len(texts), max(1, len(vocab)), dtype=torch.float64, device="cpu")
     for i, c in enumerate(grams):
         for g, v in c.items():
             out[i, vocab[g]] = v
@@ -173,12 +164,11 @@ def embed_answers(model: Any, tokenizer: Any, question: str, texts: Sequence[str
     at ``layer`` (default: the middle layer) are averaged. Pooling over the answer only keeps
     the first position (an attention sink with a huge norm in many LMs) out of the mean.
     """
-    device = next(model.parameters()).device
     head = f"Question: {question.strip()}\nAnswer:"
-    head_ids = encode_prompt(tokenizer, head, device)[0].tolist()
+    head_ids = encode_prompt(tokenizer, head)
     seqs, starts = [], []
     for t in texts:
-        ids = encode_prompt(tokenizer, f"{head} {t.strip()}", device)[0].tolist()
+        ids = encode_prompt(tokenizer, f"{head} {t.strip()}")
         k = len(head_ids) if ids[:len(head_ids)] == head_ids and len(ids) > len(head_ids) else 1
         seqs.append(ids)
         starts.append(k)
@@ -259,7 +249,7 @@ class _NLIJudge(_Judge):
     def same(self, i: int, reps: Sequence[int]) -> list[bool]:
         prem = [self.texts[x] for r in reps for x in (r, i)]
         hyp = [self.texts[x] for r in reps for x in (i, r)]
-        device = next(self.m.parameters()).device
+        device = input_device(self.m)
         enc = self.t(prem, hyp, return_tensors="pt", padding=True, truncation=True).to(device)
         with eval_mode(self.m):
             pred = self.m(**enc).logits.argmax(-1).tolist()
@@ -275,7 +265,7 @@ def semantic_ids(texts: Sequence[str], judge: _Judge | None) -> list[int]:
     ``judge`` works on the indices of the distinct normalised texts, in first-seen order
     (``unique_texts(texts)``); None clusters by normalised string equality only.
     """
-    keys = [normalize(t) for t in texts]
+    keys = [normalize_answer(t) for t in texts]
     uniq = list(dict.fromkeys(keys))
     cluster_of: dict[str, int] = {}
     reps: list[int] = []  # per cluster: index (into uniq) of its representative
@@ -296,7 +286,7 @@ def unique_texts(texts: Sequence[str]) -> list[str]:
     """One original text per distinct normalised text, in first-seen order."""
     first: dict[str, str] = {}
     for t in texts:
-        first.setdefault(normalize(t), t)
+        first.setdefault(normalize_answer(t), t)
     return list(first.values())
 
 
