@@ -23,8 +23,6 @@ from isograd.lm import (
 )
 from isograd.qa.baselines import QAContext, make_baseline
 
-from .tiny_lm import tiny_model, tiny_tokenizer
-
 QUESTIONS = ["Who?", "What is the capital of France?"]
 
 
@@ -86,16 +84,6 @@ def needs_clean_loop_engine():
     if not _loop_engine_is_device_clean():
         pytest.xfail("the loop engine allocates on the default device (isograd.norms.loop); "
                      "its fix belongs to the norms engines")
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def model(request):
-    return tiny_model(request.param)
 
 
 @pytest.mark.parametrize("method", ["ghost", "loop"])

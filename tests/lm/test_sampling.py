@@ -6,19 +6,8 @@ import pytest
 import torch
 
 from isograd.lm.sampling import Sample, sample_answers, stop_mask
-from tests.lm.tiny_lm import tiny_model, tiny_tokenizer
 
 PROMPT = "<s>user\nWhat is 2+2?</s>\n<s>assistant\n"
-
-
-@pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def model(request):
-    return tiny_model(request.param)
 
 
 def test_same_seed_same_samples_and_global_rng_untouched(model, tok):

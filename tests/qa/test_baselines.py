@@ -48,16 +48,6 @@ def ctx_with(samples, answer=None, question="What is 2+2?") -> QAContext:
 
 
 @pytest.fixture(scope="module")
-def tok():
-    return tiny_tokenizer()
-
-
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def model(request):
-    return tiny_model(request.param)
-
-
-@pytest.fixture(scope="module")
 def llama():
     return tiny_model("llama")
 
