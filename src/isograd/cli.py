@@ -14,6 +14,48 @@ app = typer.Typer(
 )
 
 
+# the options of every command that loads a model (names as `isograd.lm.models`' Choices:
+# tests/test_cli_load.py holds these help texts to the Enums, so the lists cannot drift)
+DTYPE_HELP = "Weights dtype: auto (the checkpoint's own) | fp32 | bf16 | fp16 | fp64."
+DEVICE_MAP_HELP = ("Split the model over devices: auto | balanced | balanced_low_0 | sequential, "
+                   "or a JSON object {module: device}.")
+ATTN_HELP = "Attention kernel: eager | sdpa | flash_attention_2 | flash_attention_3 | flex_attention."
+
+
+def _load_options(dtype: str, device: str, device_map: str | None, revision: str | None,
+                  attn_implementation: str | None, trust_remote_code: bool) -> dict:
+    """Check the load flags before any work (ValueError naming the flag) and return the
+    `load_model` options beyond dtype and device."""
+    from .lm.models import AttnImplementation, parse_device_map, parse_dtype
+
+    def named(flag: str, fn, value):
+        try:
+            return fn(value)
+        except ValueError as e:
+            raise ValueError(f"--{flag}: {e}") from None
+
+    named("dtype", parse_dtype, dtype)
+    named("device", _check_device, device)
+    opts: dict = {"trust_remote_code": trust_remote_code}
+    if device_map is not None:
+        opts["device_map"] = named("device-map", parse_device_map, device_map)
+    if revision is not None:
+        opts["revision"] = revision
+    if attn_implementation is not None:
+        opts["attn_implementation"] = named("attn-implementation", AttnImplementation.parse,
+                                            attn_implementation).value
+    return opts
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; e.g. cpu, cuda, cuda:1, mps") from None
+
+
 @app.callback()
 def _root() -> None:
     """Per-prediction uncertainty from gradient norms (arXiv 2603.29466)."""
@@ -54,8 +96,12 @@ def qa(
     max_new_tokens: int = typer.Option(24, help="Cap on answer tokens (greedy and samples)."),
     k: int = typer.Option(5, help="Samples per question for the sampling baselines."),
     temperature: float = typer.Option(1.0, help="Sampling temperature."),
-    dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
-    device: str = typer.Option("cpu", help="Torch device."),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
+    attn_implementation: str = typer.Option(None, help=ATTN_HELP),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
     norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
     judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge)."),
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
@@ -73,11 +119,14 @@ def qa(
              else [m.strip() for m in methods.split(",") if m.strip()])
     command = "isograd " + shlex.join(sys.argv[1:])
     try:
+        load = _load_options(dtype, device, device_map, revision, attn_implementation,
+                             trust_remote_code)
         metrics = run_qa(out, model=model, dataset=dataset, data=data, limit=limit, methods=names,
                          prediction=prediction, prompt=prompt, alternatives=alternatives,
                          seed=seed,
                          max_new_tokens=max_new_tokens, k=k, temperature=temperature,
-                         dtype=dtype, device=device, norm_method=norm_method, judge=judge,
+                         dtype=dtype, device=device, load_options=load,
+                         norm_method=norm_method, judge=judge,
                          baseline_options=parse_options(option or []),
                          progress=not quiet, command=command, threads=threads)
     except (RunMismatchError, ValueError) as e:
@@ -97,8 +146,12 @@ def score(
     prompt: str = typer.Option("short", help="With --as-question: prompt style short | plain | fewshot."),
     norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
     batch_size: int = typer.Option(8, help="Pairs per forward pass."),
-    dtype: str = typer.Option("fp32", help="Weights dtype: fp32 | bf16."),
-    device: str = typer.Option("cpu", help="Torch device."),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
+    attn_implementation: str = typer.Option(None, help=ATTN_HELP),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
     threads: int = typer.Option(None, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
@@ -110,10 +163,12 @@ def score(
 
         torch.set_num_threads(threads)
     try:
+        load = _load_options(dtype, device, device_map, revision, attn_implementation,
+                             trust_remote_code)
         n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
                        prompt=prompt,
                        norm_method=norm_method, batch_size=batch_size, dtype=dtype,
-                       device=device, progress=not quiet)
+                       device=device, load_options=load, progress=not quiet)
     except (RunMismatchError, ValueError, FileNotFoundError) as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from None

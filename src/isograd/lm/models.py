@@ -194,7 +194,8 @@ def load_model(
             a local folder. The hub is only reached when ``HF_HUB_OFFLINE`` is not set.
         dtype: "auto" (the checkpoint's own dtype, default) | "fp32" | "bf16" | "fp16" |
             "fp64", or a torch.dtype (`DType`).
-        device: torch device for the whole model (default: the CPU). Not with `device_map`.
+        device: torch device for the whole model (default: the CPU). With `device_map`, only
+            the default (None or "cpu") is allowed: the map decides.
         device_map: split the model across devices: "auto" | "balanced" | "balanced_low_0" |
             "sequential" (`DeviceMap`) or a dict {module name: device}; inputs then go to the
             input embedding's device (`isograd.lm.batching.input_device`).
@@ -213,12 +214,12 @@ def load_model(
     dt = parse_dtype(dtype)
     dmap = parse_device_map(device_map)
     attn = None if attn_implementation is None else AttnImplementation.parse(attn_implementation).value
-    if device is not None and dmap is not None:
-        raise ValueError("give device or device_map, not both")
     try:
         dev = torch.device("cpu" if device is None else device)
     except RuntimeError as e:
         raise ValueError(f"unknown device {device!r}: {e}") from None
+    if dev.type != "cpu" and dmap is not None:
+        raise ValueError(f"give device ({device!r}) or device_map, not both")
     path = _fp32_copy(name_or_path) if name_or_path in _EMBEDDED else name_or_path
     hub = {"revision": revision, "trust_remote_code": trust_remote_code}
     tok = AutoTokenizer.from_pretrained(path, **hub)

@@ -296,6 +296,7 @@ def run_qa(
     temperature: float = 1.0,
     dtype: str = "fp32",
     device: str = "cpu",
+    load_options: dict[str, Any] | None = None,
     norm_method: str = "auto",
     judge: str = "auto",
     baseline_options: dict[str, dict[str, Any]] | None = None,
@@ -322,6 +323,8 @@ def run_qa(
         max_new_tokens: cap on answer tokens (greedy and samples).
         k, temperature: samples for the sampling baselines.
         dtype, device: model weights' dtype and device.
+        load_options: more `load_model` options (device_map, revision, attn_implementation,
+            trust_remote_code); not recorded in config.json.
         norm_method: gradient-norm engine ("auto", "loop", "ghost").
         judge: grading rule (`grade`'s ``judge``).
         baseline_options: per-method extra options for `make_baseline`.
@@ -361,6 +364,11 @@ def run_qa(
         torch.set_num_threads(threads)
     try:
         if todo:
+            if loaded is None:
+                from ..lm import load_model
+
+                loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
+                                    **(load_options or {}))
             _run_questions(todo, len(questions), path, cfg, baselines, loaded, progress)
     finally:
         torch.set_num_threads(saved_threads)
@@ -368,15 +376,12 @@ def run_qa(
 
 
 def _run_questions(todo: Sequence[Any], total: int, path: Path, cfg: QAConfig,
-                   baselines: dict[str, Any], loaded: tuple[Any, Any] | None,
+                   baselines: dict[str, Any], loaded: tuple[Any, Any],
                    progress: bool) -> None:
     """Answer and score `todo`, appending one flushed line per question to `path`."""
     import torch
 
-    from ..lm import load_model
-
-    m, tok = loaded if loaded is not None else load_model(cfg.model, dtype=cfg.dtype,
-                                                          device=cfg.device)
+    m, tok = loaded
     env = _Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines)
     torch.manual_seed(cfg.seed)
     bar = None

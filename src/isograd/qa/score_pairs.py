@@ -46,6 +46,7 @@ def score_file(
     batch_size: int = 8,
     dtype: str = "fp32",
     device: str = "cpu",
+    load_options: dict[str, Any] | None = None,
     progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
 ) -> int:
@@ -57,7 +58,8 @@ def score_file(
     "fewshot"). Output lines: ``id, prompt, answer, p, log_p, epistemic, aleatoric, total,
     n_tokens, token_logprobs, model, prediction, prompt_style`` (null without `as_question`).
     Ids already in `out` are skipped; rows made with another model, prediction or prompt style
-    are refused.
+    are refused. `dtype`, `device` and `load_options` (device_map, revision, ...) go to
+    `load_model`.
 
     Returns:
         The number of pairs scored by this call.
@@ -81,7 +83,8 @@ def score_file(
     todo = [p for p in pairs if p[0] not in done]
     if not todo:
         return 0
-    m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device)
+    m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device,
+                                                          **(load_options or {}))
     bar = None
     if progress:
         from tqdm.auto import tqdm
