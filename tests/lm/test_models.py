@@ -90,7 +90,7 @@ def test_safetensors_only(tmp_path, bf16_dir):
     ({"attn_implementation": "fast"}, "unknown attention implementation 'fast'; allowed: 'eager'"),
     ({"device_map": "everywhere"}, "unknown device map 'everywhere'; allowed: 'auto'"),
     ({"device_map": "{not json"}, "device map .* is not a JSON object"),
-    ({"device": "cuda", "device_map": "auto"}, "device or device_map, not both"),
+    ({"device": "cuda", "device_map": "auto"}, r"give device \('cuda'\) or device_map, not both"),
     ({"device": "gpu0"}, "unknown device 'gpu0'"),
 ])
 def test_bad_options(bf16_dir, kwargs, match):

@@ -85,12 +85,13 @@ def _rows_fn(saved: dict[str, Any]):
         ll = tok.sum(1)  # [R] summed log-likelihood of each option row
         out = []
         for q in range(b["question"].shape[0]):
-            rows = (b["owner"] == q).nonzero().flatten()
+            rows = (b["owner"] == q).nonzero().flatten().to(ll.device)
             lq = ll[rows]
             k = int(lq.detach().argmax())
             out.append(lq[k] - torch.logsumexp(lq, 0))
             r = int(rows[k])
-            _record(saved, lq, k, b["input_ids"][r][b["answer_mask"][r]].tolist(), tok[r][mask[r]])
+            _record(saved, lq, k, b["input_ids"][r][b["answer_mask"][r]].tolist(),
+                    tok[r][mask[r]])
         lp = torch.stack(out)
         saved["log_p"] = lp.detach().double()
         return lp
@@ -162,14 +163,15 @@ def _packed_logliks(m: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Ten
     # only the positions that predict option tokens
     logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **kw)
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
+    # the logits come out on the last device of a model split with device_map
+    ix = {k: b[k].to(logp.device) for k in ("pred", "target", "option", "n_options")}
     rows = torch.arange(logp.shape[0], device=logp.device)[:, None]
-    tok = logp[rows, (b["pred"] - lo).clamp(min=0), b["target"]]
-    valid = b["option"] >= 0
-    tok = tok.masked_fill(~valid, 0.0)
-    k_max = int(b["n_options"].max())
+    tok = logp[rows, (ix["pred"] - lo).clamp(min=0), ix["target"]]
+    tok = tok.masked_fill(ix["option"] < 0, 0.0)
+    k_max = int(ix["n_options"].max())
     ll = torch.zeros(tok.shape[0], k_max, dtype=tok.dtype, device=tok.device).scatter_add(
-        1, b["option"].clamp(min=0), tok)
-    beyond = torch.arange(k_max, device=tok.device)[None] >= b["n_options"][:, None]
+        1, ix["option"].clamp(min=0), tok)
+    beyond = torch.arange(k_max, device=tok.device)[None] >= ix["n_options"][:, None]
     return ll.masked_fill(beyond, float("-inf")), tok
 
 
@@ -181,7 +183,7 @@ def _packed_fn(saved: dict[str, Any]):
         for q, k in enumerate(picks.tolist()):
             sel = b["option"][q] == k
             _record(saved, ll[q, : int(b["n_options"][q])], k, b["target"][q][sel].tolist(),
-                    tok[q][sel])
+                    tok[q][sel.to(tok.device)])
         saved["log_p"] = lp.detach().double()
         return lp
 

@@ -182,12 +182,11 @@ def decode(
     batch = pad(prompts, pad_id(tokenizer), side="left", device=device)
     inp, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
     b = inp.shape[0]
-    gen = torch.Generator(device=device)
-    gen.manual_seed(seed)
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
-    done = torch.zeros(b, dtype=torch.bool, device=device)
-    stop = None
+    # the stop mask, the generator and the finished flags live where the logits come out (the
+    # last device of a model split with device_map); the next input goes back to `device`
+    stop = gen = done = None
     past = None
     cache_kw, keep = cache_arg(model), logits_to_keep_arg(model)
     extra = {keep: 1} if keep else {}
@@ -201,6 +200,9 @@ def decode(
             logits = out.logits[:, -1, :].float()
             if stop is None:
                 stop = stop_mask(tokenizer, logits.shape[-1], model).to(logits.device)
+                done = torch.zeros(b, dtype=torch.bool, device=logits.device)
+                gen = torch.Generator(device=logits.device)
+                gen.manual_seed(seed)
             logp = torch.log_softmax(logits, dim=-1)
             if temperature == 0:
                 tok = logits.argmax(dim=-1)
@@ -213,7 +215,7 @@ def decode(
             done = done | stop[tok]
             if bool(done.all()):
                 break
-            inp = tok[:, None]
+            inp = tok[:, None].to(device)
             mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
             if "position_ids" in extra:
                 extra["position_ids"] = extra["position_ids"][:, -1:] + 1

@@ -140,9 +140,10 @@ def _token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[t
     logits, _ = logits_at(model, lo, hi, **kwargs)
     # at least fp32 (bf16/fp16 weights), fp64 kept as is
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    targets = batch["input_ids"][:, lo + 1:hi + 1]
+    # the logits come out on the last device of a model split with device_map
+    targets = batch["input_ids"][:, lo + 1:hi + 1].to(logp.device)
     tok = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    m = ans[:, lo + 1:hi + 1]
+    m = ans[:, lo + 1:hi + 1].to(logp.device)
     return tok.masked_fill(~m, 0.0), m
 
 
