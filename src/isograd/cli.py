@@ -188,22 +188,35 @@ def validate(
     samples: int = typer.Option(None, help="NUTS kept draws per chain."),
     seed: int = typer.Option(0, help="Seed of data, MAP initialisation and chains."),
     sigma_p: float = typer.Option(None, help="Prior standard deviation σ_p of every weight."),
+    study: str = typer.Option("agreement", help="agreement (Table 1) | covariance (which Σ in "
+                              "gᵀΣg; covariance.json, covariance.md, spectra.png, maps/)."),
 ) -> None:
     """Agreement of GN / Laplace / aleatoric with an MCMC reference (paper §4.1, Table 1)."""
     import shlex
 
-    from .validate.study import run_study, study_config
+    from .validate.study import Study, run_study, study_config
 
+    try:
+        kind = Study.parse(study)
+    except ValueError as e:
+        typer.echo(f"error: --study: {e}", err=True)
+        raise typer.Exit(2) from None
     names = [n for p in problems or [] for n in p.split(",") if n]
-    cfg = study_config(quick=quick, problems=names, widths=widths, depths=depths, chains=chains,
-                       warmup=warmup, samples=samples, seed=seed, sigma_p=sigma_p)
+    cfg = study_config(study=kind, quick=quick, problems=names, widths=widths, depths=depths,
+                       chains=chains, warmup=warmup, samples=samples, seed=seed, sigma_p=sigma_p)
     # the command as an equivalent argument list (sys.argv is not ours under a test runner)
     given = {"--problems": ",".join(names), "--chains": chains, "--warmup": warmup,
              "--samples": samples, "--sigma-p": sigma_p, "--seed": seed or None}
-    cmd = ["isograd", "validate"] + (["--quick"] if quick else [])
+    cmd = ["isograd", "validate"] + (["--study", kind.value] if kind is Study.COVARIANCE else [])
+    cmd += ["--quick"] if quick else []
     cmd += [a for k, v in given.items() if v for a in (k, str(v))]
     cmd += [a for w in widths or [] for a in ("--widths", str(w))]
     cmd += [a for d in depths or [] for a in ("--depths", str(d))]
+    if kind is Study.COVARIANCE:
+        from .validate.covstudy import run_covariance_study
+
+        run_covariance_study(out, cfg, command=shlex.join(cmd + ["--out", out]))
+        return
     run_study(out, cfg, command=shlex.join(cmd + ["--out", out]))
 
 

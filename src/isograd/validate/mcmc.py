@@ -273,6 +273,14 @@ def mcmc_reference(
         spec, task, x_train, y_train, sigma_p=sigma_p, noise_var=noise_var, settings=settings,
         seed=seed,
     )
+    return reference_from_draws(spec, task, theta, stats, x_eval, label)
+
+
+def reference_from_draws(
+    spec: MLPSpec, task: str, theta: np.ndarray, stats: dict[str, float], x_eval: np.ndarray,
+    label: np.ndarray,
+) -> McmcResult:
+    """The `McmcResult` of draws [chains, samples, n_params] from `sample_posterior`."""
     m = predictive_moments(spec, task, theta, x_eval, label)
     return McmcResult(
         mean=m["mean"], var=m["var"], alea=m["alea"], rhat=m["rhat"], ess=m["ess"],

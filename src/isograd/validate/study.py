@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .._choice import Choice
 from .mcmc import McmcSettings, configure_jax
 from .problems import PROBLEMS, Problem, make_problem
 
@@ -60,8 +61,25 @@ QUICK = StudyConfig(
 )
 
 
+class Study(Choice):
+    """Which validation study `isograd validate` runs."""
+
+    AGREEMENT = "agreement"
+    """GN, Laplace and aleatoric against the MCMC reference (the paper's Table 1)."""
+    COVARIANCE = "covariance"
+    """Every covariance Σ in gᵀΣg against MCMC, alignment with the posterior, spectra."""
+
+
+COVARIANCE_STUDY = replace(
+    StudyConfig(), widths=(4, 8, 16, 32), reference=(2, 16), max_params=2500,
+    mcmc=McmcSettings(200, 200, 2, 8),
+)
+"""The covariance study's full-run defaults, sized for under an hour on a shared 2-core machine:
+widths up to 32 (dense P × P covariances), 2 chains × 200 draws after 200 warm-up."""
+
+
 def study_config(
-    *, quick: bool = False, problems: list[str] | None = None, widths: list[int] | None = None,
+    *, study: str | Study = Study.AGREEMENT, quick: bool = False, problems: list[str] | None = None, widths: list[int] | None = None,
     depths: list[int] | None = None, chains: int | None = None, warmup: int | None = None,
     samples: int | None = None, seed: int = 0, sigma_p: float | None = None,
 ) -> StudyConfig:
@@ -70,7 +88,8 @@ def study_config(
     When the reference architecture is not in the sweep, the deepest depth and the middle
     width of the sweep take its place.
     """
-    cfg = QUICK if quick else StudyConfig()
+    cfg = QUICK if quick else (
+        COVARIANCE_STUDY if Study.parse(study) is Study.COVARIANCE else StudyConfig())
     m = cfg.mcmc
     m = replace(m, num_chains=chains or m.num_chains, num_warmup=warmup or m.num_warmup,
                 num_samples=samples or m.num_samples)
@@ -105,6 +124,38 @@ def _scored_labels(model: torch.nn.Module, x: torch.Tensor, task: str) -> torch.
     return torch.zeros(len(x), dtype=torch.long)
 
 
+@dataclass(frozen=True)
+class FittedConfig:
+    """One problem × architecture at its MAP point θ*, shared by every study on it.
+
+    Attributes:
+        spec: the architecture.  model: the MAP net (float64, eval mode).
+        info: MAP diagnostics (final loss, gradient norm).
+        label: int64 [M] scored class per evaluation point (the MAP argmax; regression zeros).
+        seed: the seed of the MAP initialisation and of the NUTS chains.
+    """
+
+    spec: Any
+    model: torch.nn.Module
+    info: dict
+    label: torch.Tensor
+    seed: int
+
+
+def fit_config(pb: Problem, depth: int, width: int, cfg: StudyConfig) -> FittedConfig:
+    """The MAP net of one configuration and its scored labels (deterministic in the seed)."""
+    from .nets import MLPSpec, fit_map
+
+    spec = MLPSpec(pb.in_dim, width, depth, pb.out_dim)
+    seed = cfg.seed * 100_003 + depth * 1009 + width
+    model, info = fit_map(
+        spec, pb.x_train, pb.y_train, pb.task, sigma_p=cfg.sigma_p, noise_var=pb.noise_var,
+        seed=seed,
+    )
+    label = _scored_labels(model, torch.as_tensor(pb.x_eval), pb.task)
+    return FittedConfig(spec, model, info, label, seed)
+
+
 def run_config(pb: Problem, depth: int, width: int, cfg: StudyConfig) -> tuple[list[dict], dict]:
     """One problem × architecture: MAP, estimates, NUTS, correlations.
 
@@ -116,17 +167,11 @@ def run_config(pb: Problem, depth: int, width: int, cfg: StudyConfig) -> tuple[l
 
     from .laplace import laplace_variance
     from .mcmc import mcmc_reference
-    from .nets import MLPSpec, fit_map
 
-    spec = MLPSpec(pb.in_dim, width, depth, pb.out_dim)
-    seed = cfg.seed * 100_003 + depth * 1009 + width
-    model, info = fit_map(
-        spec, pb.x_train, pb.y_train, pb.task, sigma_p=cfg.sigma_p, noise_var=pb.noise_var,
-        seed=seed,
-    )
+    fit = fit_config(pb, depth, width, cfg)
+    spec, model, info, label, seed = fit.spec, fit.model, fit.info, fit.label, fit.seed
     x_tr = torch.as_tensor(pb.x_train)
     x_ev = torch.as_tensor(pb.x_eval)
-    label = _scored_labels(model, x_ev, pb.task)
 
     t = time.perf_counter()
     u = isograd.estimate(

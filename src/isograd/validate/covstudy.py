@@ -1,0 +1,283 @@
+"""The covariance study: which Σ in gᵀΣg tracks the MCMC variance, and why isotropy might.
+
+Same problems, nets, MAP points θ* and NUTS chains as the agreement study (`study.fit_config`,
+`mcmc.sample_posterior` with the same seeds): per problem × depth × width, the epistemic
+variance under each covariance of `COVARIANCES`, compared with the MCMC variance (Pearson,
+Spearman, distortion near / far from the data) and, in parameter space, with the posterior
+covariance of the mode-aligned NUTS draws (alignment). Per configuration also the spectra of
+that posterior covariance and of the training GGN (`spectra` records). Each configuration
+writes DIR/runs/<id>.json and .npz; a rerun with the same settings skips it (resumable).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .mcmc import configure_jax
+from .problems import PROBLEMS, Problem, make_problem
+from .study import (
+    COVARIANCE_STUDY,
+    RHAT_OK,
+    StudyConfig,
+    _n_params,
+    _run_id,
+    correlations,
+    fit_config,
+)
+
+# name -> what it is (the order of the report's columns)
+COVARIANCES: dict[str, str] = {
+    "isotropic": "σ_p² I (GN, the paper's estimator)",
+    "laplace-train": "(GGN(train) + σ_p⁻² I)⁻¹, the agreement study's Laplace",
+    "efisher-train": "empirical Fisher of the training labels, same prior precision",
+    "fresh-ggn": "GGN of fresh inputs from the training distribution (model's own labels)",
+    "fresh-sampled": "empirical Fisher of fresh inputs, one label drawn from the model each",
+    "shifted": "GGN of the training inputs shifted by +1 in every coordinate",
+    "scaled": "GGN of the training inputs scaled by 2",
+    "uniform": "GGN of uniform inputs over the whole evaluation box [-3, 3]^D",
+    "eval-points": "GGN of the evaluation points themselves",
+    "diagonal": "diagonal of the training GGN, same prior precision",
+    "kfac": "KFAC (per-layer G ⊗ A) of the training GGN, same prior precision",
+    "layer-scaled:weight-variance": "σ_p² blockdiag(s_l I), s_l ∝ Var(θ*_l), NTK net",
+    "layer-scaled:fan-in": "σ_p² blockdiag(s_l I), s_l ∝ 1/fan_in, NTK net",
+    "sp-isotropic": "σ̄² I in the standard parameterisation (W/√fan_in)",
+    "sp-layer-scaled:weight-variance": "layer-scaled, weight-variance rule, on the SP twin",
+    "sp-layer-scaled:fan-in": "layer-scaled, fan-in rule, on the SP twin",
+}
+NON_TRAINING = ("fresh-ggn", "fresh-sampled", "shifted", "scaled", "uniform", "eval-points")
+
+def _data_sets(pb: Problem, model, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
+    """The non-training inputs (and labels where the form needs them)."""
+    from .covariances import model_labels
+
+    n = len(pb.x_train)
+    fresh = torch.as_tensor(make_problem(pb.name, seed=seed + 7919, n_train=n, n_heldout=1,
+                                         grid=2).x_train)
+    rng = np.random.default_rng(seed + 31)
+    box = torch.as_tensor(rng.uniform(-3, 3, size=(n, pb.in_dim)))
+    x_tr = torch.as_tensor(pb.x_train)
+    return {
+        "fresh-ggn": (fresh, None),
+        "fresh-sampled": (fresh, model_labels(model, fresh, pb.task, pb.noise_var, seed)),
+        "shifted": (x_tr + 1.0, None),
+        "scaled": (x_tr * 2.0, None),
+        "uniform": (box, None),
+        "eval-points": (torch.as_tensor(pb.x_eval), None),
+    }
+
+
+def _named_vector(scales: dict[str, float], module: torch.nn.Module) -> torch.Tensor:
+    return torch.cat([torch.full((p.numel(),), scales[n], dtype=torch.float64)
+                      for n, p in module.named_parameters()])
+
+
+def covariance_matrices(pb: Problem, model, sigma_p: float, seed: int) -> dict[str, torch.Tensor]:
+    """Every Σ of `COVARIANCES` in NTK coordinates: dense [P, P] or a diagonal [P]."""
+    from ..layer_scale import layer_variances
+    from .covariances import (
+        diagonal_laplace,
+        empirical_fisher,
+        ggn,
+        kfac_laplace,
+        laplace_form,
+        sp_prior_mean_variance,
+        sp_scale,
+        sp_twin,
+    )
+
+    x_tr, y_tr = torch.as_tensor(pb.x_train), torch.as_tensor(pb.y_train)
+    p = sum(q.numel() for q in model.parameters())
+    f_train = ggn(model, x_tr, pb.task, pb.noise_var)
+    out: dict[str, torch.Tensor] = {
+        "isotropic": torch.full((p,), sigma_p**2, dtype=torch.float64),
+        "laplace-train": laplace_form(f_train, sigma_p),
+        "efisher-train": laplace_form(empirical_fisher(model, x_tr, y_tr, pb.task, pb.noise_var),
+                                      sigma_p),
+    }
+    for name, (x, y) in _data_sets(pb, model, seed).items():
+        f = ggn(model, x, pb.task, pb.noise_var) if y is None else empirical_fisher(
+            model, x, y, pb.task, pb.noise_var)
+        out[name] = laplace_form(f, sigma_p)
+    out["diagonal"] = diagonal_laplace(f_train, sigma_p)
+    out["kfac"] = kfac_laplace(model, x_tr, pb.task, pb.noise_var, sigma_p)
+    sp = sp_twin(model)
+    c2 = sp_scale(model).square()
+    s2_sp = sp_prior_mean_variance(model, sigma_p)
+    for rule in ("weight-variance", "fan-in"):
+        out[f"layer-scaled:{rule}"] = sigma_p**2 * _named_vector(layer_variances(model, rule=rule),
+                                                                 model)
+        out[f"sp-layer-scaled:{rule}"] = s2_sp * _named_vector(layer_variances(sp, rule=rule),
+                                                               sp) / c2
+    out["sp-isotropic"] = s2_sp / c2
+    return {k: out[k] for k in COVARIANCES}
+
+
+def front_door_variances(pb: Problem, model, label: torch.Tensor, sigma_p: float) -> dict[str, np.ndarray]:
+    """The diagonal covariances through `isograd.estimate` itself (NTK net and its SP twin)."""
+    import isograd
+
+    from .covariances import sp_prior_mean_variance, sp_twin
+
+    x = torch.as_tensor(pb.x_eval)
+    kw = {"task": pb.task, "target": None if pb.task == "regression" else label,
+          "noise_var": pb.noise_var}
+    sp = sp_twin(model)
+    s2_sp = sp_prior_mean_variance(model, sigma_p)
+    out = {"isotropic": isograd.estimate(model, x, sigma2=sigma_p**2, **kw).epistemic,
+           "sp-isotropic": isograd.estimate(sp, x, sigma2=s2_sp, **kw).epistemic}
+    for rule in ("weight-variance", "fan-in"):
+        out[f"layer-scaled:{rule}"] = isograd.estimate(
+            model, x, sigma2=sigma_p**2, covariance="layer-scaled", layer_scale=rule, **kw).epistemic
+        out[f"sp-layer-scaled:{rule}"] = isograd.estimate(
+            sp, x, sigma2=s2_sp, covariance="layer-scaled", layer_scale=rule, **kw).epistemic
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def run_covariance_config(pb: Problem, depth: int, width: int, cfg: StudyConfig) -> tuple[list[dict], dict, dict]:
+    """One problem × architecture: every covariance against NUTS.
+
+    Returns:
+        (rows, spectra, arrays): one row per covariance; one spectra record; per-point arrays.
+    """
+    from .covariances import (
+        alignment,
+        distortion,
+        ggn,
+        near_mask,
+        posterior_covariance,
+        quad_diag,
+        spectrum_stats,
+    )
+    from .laplace import prob_grads
+    from .mcmc import reference_from_draws, sample_posterior
+
+    fit = fit_config(pb, depth, width, cfg)
+    model, label, spec = fit.model, fit.label, fit.spec
+    t0 = time.perf_counter()
+    g = prob_grads(model, torch.as_tensor(pb.x_eval), pb.task, label)  # [M, P]
+    sigmas = covariance_matrices(pb, model, cfg.sigma_p, fit.seed)
+    est = {k: quad_diag(g, s).numpy() for k, s in sigmas.items()}
+    # the diagonal ones again through the library's front door: the study measures what users get
+    for k, v in front_door_variances(pb, model, label, cfg.sigma_p).items():
+        if not np.allclose(v, est[k], rtol=1e-8, atol=1e-300):
+            raise RuntimeError(f"{k}: estimate() and the explicit gᵀΣg disagree")
+        est[k] = v
+    cov_seconds = time.perf_counter() - t0
+    theta, stats = sample_posterior(
+        spec, pb.task, pb.x_train, pb.y_train, sigma_p=cfg.sigma_p, noise_var=pb.noise_var,
+        settings=cfg.mcmc, seed=fit.seed,
+    )
+    ref = reference_from_draws(spec, pb.task, theta, stats, pb.x_eval, label.numpy())
+    theta_map = model.get_flat()
+    post, mode_dist = posterior_covariance(theta, spec.sizes, theta_map)
+    post_eig, post_vecs = np.linalg.eigh(post)
+    near = near_mask(pb.x_eval, pb.x_train)
+    held = slice(pb.n_grid, None)
+    base = {"problem": pb.name, "task": pb.task, "depth": depth, "width": width,
+            "n_params": spec.n_params, "rhat_max": ref.rhat_max,
+            "converged": bool(ref.rhat_max <= RHAT_OK), "ess_min": ref.ess_min,
+            "mode_distance": mode_dist}
+    rows = []
+    for name, v in est.items():
+        r, rho = correlations(v, ref.var)
+        r_ho, rho_ho = correlations(v[held], ref.var[held])
+        sig = sigmas[name].numpy()
+        rows.append({**base, "covariance": name, "pearson": r, "spearman": rho,
+                     "pearson_heldout": r_ho, "spearman_heldout": rho_ho,
+                     **distortion(v, ref.var, near), **alignment(sig, post_vecs, post_eig, post)})
+    gm = g.numpy()
+    f_eig = np.linalg.eigvalsh(ggn(model, torch.as_tensor(pb.x_train), pb.task,
+                                   pb.noise_var).numpy())
+    lap_eig = np.linalg.eigvalsh(sigmas["laplace-train"].numpy())
+    spectra = {**base, **spectrum_stats(post_eig, "post"), **spectrum_stats(f_eig, "ggn"),
+               **spectrum_stats(lap_eig, "laplace"), "n_draws": ref.n_draws,
+               "ggn_top_times_prior": float(f_eig.max() * cfg.sigma_p**2),
+               "covariance_seconds": cov_seconds, "mcmc_seconds": ref.seconds}
+    for tag, mat in (("post", post), ("laplace", sigmas["laplace-train"].numpy())):
+        v_full = np.einsum("mp,pq,mq->m", gm, mat, gm)
+        v_iso = np.trace(mat) / len(mat) * np.square(gm).sum(1)
+        spectra[f"iso_explained_{tag}"] = correlations(v_iso, v_full)[0] ** 2
+        spectra[f"iso_share_{tag}"] = float(v_iso.sum() / v_full.sum())
+    spectra["mcmc_explained_by_post"] = correlations(
+        np.einsum("mp,pq,mq->m", gm, post, gm), ref.var)[0] ** 2
+    arrays = {"x_train": pb.x_train, "x_eval": pb.x_eval, "n_grid": np.int64(pb.n_grid),
+              "grid_shape": np.asarray(pb.grid_shape), "near": near, "mcmc_var": ref.var,
+              "post_eig": post_eig, "ggn_eig": f_eig,
+              **{f"est/{k}": v for k, v in est.items()}}
+    return rows, spectra, arrays
+
+
+def run_covariance_study(
+    out: str | Path, cfg: StudyConfig | None = None, *, progress: bool = True,
+    command: str | None = None,
+) -> list[dict]:
+    """Run (or resume) the covariance study and write its report into `out`.
+
+    Writes out/covariance.json (one record per problem × depth × width × covariance),
+    out/spectra.json, out/covariance.md, out/spectra.png, out/maps/<problem>.png and out/runs/.
+
+    Returns:
+        The records of covariance.json.
+    """
+    from tqdm.auto import tqdm
+
+    cfg = cfg or COVARIANCE_STUDY
+    for p in cfg.problems:
+        if p not in PROBLEMS:
+            raise ValueError(f"unknown problem {p!r}; allowed: {', '.join(PROBLEMS)}")
+    configure_jax(2)
+    out = Path(out)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    fp = cfg.fingerprint()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    try:
+        # smallest nets first, every problem at each size: an interrupted run covers all problems
+        todo = [(p, d, w) for w in sorted(cfg.widths) for d in sorted(cfg.depths)
+                for p in cfg.problems if _n_params(p, d, w) <= cfg.max_params]
+        skipped = [(p, d, w) for p in cfg.problems for d in cfg.depths for w in cfg.widths
+                   if _n_params(p, d, w) > cfg.max_params]
+        rows: list[dict] = []
+        spectra: list[dict] = []
+        bar = tqdm(todo, desc="covariance", disable=not progress)
+        for name, depth, width in bar:
+            rid = _run_id(name, depth, width)
+            bar.set_postfix_str(rid)
+            jpath = runs / f"{rid}.json"
+            if jpath.exists():
+                saved = json.loads(jpath.read_text())
+                if saved.get("settings") == fp:
+                    rows += saved["rows"]
+                    spectra.append(saved["spectra"])
+                    continue
+            pb = make_problem(name, seed=cfg.seed, n_train=cfg.n_train,
+                              n_heldout=cfg.n_heldout, grid=cfg.grid)
+            new, spec_row, arrays = run_covariance_config(pb, depth, width, cfg)
+            np.savez_compressed(runs / f"{rid}.npz", **arrays)
+            # written last: a configuration counts as done only with both files in place
+            jpath.write_text(json.dumps({"settings": fp, "rows": new, "spectra": spec_row},
+                                        indent=1))
+            rows += new
+            spectra.append(spec_row)
+            if progress:
+                iso = next(r for r in new if r["covariance"] == "isotropic")
+                lap = next(r for r in new if r["covariance"] == "laplace-train")
+                tqdm.write(f"{rid}: isotropic ρ={iso['spearman']:.2f} laplace ρ="
+                           f"{lap['spearman']:.2f} | R-hat {iso['rhat_max']:.3f} | "
+                           f"MCMC {spec_row['mcmc_seconds']:.0f} s")
+        from .covreport import write_covariance_report
+
+        (out / "covariance.json").write_text(json.dumps(rows, indent=1))
+        (out / "spectra.json").write_text(json.dumps(spectra, indent=1))
+        write_covariance_report(out, rows, spectra, cfg, command=command, skipped=skipped,
+                                seconds=time.perf_counter() - t_start)
+    finally:
+        torch.set_num_threads(threads)
+    return rows
