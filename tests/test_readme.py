@@ -60,7 +60,7 @@ def test_readme_qa_table_is_the_committed_metrics():
             "combined, logistic regression (5-fold CV, supervised)": "combined_logreg_cv",
             "maximum sequence probability": "msp", "mean token entropy": "mean_token_entropy"}
     lines = _section(README.read_text(), "Results").splitlines()
-    head = next(x for x in lines if x.startswith("| method | [TriviaQA]"))
+    head = next(x for x in lines if x.startswith("| method | [TriviaQA"))
     dirs = re.findall(r"\]\((results/qa/[^/]+)/report\.md\)", head)
     assert len(dirs) == 4
     metrics = [json.loads((README.parent / d / "metrics.json").read_text()) for d in dirs]

@@ -2,14 +2,12 @@
 alias default), and the TruthfulQA generation graders against hand labels of 40 answers
 (results/qa/truthfulqa-gen/hand_labels.json).
 
-Usage: .venv/bin/python results/qa/grading_check.py   (needs $ISOGRAD_DATA or ../shared/data;
-no model: it regrades the answers stored in results/qa/{triviaqa,nq-open}/scores.jsonl).
+Usage: .venv/bin/python results/qa/grading_check.py   (the packaged data; no model: it regrades the answers stored in results/qa/{triviaqa-150,nq-open}/scores.jsonl).
 """
 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from isograd.evaluate.report import read_scores
@@ -17,22 +15,21 @@ from isograd.qa.datasets import load_dataset
 from isograd.qa.grading import grade
 
 HERE = Path(__file__).parent
-DATA = os.environ.get("ISOGRAD_DATA") or str(HERE.parents[1].parent / "shared" / "data")
 
 
 def main() -> None:
     print("| dataset | answers | exact | contains | in both |")
     print("| --- | --- | --- | --- | --- |")
-    for name in ("triviaqa", "nq-open"):
+    for name in ("triviaqa-150", "nq-open"):
         rows = read_scores(HERE / name / "scores.jsonl")
-        qs = {q.id: q for q in load_dataset(name, data=DATA, limit=len(rows))}
+        qs = {q.id: q for q in load_dataset(name, limit=len(rows))}
         ex = [grade(qs[r["id"]], r["answer"], judge="exact").correct for r in rows]
         co = [grade(qs[r["id"]], r["answer"], judge="contains").correct for r in rows]
         both = sum(a and b for a, b in zip(ex, co))
         print(f"| {name} | {len(rows)} | {sum(ex)} | {sum(co)} | {both} |")
     hand = json.loads((HERE / "truthfulqa-gen" / "hand_labels.json").read_text())["labels"]
     rows = {r["id"]: r for r in read_scores(HERE / "truthfulqa-gen" / "scores.jsonl")}
-    qs = {q.id: q for q in load_dataset("truthfulqa-gen", data=DATA, limit=len(rows))}
+    qs = {q.id: q for q in load_dataset("truthfulqa-gen", limit=len(rows))}
     print()
     print(f"TruthfulQA generation, {len(hand)} hand-labelled answers ({sum(hand.values())} correct):")
     print("| grader | marked correct | agreement with the hand labels |")

@@ -6,7 +6,7 @@
 # Usage: results/qa/run_all.sh [dataset ...]   (default: all four, one after the other)
 set -u
 cd "$(dirname "$0")/../.."
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ISOGRAD_DATA="${ISOGRAD_DATA:-$(realpath ../shared/data)}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1
         --option semantic_entropy.entailment=ngram)
 run() {  # dataset, extra args...
@@ -14,10 +14,10 @@ run() {  # dataset, extra args...
   nice -n 10 .venv/bin/isograd qa --dataset "$ds" "${COMMON[@]}" "$@" --out "results/qa/$ds" \
     > "results/qa/$ds.log" 2>&1 || echo "run $ds failed, see results/qa/$ds.log"
 }
-for ds in "${@:-triviaqa truthfulqa-gen truthfulqa-mc1 nq-open}"; do
+for ds in "${@:-triviaqa-150 truthfulqa-gen truthfulqa-mc1 nq-open}"; do
   for d in $ds; do
     case $d in
-      triviaqa) run triviaqa --limit 150 ;;
+      triviaqa-150) run triviaqa-150 --limit 150 ;;
       truthfulqa-gen) run truthfulqa-gen --limit 200 ;;
       truthfulqa-mc1) run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives ;;
       nq-open) run nq-open --limit 500 --no-alternatives ;;

@@ -14,7 +14,7 @@ from pathlib import Path
 from isograd.evaluate.report import LABELS, PAPER_TABLE2, read_scores
 
 HERE = Path(__file__).parent
-DATASETS = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
+DATASETS = ["triviaqa-150", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
 ORDER = ["p_true", "semantic_entropy", "naive_entropy", "aleatoric", "epistemic", "combined",
          "combined_logreg_cv", "msp", "mean_token_entropy"]
 
@@ -112,7 +112,7 @@ def prompts() -> None:
     import numpy as np
 
     runs = {}
-    for d in ("triviaqa", "truthfulqa-gen"):
+    for d in ("triviaqa-150", "truthfulqa-gen"):
         for style, path in [("short", HERE / d),
                             *((st, HERE / "prompts" / f"{d}-{st}") for st in ("plain", "fewshot"))]:
             if (path / "metrics.json").exists():

@@ -8,7 +8,6 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
-import os
 
 import pytest
 import torch
@@ -70,8 +69,6 @@ def test_choices_pick_the_known_fact(smol):
 def test_tiny_run_end_to_end(smol, tmp_path):
     from isograd.qa.pipeline import read_rows, run_qa
 
-    if not os.environ.get("ISOGRAD_DATA"):
-        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
     m = run_qa(tmp_path, dataset="truthfulqa-mc1", limit=2, methods=("msp",), loaded=smol,
                progress=False)
     rows = read_rows(tmp_path / "scores.jsonl")
@@ -87,8 +84,6 @@ def test_generation_run_end_to_end(smol, tmp_path):
 
     from isograd.qa.pipeline import read_rows, run_qa
 
-    if not os.environ.get("ISOGRAD_DATA"):
-        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*using the loop engine.*")
         m = run_qa(tmp_path, dataset="triviaqa", limit=3, loaded=smol, progress=False,

@@ -12,19 +12,21 @@ import pytest
 from isograd.qa import datasets as D
 from isograd.qa.datasets import DATASETS, DatasetError, Question, load_dataset, resolve_dataset
 
-REAL = Path(os.environ.get("ISOGRAD_DATA", "/nonexistent"))
-needs_real = pytest.mark.skipif(not (REAL / "truthfulqa").is_dir(),
-                                reason="$ISOGRAD_DATA with the local QA data is not available")
+PACKAGED = D.PACKAGED_DATA  # the copies shipped inside the package (the fixture hides them)
+# the 2021 TruthfulQA files are not shipped: a folder holding them may be named by $ISOGRAD_DATA
+V0 = Path(os.environ.get("ISOGRAD_DATA", "/nonexistent")) / "truthfulqa" / "v0"
 
 TQA_HEADER = "Type,Category,Question,Best Answer,Correct Answers,Incorrect Answers,Source\n"
 
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path, monkeypatch):
-    """No network, no real cache, no ambient ISOGRAD_DATA unless a test sets them."""
+    """No network, no real cache, no packaged copies, no ambient ISOGRAD_DATA unless a test
+    sets them."""
     monkeypatch.setenv("ISOGRAD_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ISOGRAD_DATA", raising=False)
+    monkeypatch.setattr(D, "PACKAGED_DATA", tmp_path / "packaged")
 
     def no_net(*a, **k):
         raise AssertionError("network used")
@@ -140,6 +142,16 @@ def test_triviaqa_layouts_and_duplicate_ids(tmp_path):
     with pytest.warns(UserWarning):
         (q,) = load_dataset("triviaqa", data=write(tmp_path, "c.json", json.dumps(official)))
     assert q.id == "o1" and q.answers == ("V", "v")
+    foundry = "\n".join(json.dumps({"context": f"Question: Q{i}?\nAnswer:", "answer": "A",
+                                    "aliases": ["a", "A"]}) for i in range(2))
+    with pytest.warns(UserWarning):
+        qs = load_dataset("triviaqa", data=write(tmp_path, "f.jsonl", foundry))
+    assert [q.question for q in qs] == ["Q0?", "Q1?"] and qs[0].answers == ("A", "a")
+    assert qs[0].id == D._unique_ids("triviaqa", ["Q0?"])[0]  # from the question text
+    bad = json.dumps({"context": "Question: \nAnswer:", "answer": "A", "aliases": ["A"]})
+    with pytest.warns(UserWarning), pytest.raises(DatasetError, match="'context'") as ei:
+        load_dataset("triviaqa", data=write(tmp_path, "g.jsonl", "\n" + bad))
+    assert ei.value.line == 2
     dup = json.dumps(sample + sample, indent=1)
     with pytest.warns(UserWarning), pytest.raises(DatasetError, match="duplicate id"):
         load_dataset("triviaqa", data=write(tmp_path, "d.json", dup))
@@ -190,12 +202,15 @@ def test_unknown_dataset_lists_names():
 def test_resolution_order(tmp_path, monkeypatch):
     rel = DATASETS["nq-open"].relpath
     envdir, cache = tmp_path / "env", tmp_path / "cache" / "data"
+    packaged = tmp_path / "packaged"
     write(envdir, rel, json.dumps({"question": "from env", "answer": ["a"]}))
     write(cache, rel, json.dumps({"question": "from cache", "answer": ["a"]}))
     explicit = write(tmp_path, "mine.jsonl", json.dumps({"question": "explicit", "answer": ["a"]}))
-    assert resolve_dataset("nq-open") == cache / rel  # no ISOGRAD_DATA: the user cache
+    assert resolve_dataset("nq-open") == cache / rel  # nothing packaged: the user cache
+    write(packaged, rel, json.dumps({"question": "packaged", "answer": ["a"]}))
+    assert resolve_dataset("nq-open") == packaged / rel  # the packaged copy before the cache
     monkeypatch.setenv("ISOGRAD_DATA", str(envdir))
-    assert resolve_dataset("nq-open") == envdir / rel
+    assert resolve_dataset("nq-open") == envdir / rel  # $ISOGRAD_DATA overrides the package
     assert resolve_dataset("nq-open", data=explicit) == explicit
     assert resolve_dataset("nq-open", data=envdir) == envdir / rel  # a dir in the same layout
     flat = tmp_path / "flat"
@@ -208,12 +223,19 @@ def test_resolution_order(tmp_path, monkeypatch):
 def test_offline_never_downloads_and_says_so(monkeypatch):
     with pytest.raises(FileNotFoundError) as ei:
         resolve_dataset("triviaqa")  # the autouse fixture makes urlopen fail loudly
-    assert "offline" in str(ei.value) and "ISOGRAD_DATA" in str(ei.value)
+    msg = str(ei.value)
+    assert "downloads are off" in msg and "ISOGRAD_OFFLINE=0" in msg and "ISOGRAD_DATA" in msg
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    monkeypatch.delenv("ISOGRAD_OFFLINE", raising=False)
+    with pytest.raises(FileNotFoundError, match="downloads are off"):
+        resolve_dataset("triviaqa")  # offline is the default: no variable set, no download
 
 
 def test_online_download_into_cache(tmp_path, monkeypatch):
-    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ISOGRAD_OFFLINE"):
+    for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"):
         monkeypatch.delenv(v, raising=False)
+    monkeypatch.setenv("ISOGRAD_OFFLINE", "0")
     body = json.dumps([{"qid": "d1", "question": "Q?", "aliases": ["A"]}]).encode()
     calls = []
 
@@ -244,7 +266,7 @@ def test_online_download_into_cache(tmp_path, monkeypatch):
 def test_unreachable_network_is_reported(monkeypatch):
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
-    monkeypatch.delenv("ISOGRAD_OFFLINE", raising=False)
+    monkeypatch.setenv("ISOGRAD_OFFLINE", "0")
 
     def down(req, timeout):
         raise urllib.error.URLError("no route")
@@ -254,11 +276,18 @@ def test_unreachable_network_is_reported(monkeypatch):
         resolve_dataset("nq-open")
 
 
-@pytest.mark.parametrize("val, off", [("1", True), ("true", True), ("0", False), ("", False)])
-def test_offline_flag_values(monkeypatch, val, off):
+@pytest.mark.parametrize("isograd, hf, off", [
+    (None, None, True),  # the default: offline
+    ("1", None, True), ("0", None, False), ("false", None, False), ("", None, True),
+    ("0", "1", True),  # the hub's own switch wins: no network on this machine
+    ("0", "0", False), (None, "0", True)])
+def test_offline_flag_values(monkeypatch, isograd, hf, off):
     for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "ISOGRAD_OFFLINE"):
         monkeypatch.delenv(v, raising=False)
-    monkeypatch.setenv("HF_DATASETS_OFFLINE", val)
+    if isograd is not None:
+        monkeypatch.setenv("ISOGRAD_OFFLINE", isograd)
+    if hf is not None:
+        monkeypatch.setenv("HF_DATASETS_OFFLINE", hf)
     assert D.offline() is off
 
 
@@ -271,32 +300,46 @@ def test_cache_dir_matches_lm_models(monkeypatch):
 # --------------------------------------------------------------------- the real files
 
 
-@needs_real
 @pytest.mark.parametrize("name, n", [("truthfulqa-gen", 817), ("truthfulqa-mc1", 817),
-                                     ("triviaqa", 150), ("nq-open", 3610)])
-def test_real_files_row_counts_and_versions(monkeypatch, name, n):
+                                     ("triviaqa", 3000), ("triviaqa-150", 150),
+                                     ("nq-open", 3610)])
+def test_packaged_files_row_counts_and_versions(monkeypatch, name, n):
     import warnings
 
-    monkeypatch.setenv("ISOGRAD_DATA", str(REAL))
+    monkeypatch.setattr(D, "PACKAGED_DATA", PACKAGED)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # a known sha256: no warning
         qs = load_dataset(name)
+    path = resolve_dataset(name)
+    assert path == PACKAGED / DATASETS[name].relpath  # nothing outside the package was read
     assert len(qs) == n and len({q.id for q in qs}) == n
     assert all(isinstance(q, Question) and q.question and q.answers for q in qs)
-    assert D.dataset_version(name, resolve_dataset(name)) is not None
+    assert D.dataset_version(name, path) is not None
+    assert (path.parent / "README.md").is_file()  # provenance and sha256 beside the file
+    assert any(f.name.startswith("LICENSE") for f in path.parent.iterdir())
     if name == "truthfulqa-gen":
         assert all(q.incorrect for q in qs)
     if name == "truthfulqa-mc1":
         assert all(q.options[q.label] == q.answers[0] for q in qs)
         gen_ids = {q.id for q in load_dataset("truthfulqa-gen")}
         assert len(gen_ids & {q.id for q in qs}) > 800  # same question text, same id
+    if name == "triviaqa":  # the "Question: ...\nAnswer:" wrapper is gone; answer first
+        q = qs[0]
+        assert q.question == "Brunswick, Lancastrian and Pearl Pickler are types of which vegetable?"
+        assert q.answers[0] == "Onion" and "Allium cepa" in q.answers
+        assert all(not q.question.startswith("Question") and "Answer:" not in q.question
+                   for q in qs)
+        assert all(q.id.startswith("triviaqa-") for q in qs)
+        old = {q.question for q in load_dataset("triviaqa-150")}
+        assert len(old & {q.question for q in qs}) == 40  # the overlap the provenance states
 
 
-@needs_real
+@pytest.mark.skipif(not V0.is_dir(), reason="the 2021 TruthfulQA files are not shipped; "
+                    "set ISOGRAD_DATA to a folder holding truthfulqa/v0/ to run this test")
 def test_real_truthfulqa_v0_is_a_known_version(monkeypatch):
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        qs = load_dataset("truthfulqa-gen", data=REAL / "truthfulqa" / "v0" / "TruthfulQA.csv")
+        qs = load_dataset("truthfulqa-gen", data=V0 / "TruthfulQA.csv")
     assert len(qs) == 817

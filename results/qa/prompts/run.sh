@@ -6,12 +6,12 @@
 # Summary table: .venv/bin/python results/qa/summarize.py --prompts
 set -u
 cd "$(dirname "$0")/../../.."
-export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 ISOGRAD_DATA="${ISOGRAD_DATA:-$(realpath ../shared/data)}"
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 COMMON=(--model smollm2-135m --max-new-tokens 16 --seed 0 --threads 1 --methods p_true
         --no-alternatives --quiet)
 for style in "${@:-plain fewshot}"; do
   for s in $style; do
-    for spec in triviaqa:150 truthfulqa-gen:200; do
+    for spec in triviaqa-150:150 truthfulqa-gen:200; do
       ds=${spec%%:*}; n=${spec##*:}
       nice -n 10 .venv/bin/isograd qa --dataset "$ds" --limit "$n" --prompt "$s" "${COMMON[@]}" \
         --out "results/qa/prompts/$ds-$s" > "results/qa/prompts/$ds-$s.log" 2>&1 \

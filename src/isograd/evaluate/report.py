@@ -33,7 +33,7 @@ PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
     "epistemic": {"TriviaQA": (0.52, 0.07), "TruthfulQA": (0.55, 0.07)},
     "combined": {"TriviaQA": (0.61, 0.05), "TruthfulQA": (0.63, 0.08)},
 }
-PAPER_COLUMN = {"triviaqa": "TriviaQA", "truthfulqa-gen": "TruthfulQA", "truthfulqa-mc1": "TruthfulQA"}
+PAPER_COLUMN = {"triviaqa": "TriviaQA", "triviaqa-150": "TriviaQA", "truthfulqa-gen": "TruthfulQA", "truthfulqa-mc1": "TruthfulQA"}
 LABELS = {
     "p_true": "P(True)", "semantic_entropy": "semantic entropy", "naive_entropy": "naive entropy",
     "aleatoric": "aleatoric p(1−p)", "epistemic": "epistemic ‖g‖²",

@@ -1,13 +1,18 @@
-"""QA datasets: TruthfulQA (generation and MC1), TriviaQA, NQ-open, as :class:`Question` lists.
+"""QA datasets as :class:`Question` lists: the registered ones and a user's own file.
 
-Where a file comes from, in this order (the first hit wins):
+Registered ids (``DATASETS``): ``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa`` (3,000
+questions), ``triviaqa-150`` (the earlier 150-question sample), ``nq-open``. Their files ship
+inside the package (``isograd/qa/data/``, with licenses and provenance). Where a file is read
+from, in this order (the first hit wins):
 
-1. ``data=``: a file, or a directory laid out like ``$ISOGRAD_DATA`` (or holding the file itself);
-   when given it is the only place looked at.
-2. ``$ISOGRAD_DATA/<relative path>`` (layout of ``../shared/data``, see its README.md).
-3. the user cache, ``<isograd cache>/data/<relative path>`` (where downloads land).
-4. the canonical online source, unless ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE``/``ISOGRAD_OFFLINE``
-   is set; short timeout, saved into the user cache.
+1. ``data=``: a file, or a folder laid out like ``isograd/qa/data`` (or holding the file
+   itself); when given it is the only place looked at.
+2. ``$ISOGRAD_DATA/<relative path>``: a folder with that layout overrides the packaged copies.
+3. the packaged copy, ``isograd/qa/data/<relative path>``.
+4. the user cache, ``<isograd cache>/data/<relative path>`` (where downloads land).
+5. the canonical online source, only when downloads are allowed: offline is the default, and
+   ``ISOGRAD_OFFLINE=0`` allows them (unless ``HF_HUB_OFFLINE``/``HF_DATASETS_OFFLINE`` is set
+   to a true value); short timeout, saved into the user cache.
 
 Files are checked against the sha256 of the known versions; an unknown version only warns.
 A malformed file raises :class:`DatasetError` naming the file and the line; nothing is dropped
@@ -19,21 +24,32 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import logging
 import os
 import urllib.error
 import urllib.request
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from .records import (
+    DatasetError,
+    iter_json_array,
+    iter_jsonl,
+    iter_records,
+    need_dict,
+    need_str,
+    need_str_list,
+)
+
+__all__ = ["DATASETS", "DatasetError", "DatasetSpec", "Question", "dataset_version",
+           "load_dataset", "offline", "resolve_dataset"]
 log = logging.getLogger(__name__)
 
 DOWNLOAD_TIMEOUT_S = 15.0
-_OFFLINE_VARS = ("ISOGRAD_OFFLINE", "HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+_HF_OFFLINE_VARS = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
+PACKAGED_DATA = Path(__file__).resolve().with_name("data")  # isograd/qa/data, shipped in the wheel
 
 
 @dataclass(frozen=True)
@@ -42,7 +58,7 @@ class Question:
 
     Attributes:
         id: stable id, unique within the dataset (independent of ``limit`` and file order).
-        dataset: dataset id (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``, ``nq-open``).
+        dataset: dataset id (a key of ``DATASETS``).
         question: the question text.
         answers: correct references / aliases (MC1: the one correct option).
         incorrect: TruthfulQA incorrect references (MC1: the wrong options).
@@ -57,16 +73,6 @@ class Question:
     incorrect: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
     label: int | None = None
-
-
-class DatasetError(ValueError):
-    """A data file is malformed; ``path`` and ``line`` (1-based, or None) locate the problem."""
-
-    def __init__(self, path: str | Path, line: int | None, message: str) -> None:
-        self.path = Path(path)
-        self.line = line
-        where = f"{path}:{line}" if line is not None else str(path)
-        super().__init__(f"{where}: {message}")
 
 
 @dataclass(frozen=True)
@@ -115,100 +121,6 @@ def split_answers(cell: str) -> list[str]:
     return [a.strip() for a in cell.split(";") if a.strip()]
 
 
-# ---------------------------------------------------------------- readers with line numbers
-
-
-def _iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
-    """Yield (line, element) of a top-level JSON array, so errors can name an element's line."""
-    text = path.read_text(encoding="utf-8-sig")
-    dec = json.JSONDecoder()
-    n = len(text)
-
-    def skip(i: int) -> int:
-        while i < n and text[i] in " \t\r\n":
-            i += 1
-        return i
-
-    def line_of(i: int) -> int:
-        return text.count("\n", 0, i) + 1
-
-    i = skip(0)
-    if i >= n or text[i] != "[":
-        raise DatasetError(path, line_of(i), "expected a JSON array (a list of records)")
-    i = skip(i + 1)
-    if i < n and text[i] == "]":
-        return
-    while True:
-        try:
-            obj, end = dec.raw_decode(text, i)
-        except json.JSONDecodeError as e:
-            raise DatasetError(path, e.lineno, f"invalid JSON: {e.msg} (column {e.colno})") from e
-        yield line_of(i), obj
-        i = skip(end)
-        if i < n and text[i] == ",":
-            i = skip(i + 1)
-        elif i < n and text[i] == "]":
-            if skip(i + 1) != n:
-                raise DatasetError(path, line_of(i + 1), "unexpected text after the JSON array")
-            return
-        else:
-            raise DatasetError(path, line_of(i), "expected ',' or ']' between array elements")
-
-
-def _iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():  # blank lines (e.g. a trailing one) carry no record
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DatasetError(path, lineno, f"invalid JSON line: {e.msg} (column {e.colno})") from e
-
-
-def _records(path: Path) -> Iterator[tuple[int | None, Any]]:
-    """JSON array, ``{"Data": [...]}`` (TriviaQA's official layout) or JSON lines."""
-    text = path.read_text(encoding="utf-8-sig")
-    head = text.lstrip()[:1]
-    if head == "[":
-        yield from _iter_json_array(path)
-        return
-    if head == "{":
-        try:
-            whole = json.loads(text)
-        except json.JSONDecodeError:
-            whole = None  # JSON lines (or broken: the line reader names the line)
-        if isinstance(whole, dict) and "Data" in whole:
-            if not isinstance(whole["Data"], list):
-                raise DatasetError(path, 1, '"Data" must be a list of records')
-            for rec in whole["Data"]:
-                yield None, rec  # one JSON document: records have no line of their own
-            return
-    yield from _iter_jsonl(path)
-
-
-def _need_str(path: Path, line: int | None, rec: dict, key: str) -> str:
-    val = rec.get(key)
-    if not isinstance(val, str) or not val.strip():
-        raise DatasetError(path, line, f"field {key!r} missing or not a non-empty string")
-    return val.strip()
-
-
-def _need_str_list(path: Path, line: int | None, val: Any, what: str) -> list[str]:
-    if not isinstance(val, list) or not all(isinstance(a, str) for a in val):
-        raise DatasetError(path, line, f"{what} must be a list of strings")
-    out = [a.strip() for a in val if a.strip()]
-    if not out:
-        raise DatasetError(path, line, f"{what} is empty")
-    return out
-
-
-def _need_dict(path: Path, line: int | None, rec: Any) -> dict:
-    if not isinstance(rec, dict):
-        raise DatasetError(path, line, f"expected a JSON object, got {type(rec).__name__}")
-    return rec
-
-
 # ---------------------------------------------------------------- parsers
 
 TQA_COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers")
@@ -251,9 +163,9 @@ def parse_truthfulqa_mc1(path: Path, name: str = "truthfulqa-mc1") -> list[Quest
     Ids equal the generation task's ids for the same question text.
     """
     rows = []
-    for line, rec in _iter_json_array(path):
-        rec = _need_dict(path, line, rec)
-        q = _need_str(path, line, rec, "question")
+    for line, rec in iter_json_array(path):
+        rec = need_dict(path, line, rec)
+        q = need_str(path, line, rec, "question")
         targets = rec.get("mc1_targets")
         if not isinstance(targets, dict) or not targets:
             raise DatasetError(path, line, "field 'mc1_targets' missing or not a non-empty object")
@@ -273,32 +185,40 @@ def parse_truthfulqa_mc1(path: Path, name: str = "truthfulqa-mc1") -> list[Quest
 
 
 def _trivia_fields(path: Path, line: int | None, rec: dict) -> tuple[str | None, str, list[str]]:
-    """(id, question, answers) from the sample layout (qid, question, gold_answer, aliases), the
-    HF layout (question_id, question, answer{value, aliases}) or the official one (Question...)."""
-    if "Question" in rec and "question" not in rec:  # official TriviaQA json
+    """(id, question, answers) from the llm-foundry layout (context, answer, aliases), the sample
+    layout (qid, question, gold_answer, aliases), the HF layout (question_id, question,
+    answer{value, aliases}) or the official one (Question...)."""
+    if "context" in rec and "question" not in rec:  # llm-foundry: "Question: <q>\nAnswer:"
+        ctx = need_str(path, line, rec, "context")
+        q = ctx.removeprefix("Question:").removesuffix("Answer:").strip()
+        if not q:
+            raise DatasetError(path, line, "field 'context' holds no question")
+        qid, gold, aliases = rec.get("id"), rec.get("answer"), rec.get("aliases")
+    elif "Question" in rec and "question" not in rec:  # official TriviaQA json
         ans = rec.get("Answer") or {}
-        qid, q = rec.get("QuestionId"), _need_str(path, line, rec, "Question")
+        qid, q = rec.get("QuestionId"), need_str(path, line, rec, "Question")
         gold, aliases = ans.get("Value"), ans.get("Aliases")
     elif isinstance(rec.get("answer"), dict):  # Hugging Face mandarjoshi/trivia_qa
         ans = rec["answer"]
-        qid, q = rec.get("question_id"), _need_str(path, line, rec, "question")
+        qid, q = rec.get("question_id"), need_str(path, line, rec, "question")
         gold, aliases = ans.get("value"), ans.get("aliases")
     else:
-        qid, q = rec.get("qid", rec.get("id")), _need_str(path, line, rec, "question")
+        qid, q = rec.get("qid", rec.get("id")), need_str(path, line, rec, "question")
         gold, aliases = rec.get("gold_answer"), rec.get("aliases", rec.get("answer"))
     if aliases is None:
         raise DatasetError(path, line, "no answer aliases (field 'aliases')")
-    aliases = _need_str_list(path, line, aliases, "aliases")
+    aliases = need_str_list(path, line, aliases, "aliases")
     golds = [gold.strip()] if isinstance(gold, str) and gold.strip() else []
     return (str(qid) if qid is not None else None), q, [*golds, *aliases]
 
 
 def parse_triviaqa(path: Path, name: str = "triviaqa") -> list[Question]:
-    """TriviaQA: answers = gold answer then its aliases (deduplicated); id = the file's qid."""
+    """TriviaQA: answers = gold answer then its aliases (deduplicated); id = the file's qid, or
+    ``triviaqa-<hash of the question>`` when the file has none."""
     out: list[Question] = []
     seen: dict[str, int | None] = {}
-    for line, rec in _records(path):
-        rec = _need_dict(path, line, rec)
+    for line, rec in iter_records(path):
+        rec = need_dict(path, line, rec)
         qid, q, answers = _trivia_fields(path, line, rec)
         qid = qid or f"triviaqa-{_qhash(q)}"
         if qid in seen:
@@ -311,10 +231,10 @@ def parse_triviaqa(path: Path, name: str = "triviaqa") -> list[Question]:
 def parse_nq_open(path: Path, name: str = "nq-open") -> list[Question]:
     """NQ-open JSON lines ``{"question", "answer": [...]}``."""
     rows = []
-    for line, rec in _iter_jsonl(path):
-        rec = _need_dict(path, line, rec)
-        q = _need_str(path, line, rec, "question")
-        answers = _need_str_list(path, line, rec.get("answer"), "field 'answer'")
+    for line, rec in iter_jsonl(path):
+        rec = need_dict(path, line, rec)
+        q = need_str(path, line, rec, "question")
+        answers = need_str_list(path, line, rec.get("answer"), "field 'answer'")
         rows.append((q, _dedupe(answers)))
     ids = _unique_ids("nq", [r[0] for r in rows])
     return [Question(id=i, dataset=name, question=q, answers=a) for i, (q, a) in zip(ids, rows)]
@@ -340,8 +260,18 @@ DATASETS: dict[str, DatasetSpec] = {
             "TruthfulQA MC1: 817 questions, one correct option among ~5",
         ),
         DatasetSpec(
-            "triviaqa", "triviaqa_sample/triviaqa_150.json",
-            # the 150-question sample with aliases (see ../shared/data/README.md), pinned commit
+            "triviaqa", "triviaqa/triviaqa_sm_sub.jsonl",
+            # llm-foundry's 3,000-question subsample of unfiltered validation, pinned commit
+            "https://raw.githubusercontent.com/mosaicml/llm-foundry/"
+            "8c8dd48f72168c5d51e2f7b151595892a8fba43d/scripts/eval/local_data/world_knowledge/"
+            "triviaqa_sm_sub.jsonl",
+            {"e3e8222e94cae291d7ab132e59f09c4f51580ed3e23639cf29c2926b4c8284e9": "sm-sub-3000"},
+            parse_triviaqa,
+            "TriviaQA (unfiltered validation) subsample: 3,000 questions with answer aliases",
+        ),
+        DatasetSpec(
+            "triviaqa-150", "triviaqa_sample/triviaqa_150.json",
+            # the earlier 150-question sample of the committed runs, pinned commit
             "https://raw.githubusercontent.com/Clivia0617/persona-hallucination-study/"
             "29ad64c1524bc1175aeece87a5786536c7fec0ae/data/triviaqa.json",
             {"232c91a7be4357af547e101498c9613b210dcb292d6162145e4c37ff6f86cfad": "sample-150"},
@@ -377,10 +307,22 @@ def data_cache_dir() -> Path:
     return base / "data"
 
 
+def _flag(var: str) -> bool | None:
+    """An environment switch: True / False, or None when unset or empty."""
+    val = os.environ.get(var, "").strip().lower()
+    return None if not val else val not in ("0", "false", "no", "off")
+
+
 def offline() -> bool:
-    """True when any of ISOGRAD_OFFLINE / HF_HUB_OFFLINE / HF_DATASETS_OFFLINE is set (not 0/false)."""
-    return any(os.environ.get(v, "").strip().lower() not in ("", "0", "false", "no", "off")
-               for v in _OFFLINE_VARS)
+    """Whether dataset downloads are refused: the default (``ISOGRAD_OFFLINE`` unset).
+
+    ``ISOGRAD_OFFLINE=0`` allows them, unless ``HF_HUB_OFFLINE`` or ``HF_DATASETS_OFFLINE`` is
+    set to a true value (the hub's own switch wins: it means this machine has no network).
+    """
+    if any(_flag(v) for v in _HF_OFFLINE_VARS):
+        return True
+    allowed = _flag("ISOGRAD_OFFLINE") is False
+    return not allowed
 
 
 def _spec(name: str) -> DatasetSpec:
@@ -425,16 +367,14 @@ def resolve_dataset(name: str, *, data: str | Path | None = None) -> Path:
     env = os.environ.get("ISOGRAD_DATA")
     if env:
         candidates.append(Path(env).expanduser() / spec.relpath)
-    else:
-        tried.append("$ISOGRAD_DATA (not set)")
     cached = data_cache_dir() / spec.relpath
-    candidates.append(cached)
+    candidates += [PACKAGED_DATA / spec.relpath, cached]
     for c in candidates:
         if c.is_file():
             return c
         tried.append(str(c))
     if offline():
-        tried.append(f"{spec.url} (not tried: offline mode, one of {', '.join(_OFFLINE_VARS)} is set)")
+        tried.append(f"{spec.url} (not tried: downloads are off; ISOGRAD_OFFLINE=0 allows them)")
     else:
         try:
             return _download(spec, cached)
@@ -442,8 +382,8 @@ def resolve_dataset(name: str, *, data: str | Path | None = None) -> Path:
             tried.append(f"{spec.url} ({type(e).__name__}: {e})")
     raise FileNotFoundError(
         f"dataset {name!r} not found. Tried: " + "; ".join(tried)
-        + ". Pass data=PATH (--data), set ISOGRAD_DATA to a folder laid out like "
-        f"../shared/data ({spec.relpath}), or allow network access."
+        + f". Pass --data PATH (data=PATH), set ISOGRAD_DATA to a folder holding {spec.relpath}, "
+        "or allow downloads with ISOGRAD_OFFLINE=0."
     )
 
 
@@ -464,8 +404,9 @@ def load_dataset(name: str, *, data: str | Path | None = None, limit: int | None
     """Load a dataset as questions, in file order.
 
     Args:
-        name: one of ``DATASETS`` (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``, ``nq-open``).
-        data: a file or a directory (``$ISOGRAD_DATA`` layout, or holding the file); overrides
+        name: one of ``DATASETS`` (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``,
+            ``triviaqa-150``, ``nq-open``).
+        data: a file or a folder (the packaged data's layout, or holding the file); overrides
             the search (see the module docstring).
         limit: keep the first ``limit`` questions in file order (None = all).
 
