@@ -313,7 +313,7 @@ def run_qa(
         dataset: "truthfulqa-gen" | "truthfulqa-mc1" | "triviaqa" | "nq-open".
         data: dataset file or folder (`load_dataset`'s ``data``).
         limit: the first `limit` questions in file order (None: all).
-        methods: baselines to run besides the gradient scores (issue 5's names).
+        methods: baselines to run besides the gradient scores (names of ``isograd.qa.baselines.BASELINES``).
         prediction: the definition of p for generated answers ("sequence", "geometric",
             "first_token").
         prompt: prompt style, "short" | "plain" | "fewshot" (`isograd.lm.PromptStyle`).

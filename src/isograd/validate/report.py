@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-# Table 1 of arXiv 2603.29466 as restated in PAPER.md: (pearson, spearman); None = not reported
+# Table 1 of arXiv 2603.29466: (pearson, spearman); None = not reported
 PAPER: dict[str, dict[str, tuple[float, float] | None]] = {
     "binary_linear": {"gn": (0.95, 0.99), "laplace": (0.95, 0.99), "aleatoric": (0.99, 1.00)},
     "binary_xor": {"gn": (0.65, 0.68), "laplace": (0.68, 0.70), "aleatoric": (0.76, 0.74)},
@@ -74,7 +74,7 @@ def table_md(rows: list[dict], cfg: Any, conj: dict, *, command: str | None, sec
         f"## Table 1 layout: depth {depth}, width {width} (Pearson r / Spearman ρ)",
         "",
         "† = chains not converged on the predictive quantities (split R-hat > 1.05): flagged, "
-        "not dropped. Paper: the values restated in PAPER.md.",
+        "not dropped. Paper: Table 1 of arXiv 2603.29466.",
         "",
         "| problem | GN ours | GN paper | Laplace ours | Laplace paper | aleatoric ours "
         "| aleatoric paper | R-hat max | P |",
