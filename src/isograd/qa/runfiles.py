@@ -9,6 +9,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -88,18 +89,36 @@ def _clean(x: Any) -> Any:
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of scores.jsonl. A last line without its newline is a write cut short by a kill:
-    it is removed from the file (and redone). Any other malformed line is an error naming it."""
+    """Rows of a JSONL row file (scores.jsonl, ``isograd score --out``), in file order.
+
+    A last line without its newline is kept when it is a complete row (e.g. a file written by
+    hand or another tool); the file then gets its newline, so the next append starts a new line.
+    Only a last line that is not valid JSON, a write cut short by a kill, is removed from the
+    file (with a warning saying so) and redone. Any other malformed line is an error naming it.
+    """
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1  # bytes holding complete lines
-    if end < len(data):
-        with path.open("r+b") as f:
-            f.truncate(end)
+    tail = data[end:]
+    lines = data[:end].split(b"\n")[:-1]
+    if tail.strip():
+        try:
+            json.loads(tail)
+        except ValueError:
+            warnings.warn(f"{path}: removed a cut-off last line ({len(tail)} bytes, not valid "
+                          "JSON: a write interrupted by a kill); its row will be redone",
+                          RuntimeWarning, stacklevel=2)
+            _truncate(path, end)
+        else:
+            lines.append(tail)
+            with path.open("ab") as f:  # complete row: keep it, end it with its newline
+                f.write(b"\n")
+    elif tail:
+        _truncate(path, end)  # trailing blanks carry nothing
     rows: list[dict[str, Any]] = []
-    for i, raw in enumerate(data[:end].split(b"\n")[:-1], 1):
+    for i, raw in enumerate(lines, 1):
         try:
             row = json.loads(raw)
         except ValueError as e:
@@ -108,6 +127,11 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
             raise ValueError(f"{path}:{i}: a row must be a JSON object with an 'id'")
         rows.append(row)
     return rows
+
+
+def _truncate(path: Path, size: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(size)
 
 
 def append_row(f, row: dict[str, Any]) -> None:

@@ -1,0 +1,91 @@
+"""read_rows: a complete last row without its newline is kept; only a cut-off write is removed."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from isograd.cli import app
+from isograd.qa.runfiles import read_rows
+
+from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+
+
+def _no_warning(fn, *a):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        return fn(*a)
+
+
+def test_complete_last_row_without_newline_is_kept_and_ended(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'{"id": "a", "v": 1}\n{"id": "b", "v": 2}')
+    assert _no_warning(read_rows, p) == [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
+    assert p.read_bytes() == b'{"id": "a", "v": 1}\n{"id": "b", "v": 2}\n'  # newline added
+    assert _no_warning(read_rows, p) == [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
+    assert p.read_bytes().count(b"\n") == 2  # idempotent
+
+
+def test_only_row_without_newline_is_kept(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'{"id": "only"}')
+    assert _no_warning(read_rows, p) == [{"id": "only"}]
+    assert p.read_bytes() == b'{"id": "only"}\n'
+
+
+def test_cut_off_last_write_is_removed_with_a_warning(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'{"id": "a"}\n{"id": "b", "text": "half')
+    with pytest.warns(RuntimeWarning, match="removed a cut-off last line .*not valid JSON"):
+        assert read_rows(p) == [{"id": "a"}]
+    assert p.read_bytes() == b'{"id": "a"}\n'
+
+
+def test_complete_last_line_that_is_not_a_row_is_an_error(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'{"id": "a"}\n[1, 2]')
+    with pytest.raises(ValueError, match=r"rows.jsonl:2: a row must be a JSON object"):
+        read_rows(p)
+
+
+def test_trailing_blanks_are_dropped_silently(tmp_path):
+    p = tmp_path / "rows.jsonl"
+    p.write_bytes(b'{"id": "a"}\n  ')
+    assert _no_warning(read_rows, p) == [{"id": "a"}]
+    assert p.read_bytes() == b'{"id": "a"}\n'
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model("llama", dtype=torch.float32).save_pretrained(path)
+    tiny_tokenizer(chat=True).save_pretrained(path)
+    return path
+
+
+def test_user_file_last_row_survives_a_rerun_of_isograd_score(model_dir, tmp_path):
+    """A user's --out file whose last valid row has no newline: `isograd score` keeps it,
+    skips its id, and appends the new row on a line of its own."""
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"id": "mine", "prompt": "Why?", "answer": " no"}\n'
+                     '{"id": "new", "prompt": "How?", "answer": " so"}\n')
+    out = tmp_path / "scored.jsonl"
+    runner = CliRunner()
+    args = ["score", "--input", str(pairs), "--out", str(out), "--model", str(model_dir),
+            "--quiet"]
+    first = tmp_path / "first.jsonl"
+    assert runner.invoke(app, [*args[:3], "--out", str(first), *args[5:]]).exit_code == 0
+    mine = json.loads(first.read_text().splitlines()[0])
+    mine["note"] = "kept by the user"  # a field only the user's row has: it must survive
+    out.write_text(json.dumps(mine))  # no trailing newline
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    rows = read_rows(out)
+    assert [r["id"] for r in rows] == ["mine", "new"]
+    assert rows[0] == mine  # the user's row, untouched
+    assert out.read_text().count("\n") == 2 and out.read_text().endswith("\n")
+    assert json.loads(out.read_text().splitlines()[1])["id"] == "new"
