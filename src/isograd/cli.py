@@ -84,9 +84,12 @@ def demo(
 @app.command()
 def qa(
     model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
-    dataset: str = typer.Option(..., help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | nq-open."),
+    dataset: str = typer.Option(..., help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
+                                "triviaqa-150 | nq-open, or the path of your own .jsonl/.csv "
+                                "(question + answers/answer, or question + choices + label)."),
     out: str = typer.Option(..., help="Output directory (scores.jsonl, metrics.json, report.md, roc.png)."),
-    data: str = typer.Option(None, help="Dataset file or folder (default: $ISOGRAD_DATA, cache, online)."),
+    data: str = typer.Option(None, help="Another copy of a registered dataset: a file or folder "
+                             "(default: $ISOGRAD_DATA, else the packaged copy)."),
     limit: int = typer.Option(None, help="Only the first N questions (file order)."),
     methods: str = typer.Option("all", help="Comma-separated baselines, 'all' or 'none'."),
     prediction: str = typer.Option("geometric", help="p of an answer: geometric | sequence | first_token."),

@@ -15,6 +15,8 @@ from, in this order (the first hit wins):
    to a true value); short timeout, saved into the user cache.
 
 Files are checked against the sha256 of the known versions; an unknown version only warns.
+A name that is not registered but is a file path is a user's own file (`load_dataset`,
+`isograd.qa.user_datasets`).
 A malformed file raises :class:`DatasetError` naming the file and the line; nothing is dropped
 silently (``limit`` keeps the first ``limit`` questions in file order, and the log says how many).
 Only the standard library is used here.
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import logging
 import os
 import urllib.error
@@ -41,6 +44,7 @@ from .records import (
     need_dict,
     need_str,
     need_str_list,
+    read_text,
 )
 
 __all__ = ["DATASETS", "DatasetError", "DatasetSpec", "Question", "dataset_version",
@@ -129,7 +133,7 @@ TQA_COLUMNS = ("Question", "Best Answer", "Correct Answers", "Incorrect Answers"
 def parse_truthfulqa_csv(path: Path, name: str = "truthfulqa-gen") -> list[Question]:
     """TruthfulQA.csv: answers = Best Answer then Correct Answers (deduplicated), incorrect =
     Incorrect Answers. The CSV starts with a UTF-8 BOM, hence ``utf-8-sig``."""
-    with path.open(encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f)
         header = reader.fieldnames or []
         missing = [c for c in TQA_COLUMNS if c not in header]
@@ -329,7 +333,8 @@ def _spec(name: str) -> DatasetSpec:
     try:
         return DATASETS[name]
     except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}") from None
+        raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}, or give "
+                         "the path of your own .jsonl or .csv file") from None
 
 
 def _in_dir(folder: Path, spec: DatasetSpec) -> list[Path]:
@@ -400,33 +405,51 @@ def dataset_version(name: str, path: str | Path) -> str | None:
     return _spec(name).sha256.get(_sha256(Path(path)))
 
 
+def is_user_dataset(name: str) -> bool:
+    """Whether ``name`` is a user's file (``isograd qa --dataset PATH``), not a registered id."""
+    from .user_datasets import looks_like_path
+
+    return name not in DATASETS and (looks_like_path(name) or Path(name).expanduser().is_file())
+
+
 def load_dataset(name: str, *, data: str | Path | None = None, limit: int | None = None) -> list[Question]:
     """Load a dataset as questions, in file order.
 
     Args:
         name: one of ``DATASETS`` (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``,
-            ``triviaqa-150``, ``nq-open``).
+            ``triviaqa-150``, ``nq-open``), or the path of a user's JSONL or CSV file
+            (fields: `isograd.qa.user_datasets`).
         data: a file or a folder (the packaged data's layout, or holding the file); overrides
-            the search (see the module docstring).
+            the search (see the module docstring). Registered datasets only.
         limit: keep the first ``limit`` questions in file order (None = all).
 
     Returns:
         The questions; ids are stable and do not depend on ``limit``.
 
     Raises:
-        ValueError: unknown name or bad limit. DatasetError: malformed file (file and line named).
-        FileNotFoundError: the file is nowhere to be found.
+        ValueError: unknown name, bad limit, or ``data`` with a user's file. DatasetError:
+        malformed file (file, line and field named). FileNotFoundError: the file is nowhere
+        to be found.
     """
-    spec = _spec(name)
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
         raise ValueError(f"limit must be a positive integer or None, got {limit!r}")
-    path = resolve_dataset(name, data=data)
-    version = dataset_version(name, path)
-    if version is None:
-        warnings.warn(f"{path}: sha256 matches no known version of {name} (known: "
-                      f"{', '.join(spec.sha256.values())}); results may not compare with others",
-                      stacklevel=2)
-    questions = spec.parse(path, name)
+    if is_user_dataset(name):
+        from .user_datasets import load_user_dataset
+
+        if data is not None:
+            raise ValueError(f"--data (data=) applies to registered datasets; the dataset "
+                             f"{name!r} is a file already: drop --data {data}")
+        path, version = Path(name), None
+        questions = load_user_dataset(name)
+    else:
+        spec = _spec(name)
+        path = resolve_dataset(name, data=data)
+        version = dataset_version(name, path)
+        if version is None:
+            warnings.warn(f"{path}: sha256 matches no known version of {name} (known: "
+                          f"{', '.join(spec.sha256.values())}); results may not compare with "
+                          "others", stacklevel=2)
+        questions = spec.parse(path, name)
     total = len(questions)
     if not total:
         raise DatasetError(path, None, "no questions in file")

@@ -22,9 +22,22 @@ class DatasetError(ValueError):
 
 
 
+def read_text(path: Path) -> str:
+    """The file as UTF-8 text (a leading BOM dropped); bytes that are not UTF-8 raise
+    :class:`DatasetError` naming the line and column."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise DatasetError(path, line, f"not UTF-8 text (byte 0x{data[e.start]:02x} at column "
+                           f"{col}); save the file as UTF-8") from None
+
+
 def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     """Yield (line, element) of a top-level JSON array, so errors can name an element's line."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     dec = json.JSONDecoder()
     n = len(text)
 
@@ -60,19 +73,19 @@ def iter_json_array(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def iter_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    with path.open(encoding="utf-8-sig") as f:
-        for lineno, raw in enumerate(f, 1):
-            if not raw.strip():  # blank lines (e.g. a trailing one) carry no record
-                continue
-            try:
-                yield lineno, json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DatasetError(path, lineno, f"invalid JSON line: {e.msg} (column {e.colno})") from e
+    """Yield (line, record) of a JSON-lines file; blank lines are skipped."""
+    for lineno, raw in enumerate(read_text(path).split("\n"), 1):
+        if not raw.strip():  # blank lines (e.g. a trailing one) carry no record
+            continue
+        try:
+            yield lineno, json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise DatasetError(path, lineno, f"invalid JSON line: {e.msg} (column {e.colno})") from e
 
 
 def iter_records(path: Path) -> Iterator[tuple[int | None, Any]]:
     """JSON array, ``{"Data": [...]}`` (TriviaQA's official layout) or JSON lines."""
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_text(path)
     head = text.lstrip()[:1]
     if head == "[":
         yield from iter_json_array(path)
