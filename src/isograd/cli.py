@@ -1,9 +1,22 @@
 """The `isograd` command line: a thin typer app; each command calls one core function.
 
 Heavy imports (transformers, jax) happen inside the commands so `isograd --help` is fast.
+Bad input never ends in a traceback: option values are checked while parsing (callbacks) or
+first thing in a command (the load flags), before any output file is touched; every command
+body turns the input errors of the core functions (`INPUT_ERRORS`) into one line on stderr and
+exit status 2 (`_one_line_errors`), and `main` does the same for usage errors (unknown or
+missing options, bad values). ``ISOGRAD_DEBUG=1`` shows the traceback instead.
 """
 
 from __future__ import annotations
+
+import functools
+import os
+import sys
+import warnings
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -12,6 +25,63 @@ app = typer.Typer(
     no_args_is_help=True,
     help="Per-prediction uncertainty from gradient norms (arXiv 2603.29466).",
 )
+
+INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
+"""What the core functions raise on bad input: ValueError (incl. DatasetError, RunMismatchError,
+unknown option values, malformed JSON, non-UTF-8 text) and OSError (missing or unreadable
+files, a non-writable --out, a folder that is not a model)."""
+
+EMBEDDED_MODELS = ("smollm2-135m",)
+
+# click's error classes, wherever this typer takes click from (its own copy since typer 0.22)
+_USAGE_ERROR = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError")
+_CLICK_EXCEPTION = next(c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException")
+
+
+@app.callback()
+def _root() -> None:
+    """Per-prediction uncertainty from gradient norms (arXiv 2603.29466)."""
+
+
+# ------------------------------------------------------------------ option checks at parse time
+
+
+def _choice(load: Callable[[], Any]) -> Callable[[str | None], str | None]:
+    """A typer callback: the value must be a member of the `Choice` Enum that `load` returns."""
+
+    def check(value: str | None) -> str | None:
+        if value is not None:
+            try:
+                load().parse(value)
+            except ValueError as e:
+                raise typer.BadParameter(str(e)) from None
+        return value
+
+    return check
+
+
+def _prediction():
+    from .lm.score import Prediction
+
+    return Prediction
+
+
+def _prompt_style():
+    from .lm.prompts import PromptStyle
+
+    return PromptStyle
+
+
+def _norm_method():
+    from .norms.api import Method
+
+    return Method
+
+
+def _judge():
+    from .qa.grading import Judge
+
+    return Judge
 
 
 # the options of every command that loads a model (names as `isograd.lm.models`' Choices:
@@ -51,14 +121,132 @@ def _check_device(device: str) -> None:
     import torch
 
     try:
-        torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
         raise ValueError(f"unknown device {device!r}; e.g. cpu, cuda, cuda:1, mps") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{device!r}: CUDA is not available on this machine")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{device!r}: MPS is not available on this machine")
 
 
-@app.callback()
-def _root() -> None:
-    """Per-prediction uncertainty from gradient norms (arXiv 2603.29466)."""
+def _one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """A command body whose input errors (`INPUT_ERRORS`) end as one line and exit status 2."""
+
+    @functools.wraps(command)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except INPUT_ERRORS as e:
+            if _debug():
+                raise
+            _fail(str(e) if str(e) else type(e).__name__)
+
+    return run
+
+
+def _debug() -> bool:
+    return os.environ.get("ISOGRAD_DEBUG", "").strip() not in ("", "0")
+
+
+_MODEL_FILES = (("config.json", ("config.json",)),
+                ("weights (*.safetensors, *.bin)", ("*.safetensors", "*.bin")),
+                ("tokenizer files", ("tokenizer.json", "tokenizer_config.json", "tokenizer.model",
+                                     "vocab.json")))
+
+
+def _model(value: str) -> str:
+    """The embedded name, a hub id, or a local model folder (one holding config.json)."""
+    if value in EMBEDDED_MODELS:
+        return value
+    p = Path(value).expanduser()
+    if p.exists():
+        if not p.is_dir():
+            raise typer.BadParameter(f"{value} is a file, not a model folder")
+        missing = [what for what, globs in _MODEL_FILES if not any(any(p.glob(g)) for g in globs)]
+        if missing:
+            raise typer.BadParameter(f"{value} is not a model folder: no {', no '.join(missing)}")
+    elif value.startswith((".", "/", "~")) or value.count("/") > 1:
+        raise typer.BadParameter(f"no model folder {value} (a hub id looks like 'org/name')")
+    return value
+
+
+def _dataset(value: str) -> str:
+    """A registered dataset id, or an existing user file."""
+    from .qa.datasets import DATASETS, is_user_dataset
+
+    if value in DATASETS:
+        return value
+    if not is_user_dataset(value):
+        raise typer.BadParameter(f"unknown dataset {value!r}; choose one of "
+                                 f"{', '.join(DATASETS)}, or the path of your own .jsonl or "
+                                 ".csv file")
+    if not Path(value).expanduser().is_file():
+        raise typer.BadParameter(f"no dataset file {value}")
+    return value
+
+
+def _method_names(value: str) -> list[str]:
+    """``all`` | ``none`` | a comma-separated list of baselines, checked against ALL_METHODS."""
+    from .qa.runfiles import ALL_METHODS
+
+    names = (list(ALL_METHODS) if value == "all" else [] if value == "none"
+             else [m.strip() for m in value.split(",") if m.strip()])
+    unknown = [m for m in names if m not in ALL_METHODS]
+    if unknown:
+        raise typer.BadParameter(f"unknown method(s) {', '.join(map(repr, unknown))}; allowed: "
+                                 f"'all', 'none' or a comma-separated list of {', '.join(ALL_METHODS)}")
+    return names
+
+
+def _methods(value: str) -> str:
+    _method_names(value)  # raises BadParameter on an unknown name
+    return value
+
+
+def _problems(values: Sequence[str] | None) -> list[str]:
+    from .validate.problems import PROBLEMS
+
+    names = [n for v in values or [] for n in v.split(",") if n]
+    unknown = [n for n in names if n not in PROBLEMS]
+    if unknown:
+        raise typer.BadParameter(f"unknown problem(s) {', '.join(map(repr, unknown))}; allowed: "
+                                 f"{', '.join(PROBLEMS)}")
+    return names
+
+
+def _writable(value: str, *, folder: bool) -> str:
+    """`value` can be written as a file (folder=False) or a folder: checked before any work."""
+    p = Path(value).expanduser()
+    if p.exists() and p.is_dir() != folder:
+        raise typer.BadParameter(f"{value} is a {'file' if folder else 'folder'}; expected a "
+                                 f"{'folder' if folder else 'file'}")
+    if p.exists():
+        if not os.access(p, os.W_OK):
+            raise typer.BadParameter(f"{value} is not writable")
+        return value
+    parent = p.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise typer.BadParameter(f"{value} cannot be created: {parent} is a file")
+    if not os.access(parent, os.W_OK):
+        raise typer.BadParameter(f"{value} cannot be created: {parent} is not writable")
+    return value
+
+
+def _out_dir(value: str) -> str:
+    return _writable(value, folder=True)
+
+
+def _out_file(value: str) -> str:
+    return _writable(value, folder=False)
+
+
+def _positive(value: float | None) -> float | None:
+    if value is not None and not value > 0:
+        raise typer.BadParameter(f"must be > 0, got {value}")
+    return value
 
 
 @app.command()
@@ -81,116 +269,136 @@ def demo(
     print_table(run_qa_demo(out, threads=threads, command="isograd " + shlex.join(sys.argv[1:])))
 
 
+_MODEL_HELP = "Model: 'smollm2-135m', a hub id or a local folder."
+
+
 @app.command()
+@_one_line_errors
 def qa(
-    model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
+    model: str = typer.Option("smollm2-135m", help=_MODEL_HELP, callback=_model),
     dataset: str = typer.Option(..., help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
                                 "triviaqa-150 | nq-open, or the path of your own .jsonl/.csv "
-                                "(question + answers/answer, or question + choices + label)."),
-    out: str = typer.Option(..., help="Output directory (scores.jsonl, metrics.json, report.md, roc.png)."),
+                                "(question + answers/answer, or question + choices + label).",
+                                callback=_dataset),
+    out: str = typer.Option(..., help="Output directory (scores.jsonl, metrics.json, report.md, roc.png).",
+                            callback=_out_dir),
     data: str = typer.Option(None, help="Another copy of a registered dataset: a file or folder "
                              "(default: $ISOGRAD_DATA, else the packaged copy)."),
-    limit: int = typer.Option(None, help="Only the first N questions (file order)."),
-    methods: str = typer.Option("all", help="Comma-separated baselines, 'all' or 'none'."),
-    prediction: str = typer.Option("geometric", help="p of an answer: geometric | sequence | first_token."),
-    prompt: str = typer.Option("short", help="Prompt style: short | plain | fewshot."),
+    limit: int = typer.Option(None, min=1, help="Only the first N questions (file order)."),
+    methods: str = typer.Option("all", help="Comma-separated baselines, 'all' or 'none'.",
+                                callback=_methods),
+    prediction: str = typer.Option("geometric", help="p of an answer: geometric | sequence | first_token.",
+                                   callback=_choice(_prediction)),
+    prompt: str = typer.Option("short", help="Prompt style: short | plain | fewshot.",
+                               callback=_choice(_prompt_style)),
     alternatives: bool = typer.Option(True, help="Also record the other two predictions of p."),
     seed: int = typer.Option(0, help="Seed of sampling and bootstrap."),
-    max_new_tokens: int = typer.Option(24, help="Cap on answer tokens (greedy and samples)."),
-    k: int = typer.Option(5, help="Samples per question for the sampling baselines."),
-    temperature: float = typer.Option(1.0, help="Sampling temperature."),
+    max_new_tokens: int = typer.Option(24, min=1, help="Cap on answer tokens (greedy and samples)."),
+    k: int = typer.Option(5, min=1, help="Samples per question for the sampling baselines."),
+    temperature: float = typer.Option(1.0, help="Sampling temperature.", callback=_positive),
     dtype: str = typer.Option("fp32", help=DTYPE_HELP),
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     attn_implementation: str = typer.Option(None, help=ATTN_HELP),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
-    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
-    judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge)."),
+    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost.",
+                                    callback=_choice(_norm_method)),
+    judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge).",
+                              callback=_choice(_judge)),
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
                                      "e.g. semantic_entropy.entailment=embedding."),
-    threads: int = typer.Option(None, help="Torch CPU threads (1 is fastest on a shared machine)."),
+    threads: int = typer.Option(None, min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar and no table."),
 ) -> None:
     """Answer, grade and score a QA dataset; write scores.jsonl (resumable) and the report."""
     import shlex
-    import sys
 
-    from .qa.pipeline import ALL_METHODS, RunMismatchError, parse_options, print_table, run_qa
+    from .qa.pipeline import parse_options, print_table, run_qa
 
-    names = (list(ALL_METHODS) if methods == "all" else [] if methods == "none"
-             else [m.strip() for m in methods.split(",") if m.strip()])
-    command = "isograd " + shlex.join(sys.argv[1:])
+    names = _method_names(methods)
     try:
-        load = _load_options(dtype, device, device_map, revision, attn_implementation,
-                             trust_remote_code)
-        metrics = run_qa(out, model=model, dataset=dataset, data=data, limit=limit, methods=names,
-                         prediction=prediction, prompt=prompt, alternatives=alternatives,
-                         seed=seed,
-                         max_new_tokens=max_new_tokens, k=k, temperature=temperature,
-                         dtype=dtype, device=device, load_options=load,
-                         norm_method=norm_method, judge=judge,
-                         baseline_options=parse_options(option or []),
-                         progress=not quiet, command=command, threads=threads)
-    except (RunMismatchError, ValueError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+        options = parse_options(option or [])
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="'--option'") from None
+    unused = sorted(set(options) - set(names))
+    if unused:
+        raise typer.BadParameter(f"options for {', '.join(unused)}, which --methods {methods!r} "
+                                 "does not run", param_hint="'--option'")
+    load = _load_options(dtype, device, device_map, revision, attn_implementation,
+                         trust_remote_code)
+    command = "isograd " + shlex.join(sys.argv[1:])
+    metrics = run_qa(out, model=model, dataset=dataset, data=data, limit=limit, methods=names,
+                     prediction=prediction, prompt=prompt, alternatives=alternatives,
+                     seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
+                     dtype=dtype, device=device, load_options=load, norm_method=norm_method,
+                     judge=judge, baseline_options=options, progress=not quiet,
+                     command=command, threads=threads)
     if not quiet:
         print_table(metrics)
 
 
 @app.command()
+@_one_line_errors
 def score(
     input: str = typer.Option(..., help="JSONL of {prompt, answer, optional id}."),
-    out: str = typer.Option(..., help="Output JSONL (appended; rerun resumes)."),
-    model: str = typer.Option("smollm2-135m", help="Model: 'smollm2-135m', a hub id or a local path."),
-    prediction: str = typer.Option("geometric", help="geometric | sequence | first_token."),
+    out: str = typer.Option(..., help="Output JSONL (appended; rerun resumes).", callback=_out_file),
+    model: str = typer.Option("smollm2-135m", help=_MODEL_HELP, callback=_model),
+    prediction: str = typer.Option("geometric", help="geometric | sequence | first_token.",
+                                   callback=_choice(_prediction)),
     as_question: bool = typer.Option(False, help="'prompt' is a bare question: wrap it in the QA prompt."),
-    prompt: str = typer.Option("short", help="With --as-question: prompt style short | plain | fewshot."),
-    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost."),
-    batch_size: int = typer.Option(8, help="Pairs per forward pass."),
+    prompt: str = typer.Option(None, help="With --as-question: prompt style short (default) | "
+                               "plain | fewshot.", callback=_choice(_prompt_style)),
+    norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost.",
+                                    callback=_choice(_norm_method)),
+    batch_size: int = typer.Option(8, min=1, help="Pairs per forward pass."),
     dtype: str = typer.Option("fp32", help=DTYPE_HELP),
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     attn_implementation: str = typer.Option(None, help=ATTN_HELP),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
-    threads: int = typer.Option(None, help="Torch CPU threads (1 is fastest on a shared machine)."),
+    threads: int = typer.Option(None, min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
     """Score (prompt, answer) pairs generated elsewhere: p, epistemic, aleatoric per line."""
-    from .qa.pipeline import RunMismatchError, score_file
+    from .qa.pipeline import score_file
 
+    if prompt is not None and not as_question:
+        raise typer.BadParameter("a prompt style applies only with --as-question (the "
+                                 "prompts of --input are used verbatim)", param_hint="'--prompt'")
+    if Path(input).expanduser().resolve() == Path(out).expanduser().resolve():
+        raise typer.BadParameter("--out is the --input file: rows would be appended to the "
+                                 "pairs", param_hint="'--out'")
+    load = _load_options(dtype, device, device_map, revision, attn_implementation,
+                         trust_remote_code)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    try:
-        load = _load_options(dtype, device, device_map, revision, attn_implementation,
-                             trust_remote_code)
-        n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
-                       prompt=prompt,
-                       norm_method=norm_method, batch_size=batch_size, dtype=dtype,
-                       device=device, load_options=load, progress=not quiet)
-    except (RunMismatchError, ValueError, FileNotFoundError) as e:
-        typer.echo(f"error: {e}", err=True)
-        raise typer.Exit(2) from None
+    n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
+                   prompt=prompt or "short", norm_method=norm_method, batch_size=batch_size,
+                   dtype=dtype, device=device, load_options=load, progress=not quiet)
     if not quiet:
         typer.echo(f"scored {n} pair(s) into {out}")
 
 
 @app.command()
+@_one_line_errors
 def validate(
-    out: str = typer.Option(..., help="Output directory (agreement.json, table.md, trend.png, maps/)."),
-    problems: list[str] = typer.Option(None, help="Problems (repeat or comma-separate); default all 8."),
-    widths: list[int] = typer.Option(None, help="Hidden widths (repeat the option); default 4..128."),
-    depths: list[int] = typer.Option(None, help="Hidden layers (repeat the option); default 1 and 2."),
+    out: str = typer.Option(..., help="Output directory (agreement.json, table.md, trend.png, maps/).",
+                            callback=_out_dir),
+    problems: list[str] = typer.Option(None, help="Problems (repeat or comma-separate); default all 8.",
+                                       callback=_problems),
+    widths: list[int] = typer.Option(None, min=1, help="Hidden widths (repeat the option); default 4..128."),
+    depths: list[int] = typer.Option(None, min=1, help="Hidden layers (repeat the option); default 1 and 2."),
     quick: bool = typer.Option(False, help="CI size: width 8, depth 1, short chains (<= 3 min)."),
-    chains: int = typer.Option(None, help="NUTS chains (default 4; quick 2)."),
-    warmup: int = typer.Option(None, help="NUTS warm-up draws per chain."),
-    samples: int = typer.Option(None, help="NUTS kept draws per chain."),
+    chains: int = typer.Option(None, min=1, help="NUTS chains (default 4; quick 2)."),
+    warmup: int = typer.Option(None, min=1, help="NUTS warm-up draws per chain."),
+    samples: int = typer.Option(None, min=1, help="NUTS kept draws per chain."),
     seed: int = typer.Option(0, help="Seed of data, MAP initialisation and chains."),
-    sigma_p: float = typer.Option(None, help="Prior standard deviation σ_p of every weight."),
+    sigma_p: float = typer.Option(None, help="Prior standard deviation σ_p of every weight.",
+                                  callback=_positive),
     study: str = typer.Option("agreement", help="agreement (Table 1) | covariance (which Σ in "
                               "gᵀΣg; covariance.json, covariance.md, spectra.png, maps/)."),
 ) -> None:
@@ -202,9 +410,8 @@ def validate(
     try:
         kind = Study.parse(study)
     except ValueError as e:
-        typer.echo(f"error: --study: {e}", err=True)
-        raise typer.Exit(2) from None
-    names = [n for p in problems or [] for n in p.split(",") if n]
+        raise ValueError(f"--study: {e}") from None
+    names = list(problems or [])
     cfg = study_config(study=kind, quick=quick, problems=names, widths=widths, depths=depths,
                        chains=chains, warmup=warmup, samples=samples, seed=seed, sigma_p=sigma_p)
     # the command as an equivalent argument list (sys.argv is not ours under a test runner)
@@ -223,8 +430,51 @@ def validate(
     run_study(out, cfg, command=shlex.join(cmd + ["--out", out]))
 
 
-def main() -> None:
-    app()
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _warning_line(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                  file: Any = None, line: str | None = None) -> None:
+    sys.stderr.write(f"warning: {_one_line(str(message))}\n")
+
+
+def _fail(message: str) -> None:
+    sys.stderr.write(f"error: {_one_line(message)}\n")
+    sys.stderr.flush()
+    sys.exit(2)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """The `isograd` entry point: bad input ends with one line on stderr and exit status 2.
+
+    Args:
+        argv: the arguments after the program name (None: ``sys.argv[1:]``).
+    """
+    debug = _debug()
+    shown = warnings.showwarning
+    if not debug:  # a warning is one line too ("warning: ..."), not file:line plus source
+        warnings.showwarning = _warning_line
+    try:
+        code = app(args=list(argv) if argv is not None else None, prog_name="isograd",
+                   standalone_mode=False)
+    except _USAGE_ERROR as e:  # unknown or missing options, bad values, conflicts
+        if type(e).__name__ == "NoArgsIsHelpError":  # `isograd` alone: the help, as click shows it
+            e.show()
+            sys.exit(2)
+        hint = f" (see '{e.ctx.command_path} --help')" if e.ctx is not None else ""
+        _fail(e.format_message() + hint)
+    except _CLICK_EXCEPTION as e:
+        _fail(e.format_message())
+    except typer.Abort:
+        _fail("aborted")
+    except INPUT_ERRORS as e:
+        if debug:
+            raise
+        _fail(str(e) if str(e) else type(e).__name__)
+    finally:
+        warnings.showwarning = shown
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""read_rows: a complete last row without its newline is kept; only a cut-off write is removed."""
+"""read_rows / open_rows: a complete last row without its newline is kept (and ended before
+the next append); only a cut-off write is left out, then removed when appending."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from isograd.cli import app
-from isograd.qa.runfiles import read_rows
+from isograd.qa.runfiles import append_row, open_rows, read_rows
 
 from ..lm.tiny_lm import tiny_model, tiny_tokenizer
 
@@ -21,28 +22,37 @@ def _no_warning(fn, *a):
         return fn(*a)
 
 
-def test_complete_last_row_without_newline_is_kept_and_ended(tmp_path):
+def test_complete_last_row_without_newline_is_kept(tmp_path):
     p = tmp_path / "rows.jsonl"
-    p.write_bytes(b'{"id": "a", "v": 1}\n{"id": "b", "v": 2}')
+    raw = b'{"id": "a", "v": 1}\n{"id": "b", "v": 2}'
+    p.write_bytes(raw)
     assert _no_warning(read_rows, p) == [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
-    assert p.read_bytes() == b'{"id": "a", "v": 1}\n{"id": "b", "v": 2}\n'  # newline added
-    assert _no_warning(read_rows, p) == [{"id": "a", "v": 1}, {"id": "b", "v": 2}]
-    assert p.read_bytes().count(b"\n") == 2  # idempotent
+    assert p.read_bytes() == raw  # reading never writes
+    with open_rows(p) as f:  # an append starts on a line of its own
+        append_row(f, {"id": "c"})
+    assert p.read_bytes() == raw + b'\n{"id": "c"}\n'
+    assert [r["id"] for r in _no_warning(read_rows, p)] == ["a", "b", "c"]
 
 
 def test_only_row_without_newline_is_kept(tmp_path):
     p = tmp_path / "rows.jsonl"
     p.write_bytes(b'{"id": "only"}')
     assert _no_warning(read_rows, p) == [{"id": "only"}]
+    with open_rows(p):
+        pass
     assert p.read_bytes() == b'{"id": "only"}\n'
 
 
-def test_cut_off_last_write_is_removed_with_a_warning(tmp_path):
+def test_cut_off_last_write_is_left_out_with_a_warning_then_removed(tmp_path):
     p = tmp_path / "rows.jsonl"
-    p.write_bytes(b'{"id": "a"}\n{"id": "b", "text": "half')
-    with pytest.warns(RuntimeWarning, match="removed a cut-off last line .*not valid JSON"):
+    raw = b'{"id": "a"}\n{"id": "b", "text": "half'
+    p.write_bytes(raw)
+    with pytest.warns(RuntimeWarning, match="not valid JSON, a write cut short by a kill"):
         assert read_rows(p) == [{"id": "a"}]
-    assert p.read_bytes() == b'{"id": "a"}\n'
+    assert p.read_bytes() == raw  # untouched until something is appended
+    with open_rows(p) as f:
+        append_row(f, {"id": "b", "text": "whole"})
+    assert p.read_bytes() == b'{"id": "a"}\n{"id": "b", "text": "whole"}\n'
 
 
 def test_complete_last_line_that_is_not_a_row_is_an_error(tmp_path):
@@ -52,10 +62,12 @@ def test_complete_last_line_that_is_not_a_row_is_an_error(tmp_path):
         read_rows(p)
 
 
-def test_trailing_blanks_are_dropped_silently(tmp_path):
+def test_trailing_blanks_are_ignored_then_dropped(tmp_path):
     p = tmp_path / "rows.jsonl"
     p.write_bytes(b'{"id": "a"}\n  ')
     assert _no_warning(read_rows, p) == [{"id": "a"}]
+    with open_rows(p):
+        pass
     assert p.read_bytes() == b'{"id": "a"}\n'
 
 
@@ -78,7 +90,8 @@ def test_user_file_last_row_survives_a_rerun_of_isograd_score(model_dir, tmp_pat
     args = ["score", "--input", str(pairs), "--out", str(out), "--model", str(model_dir),
             "--quiet"]
     first = tmp_path / "first.jsonl"
-    assert runner.invoke(app, [*args[:3], "--out", str(first), *args[5:]]).exit_code == 0
+    res = runner.invoke(app, [*args[:3], "--out", str(first), *args[5:]])
+    assert res.exit_code == 0, res.output
     mine = json.loads(first.read_text().splitlines()[0])
     mine["note"] = "kept by the user"  # a field only the user's row has: it must survive
     out.write_text(json.dumps(mine))  # no trailing newline

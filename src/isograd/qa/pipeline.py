@@ -45,6 +45,7 @@ from .runfiles import (
     RunMismatchError,
     append_row,
     check_config,
+    open_rows,
     parse_options,
     question_seed,
     read_rows,
@@ -390,7 +391,7 @@ def _run_questions(todo: Sequence[Any], total: int, path: Path, cfg: QAConfig,
 
         bar = tqdm(total=total, initial=total - len(todo), desc=f"qa {cfg.dataset}", unit="q")
     try:
-        with path.open("a", encoding="utf-8") as f:
+        with open_rows(path) as f:
             for q in todo:
                 append_row(f, _question_row(env, q))
                 if bar is not None:

@@ -10,10 +10,11 @@ import json
 import math
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 ALL_METHODS = ("p_true", "naive_entropy", "semantic_entropy", "msp", "mean_token_entropy")
 
@@ -88,35 +89,42 @@ def _clean(x: Any) -> Any:
 # ----------------------------------------------------------------------------- files
 
 
+def _split_tail(data: bytes) -> tuple[int, bytes]:
+    """(bytes of the complete lines, the last line when it lacks its newline)."""
+    end = data.rfind(b"\n") + 1
+    return end, data[end:]
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
+
+
 def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL row file (scores.jsonl, ``isograd score --out``), in file order.
+    """Rows of a JSONL row file (scores.jsonl, ``isograd score --out``), in file order; the
+    file is only read (`open_rows` repairs its end before an append).
 
     A last line without its newline is kept when it is a complete row (e.g. a file written by
-    hand or another tool); the file then gets its newline, so the next append starts a new line.
-    Only a last line that is not valid JSON, a write cut short by a kill, is removed from the
-    file (with a warning saying so) and redone. Any other malformed line is an error naming it.
+    hand or by another tool). A last line that is not valid JSON, a write cut short by a kill,
+    is left out with a warning saying so: its row is redone and the cut-off bytes are removed
+    before the next append. Any other malformed line is an error naming it.
     """
     path = Path(path)
     if not path.exists():
         return []
     data = path.read_bytes()
-    end = data.rfind(b"\n") + 1  # bytes holding complete lines
-    tail = data[end:]
+    end, tail = _split_tail(data)
     lines = data[:end].split(b"\n")[:-1]
     if tail.strip():
-        try:
-            json.loads(tail)
-        except ValueError:
-            warnings.warn(f"{path}: removed a cut-off last line ({len(tail)} bytes, not valid "
-                          "JSON: a write interrupted by a kill); its row will be redone",
-                          RuntimeWarning, stacklevel=2)
-            _truncate(path, end)
-        else:
+        if _is_json(tail):
             lines.append(tail)
-            with path.open("ab") as f:  # complete row: keep it, end it with its newline
-                f.write(b"\n")
-    elif tail:
-        _truncate(path, end)  # trailing blanks carry nothing
+        else:
+            warnings.warn(f"{path}: the last line ({len(tail)} bytes) is not valid JSON, a write "
+                          "cut short by a kill: left out, its row is redone, and it is removed "
+                          "before the next append", RuntimeWarning, stacklevel=2)
     rows: list[dict[str, Any]] = []
     for i, raw in enumerate(lines, 1):
         try:
@@ -129,9 +137,22 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
-def _truncate(path: Path, size: int) -> None:
-    with path.open("r+b") as f:
-        f.truncate(size)
+@contextmanager
+def open_rows(path: str | Path) -> Iterator[IO[str]]:
+    """`path` opened for appending rows (`append_row`), its end repaired first: a complete
+    last row gets its newline, a cut-off last line (not valid JSON) is removed."""
+    path = Path(path)
+    if path.exists():
+        data = path.read_bytes()
+        end, tail = _split_tail(data)
+        if tail.strip() and _is_json(tail):
+            with path.open("ab") as f:
+                f.write(b"\n")
+        elif tail:
+            with path.open("r+b") as f:
+                f.truncate(end)
+    with path.open("a", encoding="utf-8") as f:
+        yield f
 
 
 def append_row(f, row: dict[str, Any]) -> None:

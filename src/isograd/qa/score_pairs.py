@@ -6,31 +6,34 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .runfiles import RunMismatchError, append_row, read_rows
+from .records import read_text
+from .runfiles import RunMismatchError, append_row, open_rows, read_rows
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
-    """(id, prompt, answer) per line of a pairs JSONL file; errors name the line."""
+    """(id, prompt, answer) per line of a pairs JSONL file; errors name the file and line."""
     out: list[tuple[str, str, str]] = []
     seen: dict[str, int] = {}
-    with path.open(encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except ValueError as e:
-                raise ValueError(f"{path}:{i}: invalid JSON ({e})") from None
-            if not isinstance(rec, dict):
-                raise ValueError(f"{path}:{i}: expected an object with 'prompt' and 'answer'")
-            for key in ("prompt", "answer"):
-                if not isinstance(rec.get(key), str) or not rec[key]:
-                    raise ValueError(f"{path}:{i}: field {key!r} missing or not a non-empty string")
-            rid = str(rec.get("id", f"line-{i}"))
-            if rid in seen:
-                raise ValueError(f"{path}:{i}: duplicate id {rid!r} (first at line {seen[rid]})")
-            seen[rid] = i
-            out.append((rid, rec["prompt"], rec["answer"]))
+    for i, line in enumerate(read_text(path).split("\n"), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError as e:
+            raise ValueError(f"{path}:{i}: invalid JSON ({e})") from None
+        if not isinstance(rec, dict):
+            raise ValueError(f"{path}:{i}: expected an object with 'prompt' and 'answer'")
+        for key in ("prompt", "answer"):
+            if not isinstance(rec.get(key), str) or not rec[key]:
+                raise ValueError(f"{path}:{i}: field {key!r} missing or not a non-empty string")
+        rid = str(rec.get("id", f"line-{i}"))
+        if rid in seen:
+            raise ValueError(f"{path}:{i}: field 'id': duplicate id {rid!r} (first at line "
+                             f"{seen[rid]})")
+        seen[rid] = i
+        out.append((rid, rec["prompt"], rec["answer"]))
+    if not out:
+        raise ValueError(f"{path}: no pairs in file (one JSON object per line: prompt, answer)")
     return out
 
 
@@ -92,7 +95,7 @@ def score_file(
         bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="score", unit="pair")
     outp.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with outp.open("a", encoding="utf-8") as f:
+        with open_rows(outp) as f:
             for start in range(0, len(todo), batch_size):
                 chunk = todo[start:start + batch_size]
                 prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]

@@ -1,0 +1,233 @@
+"""Bad input to `isograd score`, `isograd qa` and `isograd validate`: exit status 2, one line on
+stderr naming the file, line and field or the option, no traceback, and every file that
+existed before is byte-identical afterwards (no new file either).
+
+The malformed inputs are the files of tests/cli/fuzz/ (copied to a temporary folder first);
+commands run in process through `isograd.cli.main`, two of them in a real subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from isograd.cli import main
+from isograd.qa.runfiles import QAConfig
+
+from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+
+CORPUS = Path(__file__).with_name("fuzz")
+NO_CUDA = not torch.cuda.is_available()
+
+# (id, arguments, substrings the one-line message must hold); placeholders: {F} the corpus
+# copy, {M} a tiny model folder, {RUN} an existing qa run of other options, {SCORED} an
+# existing `isograd score --out` file of another model, {PAIRS} / {QS} valid inputs,
+# {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model
+SCORE = ["score", "--quiet", "--model", "{M}"]
+QA = ["qa", "--quiet", "--model", "{M}", "--out", "{T}/new-run"]
+CASES: list[tuple[str, list[str], list[str]]] = [
+    # ---- isograd score: the --input file
+    ("score-truncated-jsonl", [*SCORE, "--input", "{F}/pairs_truncated.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_truncated.jsonl:2", "invalid JSON"]),
+    ("score-invalid-jsonl", [*SCORE, "--input", "{F}/pairs_invalid.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_invalid.jsonl:2", "invalid JSON"]),
+    ("score-non-utf8", [*SCORE, "--input", "{F}/pairs_non_utf8.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_non_utf8.jsonl:2", "not UTF-8"]),
+    ("score-empty-file", [*SCORE, "--input", "{F}/pairs_empty.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_empty.jsonl", "no pairs"]),
+    ("score-missing-field", [*SCORE, "--input", "{F}/pairs_missing_answer.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_missing_answer.jsonl:2", "'answer'"]),
+    ("score-mistyped-field", [*SCORE, "--input", "{F}/pairs_answer_not_string.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_answer_not_string.jsonl:1", "'answer'"]),
+    ("score-duplicate-ids", [*SCORE, "--input", "{F}/pairs_duplicate_ids.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_duplicate_ids.jsonl:2", "'id'", "duplicate id 'a'"]),
+    ("score-row-not-object", [*SCORE, "--input", "{F}/pairs_not_object.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_not_object.jsonl:1", "object"]),
+    ("score-input-missing", [*SCORE, "--input", "{T}/absent.jsonl", "--out", "{T}/o.jsonl"],
+     ["absent.jsonl"]),
+    # ---- isograd score: --out and conflicts
+    ("score-out-of-another-model", ["score", "--quiet", "--input", "{PAIRS}", "--out", "{SCORED}"],
+     ["scored.jsonl", "model='other-model'"]),
+    ("score-out-is-a-folder", [*SCORE, "--input", "{PAIRS}", "--out", "{RUN}"],
+     ["'--out'", "run is a folder"]),
+    ("score-out-not-writable", [*SCORE, "--input", "{PAIRS}", "--out", "{BLOCK}/o.jsonl"],
+     ["'--out'", "blocker is a file"]),
+    ("score-out-is-the-input", [*SCORE, "--input", "{PAIRS}", "--out", "{PAIRS}"], ["'--out'"]),
+    ("score-prompt-without-as-question", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                          "--prompt", "plain"], ["'--prompt'", "--as-question"]),
+    # ---- isograd score: options
+    ("score-model-not-a-model", ["score", "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--model",
+                                 "{NOTMODEL}"], ["'--model'", "not a model folder", "weights"]),
+    ("score-model-is-a-file", ["score", "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--model",
+                               "{PAIRS}"], ["'--model'", "is a file"]),
+    ("score-model-missing", ["score", "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--model",
+                             "{T}/no/such/model"], ["'--model'", "no model folder"]),
+    ("score-unknown-dtype", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--dtype", "fp8"],
+     ["--dtype", "fp8"]),
+    ("score-unknown-device", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--device", "gpu0"],
+     ["--device", "gpu0"]),
+    ("score-unknown-prediction", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                  "--prediction", "mean"], ["'--prediction'", "geometric"]),
+    ("score-unknown-norm-method", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                   "--norm-method", "fast"], ["'--norm-method'", "ghost"]),
+    ("score-batch-size-zero", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                               "--batch-size", "0"], ["'--batch-size'"]),
+    ("score-batch-size-not-int", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                  "--batch-size", "eight"], ["'--batch-size'"]),
+    ("score-unknown-option", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--bogus"],
+     ["--bogus"]),
+    ("score-missing-out", [*SCORE, "--input", "{PAIRS}"], ["'--out'"]),
+    # ---- isograd qa: a user's dataset file
+    ("qa-truncated-jsonl", [*QA, "--dataset", "{F}/questions_truncated.jsonl"],
+     ["questions_truncated.jsonl:2", "invalid JSON"]),
+    ("qa-invalid-jsonl", [*QA, "--dataset", "{F}/questions_invalid.jsonl"],
+     ["questions_invalid.jsonl:2", "invalid JSON"]),
+    ("qa-non-utf8-jsonl", [*QA, "--dataset", "{F}/questions_non_utf8.jsonl"],
+     ["questions_non_utf8.jsonl:2", "not UTF-8"]),
+    ("qa-empty-file", [*QA, "--dataset", "{F}/questions_empty.jsonl"],
+     ["questions_empty.jsonl", "no questions"]),
+    ("qa-missing-field", [*QA, "--dataset", "{F}/questions_missing_answers.jsonl"],
+     ["questions_missing_answers.jsonl:2", "'answers'"]),
+    ("qa-answers-not-a-list", [*QA, "--dataset", "{F}/questions_answers_not_list.jsonl"],
+     ["questions_answers_not_list.jsonl:1", "'answers'", "list"]),
+    ("qa-question-not-a-string", [*QA, "--dataset", "{F}/questions_question_not_string.jsonl"],
+     ["questions_question_not_string.jsonl:1", "'question'"]),
+    ("qa-label-not-an-int", [*QA, "--dataset", "{F}/questions_label_not_int.jsonl"],
+     ["questions_label_not_int.jsonl:1", "'label'"]),
+    ("qa-label-out-of-range", [*QA, "--dataset", "{F}/questions_label_out_of_range.jsonl"],
+     ["questions_label_out_of_range.jsonl:2", "'label'", "out of range"]),
+    ("qa-duplicate-ids", [*QA, "--dataset", "{F}/questions_duplicate_ids.jsonl"],
+     ["questions_duplicate_ids.jsonl:2", "'id'", "duplicate id 'q1'"]),
+    ("qa-mixed-kinds", [*QA, "--dataset", "{F}/questions_mixed_kinds.jsonl"],
+     ["questions_mixed_kinds.jsonl:2", "one kind"]),
+    ("qa-csv-without-question-column", [*QA, "--dataset", "{F}/questions_no_question_column.csv"],
+     ["questions_no_question_column.csv:1", "'question'"]),
+    ("qa-csv-bad-json-list", [*QA, "--dataset", "{F}/questions_bad_json_list.csv"],
+     ["questions_bad_json_list.csv:2", "'answers'"]),
+    ("qa-csv-non-utf8", [*QA, "--dataset", "{F}/questions_non_utf8.csv"],
+     ["questions_non_utf8.csv:2", "not UTF-8"]),
+    ("qa-registered-dataset-bad-copy", [*QA, "--dataset", "nq-open", "--data",
+                                        "{F}/nq_open_mistyped_answer.jsonl"],
+     ["nq_open_mistyped_answer.jsonl:2", "'answer'"]),
+    # ---- isograd qa: names, --out, conflicts
+    ("qa-unknown-dataset", [*QA, "--dataset", "squad"], ["'--dataset'", "squad", "triviaqa"]),
+    ("qa-dataset-file-missing", [*QA, "--dataset", "{T}/mine.jsonl"], ["'--dataset'", "mine.jsonl"]),
+    ("qa-user-file-with-data", [*QA, "--dataset", "{QS}", "--data", "{F}"], ["--data"]),
+    ("qa-out-of-other-options", ["qa", "--quiet", "--dataset", "{QS}", "--out", "{RUN}"],
+     ["run", "other options", "model"]),
+    ("qa-out-not-writable", ["qa", "--quiet", "--dataset", "{QS}", "--out", "{BLOCK}/run"],
+     ["'--out'", "blocker is a file"]),
+    ("qa-out-is-a-file", ["qa", "--quiet", "--dataset", "{QS}", "--out", "{PAIRS}"],
+     ["'--out'", "is a file"]),
+    ("qa-unknown-method", [*QA, "--dataset", "{QS}", "--methods", "msp,oracle"],
+     ["'--methods'", "oracle"]),
+    ("qa-option-for-a-method-not-run", [*QA, "--dataset", "{QS}", "--methods", "msp", "--option",
+                                        "semantic_entropy.entailment=ngram"], ["'--option'", "semantic_entropy"]),
+    ("qa-malformed-option", [*QA, "--dataset", "{QS}", "--option", "semantic_entropy"],
+     ["'--option'", "METHOD.KEY=VALUE"]),
+    ("qa-unknown-judge", [*QA, "--dataset", "{QS}", "--judge", "vibes"], ["'--judge'", "vibes"]),
+    ("qa-unknown-prompt", [*QA, "--dataset", "{QS}", "--prompt", "long"], ["'--prompt'", "short"]),
+    ("qa-unknown-dtype", [*QA, "--dataset", "{QS}", "--dtype", "int4"], ["--dtype", "int4"]),
+    ("qa-unknown-device", [*QA, "--dataset", "{QS}", "--device", "tpu"], ["--device", "tpu"]),
+    ("qa-limit-zero", [*QA, "--dataset", "{QS}", "--limit", "0"], ["'--limit'"]),
+    ("qa-k-zero", [*QA, "--dataset", "{QS}", "--k", "0"], ["'--k'"]),
+    ("qa-temperature-zero", [*QA, "--dataset", "{QS}", "--temperature", "0"], ["'--temperature'"]),
+    ("qa-model-not-a-model", ["qa", "--dataset", "{QS}", "--out", "{T}/r", "--model", "{NOTMODEL}"],
+     ["'--model'", "not a model folder"]),
+    ("qa-missing-dataset", ["qa", "--out", "{T}/r"], ["'--dataset'"]),
+    # ---- isograd validate
+    ("validate-unknown-problem", ["validate", "--out", "{T}/v", "--problems", "binary_linear,moons"],
+     ["'--problems'", "moons", "binary_xor"]),
+    ("validate-width-zero", ["validate", "--out", "{T}/v", "--widths", "0"], ["'--widths'"]),
+    ("validate-negative-sigma", ["validate", "--out", "{T}/v", "--sigma-p", "-1"], ["'--sigma-p'"]),
+    ("validate-chains-zero", ["validate", "--out", "{T}/v", "--chains", "0"], ["'--chains'"]),
+]
+if NO_CUDA:
+    CASES.append(("qa-cuda-unavailable", [*QA, "--dataset", "{QS}", "--device", "cuda"],
+                  ["--device", "CUDA is not available"]))
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tiny_model("llama", dtype=torch.float32).save_pretrained(path)
+    tiny_tokenizer(chat=True).save_pretrained(path)
+    return path
+
+
+@pytest.fixture
+def world(tmp_path, model_dir):
+    """The corpus copy, valid inputs and the existing outputs a failing command must not touch."""
+    corpus = tmp_path / "fuzz"
+    shutil.copytree(CORPUS, corpus)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(QAConfig(model="other-model").to_json()))
+    (run / "scores.jsonl").write_text('{"id": "old", "p": 0.5}\n')
+    scored = tmp_path / "scored.jsonl"
+    scored.write_text(json.dumps({"id": "a", "p": 0.5, "model": "other-model",
+                                  "prediction": "geometric", "prompt_style": None}))  # no newline
+    pairs = tmp_path / "pairs.jsonl"
+    pairs.write_text('{"id": "a", "prompt": "Why?", "answer": " no"}\n')
+    qs = tmp_path / "qs.jsonl"
+    qs.write_text('{"question": "Capital of France?", "answers": ["Paris"]}\n')
+    (tmp_path / "blocker").write_text("a file, not a folder\n")
+    notmodel = tmp_path / "notmodel"
+    notmodel.mkdir()
+    (notmodel / "config.json").write_text('{"model_type": "llama"}')
+    return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "RUN": str(run),
+            "SCORED": str(scored), "PAIRS": str(pairs), "QS": str(qs),
+            "BLOCK": str(tmp_path / "blocker"), "NOTMODEL": str(notmodel)}
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def _check(code: int | None, err: str, expect: list[str]) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert code == 2, (code, err)
+    assert "Traceback" not in err, err
+    assert len(errors) == 1, err  # one line; any other line is a one-line warning
+    assert all(ln.startswith(("error: ", "warning: ")) for ln in lines), err
+    for s in expect:
+        assert s in errors[0], (s, errors[0])
+
+
+def test_corpus_is_large_enough():
+    assert len(CASES) >= 30 and len({c[0] for c in CASES}) == len(CASES)
+    used = {Path(a).name for _, args, _ in CASES for a in args if a.startswith("{F}/")}
+    assert used == {p.name for p in CORPUS.iterdir()}, "every corpus file is used, and exists"
+
+
+@pytest.mark.parametrize("args, expect", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_one_line_exit_2_nothing_changed(world, tmp_path, monkeypatch, capsys, args, expect):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("ISOGRAD_DEBUG", raising=False)
+    before = _snapshot(tmp_path)
+    with pytest.raises(SystemExit) as ei:
+        main([a.format(**world) for a in args])
+    _check(ei.value.code, capsys.readouterr().err, expect)
+    assert _snapshot(tmp_path) == before  # every file byte-identical, and no new file
+
+
+@pytest.mark.parametrize("case", ["score-truncated-jsonl", "qa-registered-dataset-bad-copy"])
+def test_real_process(world, tmp_path, case):
+    """The installed entry point as a user runs it (a warning, if any, is one line too)."""
+    args, expect = next(c[1:] for c in CASES if c[0] == case)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ISOGRAD_DEBUG": "",
+           "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    before = _snapshot(tmp_path)
+    proc = subprocess.run([sys.executable, "-c", "from isograd.cli import main; main()",
+                           *[a.format(**world) for a in args]],
+                          env=env, capture_output=True, text=True, timeout=300)
+    _check(proc.returncode, proc.stderr, expect)
+    assert _snapshot(tmp_path) == before
