@@ -21,7 +21,7 @@ import torch
 from isograd.cli import main
 from isograd.qa.runfiles import QAConfig
 
-from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+from ..lm.tiny_lm import save_tiny
 
 CORPUS = Path(__file__).with_name("fuzz")
 NO_CUDA = not torch.cuda.is_available()
@@ -156,10 +156,7 @@ if NO_CUDA:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama", dtype=torch.float32).save_pretrained(path)
-    tiny_tokenizer(chat=True).save_pretrained(path)
-    return path
+    return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture

@@ -13,12 +13,11 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from isograd.lm import greedy_answer, load_model, qa_prompt, score
 from isograd.qa.pipeline import RunMismatchError, read_rows, run_qa, score_file
 
-from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+from ..lm.tiny_lm import save_tiny
 
 pytest.importorskip("sklearn")
 QUESTIONS = [f"Question number {i}: what is {i} plus {i}?" for i in range(6)]
@@ -36,10 +35,7 @@ def _no_cost(rows):
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     """A tiny random Llama saved like a hub model, so a subprocess can load the same one."""
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama", dtype=torch.float32).save_pretrained(path)
-    tiny_tokenizer(chat=True).save_pretrained(path)
-    return path
+    return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,12 @@ import json
 import warnings
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from isograd.cli import app
 from isograd.qa.runfiles import append_row, open_rows, read_rows
 
-from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+from ..lm.tiny_lm import save_tiny
 
 
 def _no_warning(fn, *a):
@@ -73,10 +72,7 @@ def test_trailing_blanks_are_ignored_then_dropped(tmp_path):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    path = tmp_path_factory.mktemp("tiny")
-    tiny_model("llama", dtype=torch.float32).save_pretrained(path)
-    tiny_tokenizer(chat=True).save_pretrained(path)
-    return path
+    return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
 def test_user_file_last_row_survives_a_rerun_of_isograd_score(model_dir, tmp_path):

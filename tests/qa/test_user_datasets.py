@@ -9,12 +9,11 @@ import shlex
 from pathlib import Path
 
 import pytest
-import torch
 
 from isograd.qa.datasets import DatasetError, is_user_dataset, load_dataset
 from isograd.qa.grading import grade
 
-from ..lm.tiny_lm import tiny_model, tiny_tokenizer
+from ..lm.tiny_lm import save_tiny
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -131,9 +130,7 @@ def test_readme_example_runs_end_to_end(tmp_path, monkeypatch):
 
     data, args = _readme_example()
     assert len(data.strip().splitlines()) == 3
-    model_dir = tmp_path / "tiny"
-    tiny_model("llama", dtype=torch.float32).save_pretrained(model_dir)
-    tiny_tokenizer(chat=True).save_pretrained(model_dir)
+    model_dir = save_tiny(tmp_path / "tiny")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "my.jsonl").write_text(data, encoding="utf-8")
     res = CliRunner().invoke(app, [*args, "--model", str(model_dir), "--k", "2",
@@ -155,9 +152,7 @@ def test_multiple_choice_file_runs(tmp_path):
     from isograd.lm import load_model
     from isograd.qa.pipeline import read_rows, run_qa
 
-    model_dir = tmp_path / "tiny"
-    tiny_model("llama", dtype=torch.float32).save_pretrained(model_dir)
-    tiny_tokenizer(chat=True).save_pretrained(model_dir)
+    model_dir = save_tiny(tmp_path / "tiny")
     p = write(tmp_path, "mc.jsonl", jsonl(
         {"question": "Red planet?", "choices": ["Venus", "Mars"], "label": 1, "id": "a"},
         {"question": "Largest?", "choices": ["ant", "whale", "cat"], "label": 1, "id": "b"}))
