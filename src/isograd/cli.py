@@ -168,6 +168,13 @@ def _model(value: str) -> str:
             raise typer.BadParameter(f"{value} is not a model folder: no {', no '.join(missing)}")
     elif value.startswith((".", "/", "~")) or value.count("/") > 1:
         raise typer.BadParameter(f"no model folder {value} (a hub id looks like 'org/name')")
+    elif os.environ.get("HF_HUB_OFFLINE", "").strip().lower() not in ("", "0", "false", "no", "off"):
+        from huggingface_hub import try_to_load_from_cache
+
+        if not isinstance(try_to_load_from_cache(value, "config.json"), str):
+            raise typer.BadParameter(f"{value} is neither a local folder nor in the Hugging Face "
+                                     "cache, and the hub is offline (HF_HUB_OFFLINE=1; `make "
+                                     "OFFLINE=0` or unsetting it allows the download)")
     return value
 
 

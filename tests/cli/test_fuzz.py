@@ -139,6 +139,8 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("qa-limit-zero", [*QA, "--dataset", "{QS}", "--limit", "0"], ["'--limit'"]),
     ("qa-k-zero", [*QA, "--dataset", "{QS}", "--k", "0"], ["'--k'"]),
     ("qa-temperature-zero", [*QA, "--dataset", "{QS}", "--temperature", "0"], ["'--temperature'"]),
+    ("qa-hub-model-offline", ["qa", "--dataset", "{QS}", "--out", "{T}/r", "--model",
+                              "no-such-org/no-such-model"], ["'--model'", "offline"]),
     ("qa-model-not-a-model", ["qa", "--dataset", "{QS}", "--out", "{T}/r", "--model", "{NOTMODEL}"],
      ["'--model'", "not a model folder"]),
     ("qa-missing-dataset", ["qa", "--out", "{T}/r"], ["'--dataset'"]),
