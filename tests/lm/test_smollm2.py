@@ -41,6 +41,15 @@ def test_answer_and_score_agree(smol):
     assert math.isfinite(float(s.epistemic[0])) and float(s.epistemic[0]) > 0
 
 
+def test_embedded_default_loads_its_fp32_copy(smol):
+    from isograd.lm.models import cache_dir
+
+    model, tok = smol  # load_model("smollm2-135m") with dtype="auto"
+    assert {p.dtype for p in model.parameters()} == {torch.float32} and not model.training
+    assert (cache_dir() / "models" / "smollm2-135m" / "model.safetensors").exists()
+    assert tok.pad_token is not None
+
+
 def test_greedy_answers_batch_equals_alone(smol):
     from isograd.lm import greedy_answer, greedy_answers, qa_prompt
 
