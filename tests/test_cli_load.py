@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from isograd import cli
 from isograd.cli import app
 from isograd.lm.models import AttnImplementation, DeviceMap, DType
-from tests.lm.tiny_lm import tiny_model, tiny_tokenizer
+from tests.lm.tiny_lm import save_tiny
 
 
 def test_help_names_every_value():
@@ -45,9 +45,7 @@ def test_bad_values_exit_2_naming_the_flag(tmp_path, command, flags, flag):
 
 
 def test_score_loads_with_every_flag(tmp_path, monkeypatch):
-    folder = tmp_path / "ckpt"
-    tiny_model("llama", dtype=torch.bfloat16).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
+    folder = save_tiny(tmp_path / "ckpt", dtype=torch.bfloat16)
     import isograd.lm
 
     seen, real = {}, isograd.lm.load_model

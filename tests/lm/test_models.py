@@ -9,14 +9,11 @@ import torch
 
 from isograd.lm.models import load_model
 
-from .tiny_lm import tiny_model, tiny_tokenizer
+from .tiny_lm import save_tiny, tiny_model
 
 
 def _save(tmp_path, dtype, name="m"):
-    folder = tmp_path / name
-    tiny_model("llama", dtype=dtype).save_pretrained(folder)
-    tiny_tokenizer().save_pretrained(folder)
-    return folder
+    return save_tiny(tmp_path / name, dtype=dtype)
 
 
 def _dtypes(model):

@@ -74,9 +74,9 @@ def tiny_model(kind: str = "llama", seed: int = 0, dtype: torch.dtype = torch.fl
     return model.to(dtype).eval()
 
 
-def save_tiny(path, kind: str = "llama"):
-    """A tiny fp32 model and its chat tokenizer saved like a hub model (so the CLI and a
-    subprocess load the same one); returns `path`."""
-    tiny_model(kind, dtype=torch.float32).save_pretrained(path)
+def save_tiny(path, kind: str = "llama", dtype: torch.dtype = torch.float32):
+    """A tiny model (fp32 unless `dtype`) and its chat tokenizer saved like a hub model (so the
+    CLI and a subprocess load the same one); returns `path`."""
+    tiny_model(kind, dtype=dtype).save_pretrained(path)
     tiny_tokenizer(chat=True).save_pretrained(path)
     return path
