@@ -44,8 +44,8 @@ def test_bad_values_exit_2_naming_the_flag(tmp_path, command, flags, flag):
     assert not out.exists()
 
 
-def test_score_loads_with_every_flag(tmp_path, monkeypatch):
-    folder = save_tiny(tmp_path / "ckpt", dtype=torch.bfloat16)
+def _spy_load(monkeypatch) -> dict:
+    """Record the options isograd.lm.load_model is called with (and the loaded dtypes)."""
     import isograd.lm
 
     seen, real = {}, isograd.lm.load_model
@@ -57,6 +57,26 @@ def test_score_loads_with_every_flag(tmp_path, monkeypatch):
         return loaded
 
     monkeypatch.setattr(isograd.lm, "load_model", spy)
+    return seen
+
+
+def test_qa_passes_the_flags_to_load_model(tmp_path, monkeypatch):
+    folder = save_tiny(tmp_path / "ckpt", dtype=torch.bfloat16)
+    seen = _spy_load(monkeypatch)
+    res = CliRunner().invoke(app, [
+        "qa", "--dataset", "truthfulqa-gen", "--limit", "1", "--methods", "none", "--quiet",
+        "--max-new-tokens", "2", "--out", str(tmp_path / "run"), "--model", str(folder),
+        "--dtype", "bf16", "--device-map", "auto", "--attn-implementation", "sdpa"])
+    if res.exit_code == 2 and "not found" in res.output:
+        pytest.skip(f"no TruthfulQA data here: {res.output.strip()}")
+    assert res.exit_code == 0, res.output
+    assert seen["dtype"] == "bf16" and seen["device_map"] == "auto"
+    assert seen["attn_implementation"] == "sdpa" and seen["dtypes"] == {torch.bfloat16}
+
+
+def test_score_loads_with_every_flag(tmp_path, monkeypatch):
+    folder = save_tiny(tmp_path / "ckpt", dtype=torch.bfloat16)
+    seen = _spy_load(monkeypatch)
     inp = tmp_path / "in.jsonl"
     inp.write_text('{"prompt": "Q: 2+2? A:", "answer": " 4"}\n')
     out = tmp_path / "out.jsonl"
