@@ -103,11 +103,16 @@ SAMPLING = {"k": 3, "max_new_tokens": 4}
     ("naive_entropy", SAMPLING),
     ("semantic_entropy", SAMPLING), ("semantic_entropy", {"entailment": "llm", **SAMPLING}),
     ("semantic_entropy", {"entailment": "embedding", **SAMPLING}),
+    ("semantic_entropy", {"entailment": "nli", **SAMPLING}),
     ("msp", {}), ("mean_token_entropy", {}),
 ])
 def test_every_baseline(model, tok, name, options):
     prompt = qa_prompt(tok, QUESTIONS[1])
     answer = greedy_answer(model, tok, prompt, max_new_tokens=4)
+    if options.get("entailment") == "nli":  # a tiny NLI classifier built in code
+        from tests.qa.test_baselines import _tiny_nli
+
+        options = {**options, "nli": (_tiny_nli(tok, 0), tok)}
     b = make_baseline(name, **options)
     ctxs = [QAContext(QUESTIONS[1], prompt, answer, None)]
     if name == "msp":  # an answer without log-probabilities makes msp run a forward

@@ -250,7 +250,9 @@ class _NLIJudge(_Judge):
         prem = [self.texts[x] for r in reps for x in (r, i)]
         hyp = [self.texts[x] for r in reps for x in (i, r)]
         device = input_device(self.m)
-        enc = self.t(prem, hyp, return_tensors="pt", padding=True, truncation=True).to(device)
+        # lists, then tensors made on the classifier's device (not on torch's default device)
+        enc = self.t(prem, hyp, padding=True, truncation=True)
+        enc = {k: torch.tensor(v, device=device) for k, v in enc.items()}
         with eval_mode(self.m):
             pred = self.m(**enc).logits.argmax(-1).tolist()
         self.cost += len(prem)
