@@ -56,3 +56,39 @@ def test_cli_covariance_quick_writes_every_output_and_resumes(tmp_path):
 def test_cli_rejects_unknown_study(tmp_path):
     res = CliRunner().invoke(app, ["validate", "--study", "nope", "--out", str(tmp_path)])
     assert res.exit_code == 2 and "'covariance'" in res.output
+
+
+def test_readme_covariance_figures_are_the_committed_run():
+    """The README's covariance-study medians are recomputed from the committed covariance.json."""
+    import re
+    from pathlib import Path
+
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[2]
+    rows = json.loads((root / "results/validate/covariance/covariance.json").read_text())
+    spectra = json.loads((root / "results/validate/covariance/spectra.json").read_text())
+    readme = (root / "README.md").read_text()
+    section = readme[readme.index("The paper's case for isotropy"):]
+    section = section[: section.index("(docs/validation.md, \"The gap\")")]
+    text = section.replace("−", "-")
+
+    def med(cov: str, field: str) -> str:
+        return f"{np.median([r[field] for r in rows if r['covariance'] == cov]):.2f}"
+
+    for cov, field in [("isotropic", "spearman"), ("laplace-train", "spearman"),
+                       ("fresh-ggn", "spearman"), ("eval-points", "spearman"),
+                       ("isotropic", "far_minus_near"), ("fresh-ggn", "far_minus_near"),
+                       ("shifted", "far_minus_near"), ("uniform", "far_minus_near"),
+                       ("layer-scaled:weight-variance", "spearman")]:
+        assert med(cov, field) in text, (cov, field)
+    for depth in (1, 2):
+        widths = sorted({s["width"] for s in spectra if s["depth"] == depth})
+        for w in (widths[0], widths[-1]):
+            lap = np.median([s["laplace_eff_rank_frac"] for s in spectra
+                             if s["depth"] == depth and s["width"] == w])
+            gn = np.median([r["spearman"] for r in rows if r["covariance"] == "isotropic"
+                            and r["depth"] == depth and r["width"] == w])
+            assert f"{lap:.2f}" in text and f"{gn:.2f}" in text, (depth, w)
+    assert re.search(r"\b64 configurations", text)
+    assert len({(r["problem"], r["depth"], r["width"]) for r in rows}) == 64

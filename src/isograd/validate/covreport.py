@@ -55,7 +55,8 @@ def _trend(spectra: list[dict], rows: list[dict]) -> dict[str, Any]:
         for w in ws:
             sel = [s for s in spectra if s["depth"] == d and s["width"] == w]
             for k in ("post_eff_rank_frac", "laplace_eff_rank_frac", "ggn_eff_rank",
-                      "iso_explained_post", "iso_explained_laplace", "post_cond", "ggn_cond"):
+                      "iso_explained_post", "iso_explained_laplace", "post_cond", "ggn_cond",
+                      "mcmc_explained_by_post"):
                 t[k].append(_median([s[k] for s in sel]))
             t["gn_spearman"].append(_median([r["spearman"] for r in iso
                                              if r["depth"] == d and r["width"] == w]))
@@ -105,21 +106,25 @@ def covariance_md(rows: list[dict], spectra: list[dict], cfg: Any, *, command: s
     trend = _trend(spectra, rows)
     lines += ["", "## Spectra against width (median over problems)", "",
               "| depth | width | posterior eff. rank / P | Laplace eff. rank / P | GGN eff. rank | "
-              "R²(‖g‖², gᵀCg) | posterior cond. | isotropic ρ vs MCMC |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              "R²(‖g‖², gᵀCg) | R²(gᵀCg, MCMC) | posterior cond. | isotropic ρ vs MCMC |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for d, t in trend.items():
         v = t["values"]
         for i, w in enumerate(t["widths"]):
             lines.append(f"| {d} | {w} | {_f(v['post_eff_rank_frac'][i])} | "
                          f"{_f(v['laplace_eff_rank_frac'][i])} | {_f(v['ggn_eff_rank'][i])} | "
-                         f"{_f(v['iso_explained_post'][i])} | {v['post_cond'][i]:.3g} | "
+                         f"{_f(v['iso_explained_post'][i])} | "
+                         f"{_f(v['mcmc_explained_by_post'][i])} | {v['post_cond'][i]:.3g} | "
                          f"{_f(v['gn_spearman'][i])} |")
     lines += ["", "Effective rank: (Σλ)²/Σλ² (P for an isotropic matrix); divided by P it is the "
               "share of the matrix's Frobenius energy in its isotropic part. R²(‖g‖², gᵀCg): the "
               "squared Pearson correlation, over the evaluation points, of the isotropic term "
               "with the linearised posterior variance under C: the fraction of its variation "
-              "that the isotropic term explains. The sample covariance has rank at most "
-              "chains × (draws − 1), which bounds its effective rank at large P.", ""]
+              "that the isotropic term explains. R²(gᵀCg, MCMC): how well that linearised variance "
+              "itself tracks the MCMC variance (low: C, gathered in other modes and linearised at "
+              "θ*, is a poor stand-in for the posterior, so the parameter-space measures are "
+              "weak evidence). The sample covariance has rank at most chains × (draws − 1), "
+              "which bounds its effective rank at large P.", ""]
     lines += ["## The paper's three claims, measured", ""]
     by_cov = _by(rows, "covariance")
 
