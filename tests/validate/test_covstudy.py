@@ -53,9 +53,16 @@ def test_cli_covariance_quick_writes_every_output_and_resumes(tmp_path):
     assert json.loads((out / "covariance.json").read_text()) == rows
 
 
-def test_cli_rejects_unknown_study(tmp_path):
-    res = CliRunner().invoke(app, ["validate", "--study", "nope", "--out", str(tmp_path)])
-    assert res.exit_code == 2 and "'covariance'" in res.output
+def test_cli_rejects_unknown_study(tmp_path, capsys):
+    import pytest
+
+    from isograd.cli import main
+
+    with pytest.raises(SystemExit) as ei:
+        main(["validate", "--study", "nope", "--out", str(tmp_path / "v")])
+    err = capsys.readouterr().err
+    assert ei.value.code == 2 and "--study" in err and "'covariance'" in err
+    assert not (tmp_path / "v").exists()
 
 
 def test_readme_covariance_figures_are_the_committed_run():
