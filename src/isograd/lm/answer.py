@@ -1,8 +1,8 @@
 """One call from questions to answers with their uncertainty: `answer`.
 
 ``answer(model, tokenizer, questions)`` puts each question to the model in a QA prompt
-(`qa_prompt`), decodes the greedy one-line answer (`greedy_answer`, the decoding rules of
-`isograd.lm.sampling`), and scores exactly the generated token ids with `score`: p,
+(`qa_prompt`), decodes the greedy one-line answers in batches (`greedy_answers`, left padding,
+each answer the one `greedy_answer` gives alone; the decoding rules of `isograd.lm.sampling`), and scores exactly the generated token ids with `score`: p,
 epistemic σ²·‖∇θ p‖², aleatoric p(1−p) and total, as ``isograd qa`` does for each question.
 
 An answer that stops at once (the model's first token is a stop token) has no tokens; it is
@@ -19,7 +19,7 @@ import torch
 
 from ..layer_scale import Covariance, LayerScale
 from ..norms.api import Method
-from .generate import greedy_answer
+from .generate import greedy_answers
 from .prompts import PromptStyle, encode_prompt, qa_prompt
 from .score import Prediction, score
 from .trace import TokenTrace
@@ -175,7 +175,7 @@ def answer(
         questions: Q question texts (or one string).
         prompt: prompt style, "short" (default) | "plain" | "fewshot" (`PromptStyle`).
         max_new_tokens: cap on answer tokens.
-        batch_size: answers per scoring pass.
+        batch_size: questions per generation batch and per scoring pass.
         prediction: what p is, "geometric" (default) | "sequence" | "first_token".
         sigma2: isotropic parameter variance σ² (scales epistemic only; no ranking changes).
         method: norm engine, "auto" | "loop" | "ghost" (`isograd.Method`).
@@ -205,7 +205,8 @@ def answer(
     style = PromptStyle.parse(prompt)
     pred = Prediction.parse(prediction)
     prompts = [qa_prompt(tokenizer, q, style) for q in questions]
-    gens = [greedy_answer(model, tokenizer, p, max_new_tokens=max_new_tokens) for p in prompts]
+    gens = greedy_answers(model, tokenizer, prompts, max_new_tokens=max_new_tokens,
+                          batch_size=batch_size)
     ids = [scored_token_ids(model, tokenizer, p, g.token_ids) for p, g in zip(prompts, gens)]
     s = score(model, tokenizer, prompts, ids, prediction=pred, batch_size=batch_size,
               sigma2=sigma2, method=method, covariance=covariance, layer_scale=layer_scale,
