@@ -278,6 +278,24 @@ def half_vs_fp64(arch: str, dtype: str, method: str, side: str = "right") -> flo
     return rel_err(got, ref)
 
 
+def refused_then_loop(model: nn.Module, fn, batch, refusal: str, reason: str,
+                      **options) -> torch.Tensor:
+    """Assert ghost refuses (GhostUnsupported matching `refusal`) and auto then gives the loop
+    engine's exact result with an EngineFallbackWarning matching `reason`; return it."""
+    import pytest
+
+    from isograd import sq_grad_norms
+    from isograd.norms import EngineFallbackWarning, GhostUnsupported
+
+    with pytest.raises(GhostUnsupported, match=refusal):
+        sq_grad_norms(model, fn, batch, method="ghost", **options)
+    ref = sq_grad_norms(model, fn, batch, method="loop", **options)
+    with pytest.warns(EngineFallbackWarning, match=reason):
+        got = sq_grad_norms(model, fn, batch, method="auto", **options)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    return got
+
+
 def brute_force(model: nn.Module, fn, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Squared norms from the full per-example Jacobian (float64 expected): total and per param."""
     was = model.training

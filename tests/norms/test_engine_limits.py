@@ -10,9 +10,16 @@ import torch
 from torch import nn
 
 from isograd import sq_grad_norms
-from isograd.norms import EngineFallbackWarning, GhostUnsupported
 from isograd.norms._common import memory_budget, slice_batch
-from tests.problems import VOCAB, brute_force, lm_logprob_plain, padded_batch, rel_err, tiny_gpt2
+from tests.problems import (
+    VOCAB,
+    brute_force,
+    lm_logprob_plain,
+    padded_batch,
+    refused_then_loop,
+    rel_err,
+    tiny_gpt2,
+)
 
 
 def _tiny_moe(kind: str) -> nn.Module:
@@ -39,12 +46,8 @@ def _tiny_moe(kind: str) -> nn.Module:
 @pytest.mark.parametrize("kind", ["mixtral", "qwen2-moe"])
 def test_mixture_of_experts_refused_by_ghost_auto_gives_the_loop_result(kind):
     model, batch = _tiny_moe(kind), padded_batch("right")
-    with pytest.raises(GhostUnsupported, match="dimension 0|no exact rule|no rule"):
-        sq_grad_norms(model, lm_logprob_plain, batch, method="ghost")
-    ref = sq_grad_norms(model, lm_logprob_plain, batch, method="loop")
-    with pytest.warns(EngineFallbackWarning):
-        got = sq_grad_norms(model, lm_logprob_plain, batch, method="auto")
-    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    got = refused_then_loop(model, lm_logprob_plain, batch, "dimension 0|no exact rule|no rule",
+                            "no exact ghost rule")
     brute, _ = brute_force(model, lm_logprob_plain, batch)
     assert rel_err(got, brute) <= 1e-8
 
@@ -71,12 +74,7 @@ def test_routed_linear_experts_refused_unless_exact():
     model = Routed().double()
     x = torch.randn(3, 4, 4, dtype=torch.float64)
     fn = lambda m, b: m(b)  # noqa: E731
-    with pytest.raises(GhostUnsupported, match="experts"):
-        sq_grad_norms(model, fn, x, method="ghost")
-    ref = sq_grad_norms(model, fn, x)
-    with pytest.warns(EngineFallbackWarning, match="not proven|dimension 0"):
-        got = sq_grad_norms(model, fn, x, method="auto")
-    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    refused_then_loop(model, fn, x, "experts", "not proven|dimension 0")
 
 
 def test_integer_parameters_left_out_with_a_warning():
@@ -110,11 +108,8 @@ def test_small_memory_budget_splits_examples_with_identical_results(monkeypatch)
     got = sq_grad_norms(model, lm_logprob_plain, batch, method="ghost", memory_budget=2000)
     torch.testing.assert_close(got, ref, rtol=1e-12, atol=0)
     assert min(sizes) == 1 and max(sizes) == 3  # Gram terms sliced, small Dense terms whole
-    with pytest.raises(GhostUnsupported, match="bytes per example.*memory budget"):
-        sq_grad_norms(model, lm_logprob_plain, batch, method="ghost", memory_budget=10)
-    with pytest.warns(EngineFallbackWarning, match="memory budget"):
-        got = sq_grad_norms(model, lm_logprob_plain, batch, method="auto", memory_budget="10")
-    torch.testing.assert_close(got, sq_grad_norms(model, lm_logprob_plain, batch), rtol=0, atol=0)
+    refused_then_loop(model, lm_logprob_plain, batch, "bytes per example.*memory budget",
+                      "memory budget", memory_budget="10")
 
 
 def _rows(f) -> int:
