@@ -65,14 +65,23 @@ def _moments(t: torch.Tensor) -> tuple[float, float]:
     if t.device.type == "meta":
         raise ValueError("the weight-variance rule needs the weights' values; they are on the "
                          "meta device (the fan-in rule needs only shapes)")
-    flat = t.detach().reshape(-1)
+    local = getattr(t, "to_local", None)  # a DTensor (FSDP2 shard): this rank's entries
+    flat = (local() if local is not None else t).detach().reshape(-1)
     s = torch.zeros((), dtype=torch.float64, device=flat.device)
     s2 = torch.zeros((), dtype=torch.float64, device=flat.device)
     for i in range(0, flat.numel(), _CHUNK):
         c = flat[i : i + _CHUNK].double()
         s += c.sum()
         s2 += c.square().sum()
-    n = max(flat.numel(), 1)
+    n = torch.tensor(float(flat.numel()), dtype=torch.float64, device=flat.device)
+    if local is not None:  # sums over every rank's entries (replicas scale all three alike)
+        import torch.distributed as dist
+
+        both = torch.stack([s, s2, n])
+        for group in t.device_mesh.get_all_groups():
+            dist.all_reduce(both, group=group)
+        s, s2, n = both
+    n = max(float(n), 1.0)
     return float(s) / n, float(s2) / n
 
 

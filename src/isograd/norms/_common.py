@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -125,6 +126,32 @@ def select_params(model: nn.Module, params: ParamSelection) -> dict[str, nn.Para
     if not chosen:
         raise ValueError("the parameter selection is empty: nothing to differentiate")
     return chosen
+
+
+def fsdp_sharded(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> bool:
+    """Whether `model` (or a submodule) is sharded by FSDP2's ``fully_shard``.
+
+    Under FSDP2 a rank holds only a shard of each parameter and FSDP reduce-scatters parameter
+    gradients across ranks, so only the activation-based engine (ghost) sees a rank's own
+    examples exactly. Other DTensor parameters (tensor parallel) are refused: a layer's
+    activations are then split across ranks too.
+
+    Raises:
+        ValueError: selected parameters are DTensors of a model not sharded by FSDP2.
+    """
+    # no import: a model can only be sharded if the user imported these modules already
+    fsdp = getattr(sys.modules.get("torch.distributed.fsdp"), "FSDPModule", None)
+    if fsdp is not None and any(isinstance(m, fsdp) for m in model.modules()):
+        return True
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", None)
+    bad = [n for n, p in selected.items() if dtensor is not None and isinstance(p, dtensor)]
+    if bad:
+        raise ValueError(
+            f"parameters {bad[:3]} are DTensors sharded outside FSDP2 (e.g. tensor parallel), "
+            "where a layer's activations are split across ranks; per-example norms support "
+            "torch.distributed.fsdp.fully_shard, or an unsharded model (device_map)"
+        )
+    return False
 
 
 def infer_batch_size(batch: Any) -> int | None:

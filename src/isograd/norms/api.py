@@ -14,6 +14,7 @@ from ._common import (
     EngineFallbackWarning,
     GhostUnsupported,
     ParamSelection,
+    fsdp_sharded,
     infer_batch_size,
     model_state_guard,
     select_params,
@@ -40,7 +41,8 @@ class Method(Choice):
     AUTO = "auto"
     """"ghost" when every selected parameter has an exact rule, else "loop"; a batch on which
     "ghost" cannot give an exact number (`GhostUnsupported`) is recomputed by "loop", with an
-    `EngineFallbackWarning` naming the reason. Other errors are raised."""
+    `EngineFallbackWarning` naming the reason. Other errors are raised. On a model sharded
+    with FSDP2 always "ghost", without fallback (the only exact engine there)."""
 
 
 class OnOOM(Choice):
@@ -92,8 +94,10 @@ def sq_grad_norms(
 
     Raises:
         ValueError: empty batch, empty selection, `fn` output of the wrong shape or not
-            differentiable, unknown method.
-        GhostUnsupported: ``method="ghost"`` on a model or batch it cannot handle exactly.
+            differentiable, unknown method; on an FSDP2-sharded model: ``method="loop"``,
+            ``on_oom="split"`` or float16 (their reruns would leave the ranks out of step).
+        GhostUnsupported: ``method="ghost"`` (or "auto" on an FSDP2-sharded model) on a model
+            or batch it cannot handle exactly.
     """
     m = Method.parse(method)
     oom = OnOOM.parse(on_oom)
@@ -101,13 +105,34 @@ def sq_grad_norms(
         raise ValueError("the batch is empty (batch size 0)")
     selected = select_params(model, params)
     budget = resolve_budget(memory_budget)
+    half = any(p.dtype == torch.float16 for p in selected.values())
+    if fsdp_sharded(model, selected):
+        _check_sharded(m, oom, half)
+        m = Method.GHOST  # exact with each rank's own activations; no fallback to loop
 
     def run(f: Callable[[nn.Module, Any], torch.Tensor]) -> Result:
         return _split_on_oom(model, f, batch, m, selected, by_param, budget, oom)
 
-    half = any(p.dtype == torch.float16 for p in selected.values())
     total, per = run(fn) if not half else _fp16_rescaled(fn, run)
     return (total, per) if by_param else total
+
+
+def _check_sharded(m: Method, oom: OnOOM, half: bool) -> None:
+    """Refuse what cannot be exact, or would desynchronise the ranks, under FSDP2."""
+    if m is Method.LOOP:
+        raise ValueError(
+            "method='loop' cannot be exact on a model sharded with FSDP2 (fully_shard): FSDP "
+            "reduce-scatters parameter gradients across ranks, so no rank sees one example's "
+            "gradient alone; use method='ghost' or 'auto' (exact there: they need only each "
+            "rank's own activations)"
+        )
+    # FSDP2 gathers weights collectively: a rerun on one rank alone would wait forever
+    if oom is OnOOM.SPLIT:
+        raise ValueError("on_oom='split' is not available on an FSDP2-sharded model (a split "
+                         "on one rank leaves the others waiting); pass smaller batches")
+    if half:
+        raise ValueError("float16 on an FSDP2-sharded model is not supported (its overflow "
+                         "rerun would run on one rank alone); use bfloat16")
 
 
 def _dispatch(model: nn.Module, fn: Callable, batch: Any, m: Method, selected: dict,

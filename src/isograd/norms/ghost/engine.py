@@ -61,6 +61,7 @@ class _Call:
     first: int
     last: int
     layout: Layout
+    params: dict[int, str]  # id of each selected parameter as the forward used it -> name
     pending: int = 0
     done: bool = False
 
@@ -187,7 +188,10 @@ class _Run:
                 taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
             record(output, layout, self.proven)
             last = _seq() or first  # nodes of this call (the expand too) are in [first, last)
-            self.calls.append(_Call(owner, ctx, [None] * len(tensors), taps, first, last, layout))
+            # FSDP2 swaps in unsharded tensors for the forward: the graph holds those
+            used = {id(module._parameters[a]): n for a, n in owner.attrs.items()}
+            self.calls.append(
+                _Call(owner, ctx, [None] * len(tensors), taps, first, last, layout, used))
             return new
 
         return hook
@@ -196,6 +200,8 @@ class _Run:
     def prepare(self, out: Tensor, selected: Mapping[str, nn.Parameter]) -> list[Any]:
         """Check parameter uses, hook tapped nodes; return the backward's input edges."""
         pid = {id(p): n for n, p in selected.items()}
+        for c in self.calls:
+            pid.update(c.params)
         by_node: dict[Any, list[tuple[_Call, int, int]]] = defaultdict(list)
         for c in self.calls:
             for j, edge in c.taps:
@@ -203,7 +209,7 @@ class _Run:
         reachable, edges, lowest = walk(out.grad_fn, set(by_node), set(pid))
         local: Counter = Counter()
         for c in self.calls:
-            own = {id(c.owner.module._parameters[a]) for a in c.owner.attrs}
+            own = set(c.params)
             local.update(
                 local_edges([e.node for _, e in c.taps], c.first, c.last, reachable, own)
             )
