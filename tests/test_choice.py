@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from isograd import Method
+from isograd.distributed import Shard
 from isograd.estimate import Task
 from isograd.layer_scale import Covariance, LayerScale
 from isograd.lm.prompts import PromptStyle
@@ -14,7 +15,8 @@ from isograd.qa.baselines import BaselineName
 from isograd.qa.baselines.semantic import Entailment, SEVariant
 from isograd.qa.grading import Judge
 
-OPTIONS = [Method, Task, Covariance, LayerScale, Prediction, PromptStyle, BaselineName, Entailment, SEVariant, Judge]
+OPTIONS = [Method, Task, Covariance, LayerScale, Prediction, PromptStyle, BaselineName, Entailment, SEVariant, Judge,
+           Shard]
 
 
 @pytest.mark.parametrize("enum", OPTIONS, ids=lambda e: e.__name__)

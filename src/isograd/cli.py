@@ -78,6 +78,12 @@ def _norm_method():
     return Method
 
 
+def _shard():
+    from .distributed import Shard
+
+    return Shard
+
+
 def _judge():
     from .qa.grading import Judge
 
@@ -304,7 +310,8 @@ def qa(
     k: int = typer.Option(5, min=1, help="Samples per question for the sampling baselines."),
     temperature: float = typer.Option(1.0, help="Sampling temperature.", callback=_positive),
     dtype: str = typer.Option("fp32", help=DTYPE_HELP),
-    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...); under "
+                               "torchrun 'cuda' is cuda:LOCAL_RANK."),
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     attn_implementation: str = typer.Option(None, help=ATTN_HELP),
@@ -341,7 +348,7 @@ def qa(
                      dtype=dtype, device=device, load_options=load, norm_method=norm_method,
                      judge=judge, baseline_options=options, progress=not quiet,
                      command=command, threads=threads)
-    if not quiet:
+    if not quiet and metrics is not None:  # rank 0 of a torchrun job prints the table
         print_table(metrics)
 
 
@@ -360,15 +367,23 @@ def score(
                                     callback=_choice(_norm_method)),
     batch_size: int = typer.Option(8, min=1, help="Pairs per forward pass."),
     dtype: str = typer.Option("fp32", help=DTYPE_HELP),
-    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...); under "
+                               "torchrun 'cuda' is cuda:LOCAL_RANK."),
     device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    shard: str = typer.Option("none", help="Under torchrun: none (a model copy per rank) | "
+                              "fsdp (FSDP2: the weights split across the ranks).",
+                              callback=_choice(_shard)),
     revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
     attn_implementation: str = typer.Option(None, help=ATTN_HELP),
     trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
     threads: int = typer.Option(None, min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar."),
 ) -> None:
-    """Score (prompt, answer) pairs generated elsewhere: p, epistemic, aleatoric per line."""
+    """Score (prompt, answer) pairs generated elsewhere: p, epistemic, aleatoric per line.
+
+    Data-parallel: torchrun --nproc-per-node N --no-python isograd score ... (see the README).
+    """
+    from .distributed import launched
     from .qa.pipeline import score_file
 
     if prompt is not None and not as_question:
@@ -385,9 +400,11 @@ def score(
         torch.set_num_threads(threads)
     n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
                    prompt=prompt or "short", norm_method=norm_method, batch_size=batch_size,
-                   dtype=dtype, device=device, load_options=load, progress=not quiet)
-    if not quiet:
-        typer.echo(f"scored {n} pair(s) into {out}")
+                   dtype=dtype, device=device, load_options=load, shard=shard,
+                   progress=not quiet)
+    if not quiet and int(os.environ.get("RANK", "0")) == 0:
+        where = f" by {os.environ['WORLD_SIZE']} processes" if launched() else ""
+        typer.echo(f"scored {n} pair(s) into {out}{where}")
 
 
 @app.command()

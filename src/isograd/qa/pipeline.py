@@ -43,9 +43,7 @@ from .runfiles import (
     ALL_METHODS,
     QAConfig,
     RunMismatchError,
-    append_row,
     check_config,
-    open_rows,
     parse_options,
     question_seed,
     read_rows,
@@ -305,7 +303,7 @@ def run_qa(
     command: str | None = None,
     loaded: tuple[Any, Any] | None = None,
     threads: int | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | None:
     """Run the QA evaluation into `out` (resumable) and return the metrics dict.
 
     Args:
@@ -336,11 +334,15 @@ def run_qa(
             1 thread is often several times faster than oversubscribed threads; the thread
             count can change float rounding (~1e-6 relative), so keep it fixed within a run.
 
+    Under torchrun each rank answers an interleaved share of the questions into its own part
+    file and rank 0 merges them and writes the report (`isograd.distributed`).
+
     Returns:
-        The metrics dict written to metrics.json.
+        The metrics dict written to metrics.json (None on the other ranks of a torchrun job).
     """
     import torch
 
+    from .. import distributed as dd
     from ..lm import Prediction, PromptStyle
     from .datasets import load_dataset
 
@@ -355,50 +357,49 @@ def run_qa(
     baselines = _baselines(cfg)  # unknown method names fail before anything is written
     questions = load_dataset(dataset, data=data, limit=limit)
     outp = Path(out)
-    check_config(outp, cfg)
+    rank = dd.setup(device)
+    dd.on_peer_failure(rank, outp / "scores.jsonl")
+    if rank.main:  # one writer of config.json; the others then only read it
+        check_config(outp, cfg)
+    dd.barrier(rank)
+    if not rank.main:
+        check_config(outp, cfg)
     path = outp / "scores.jsonl"
-    rows = read_rows(path)
-    done = {r["id"] for r in rows}
-    todo = [q for q in questions if q.id not in done]
     saved_threads = torch.get_num_threads()
     if threads:
         torch.set_num_threads(threads)
     try:
-        if todo:
-            if loaded is None:
-                from ..lm import load_model
-
-                loaded = load_model(cfg.model, dtype=cfg.dtype, device=cfg.device,
-                                    **(load_options or {}))
-            _run_questions(todo, len(questions), path, cfg, baselines, loaded, progress)
+        dd.run_rows(path, questions,
+                    _questions_rows(cfg, baselines, loaded, rank, load_options or {}),
+                    key=lambda q: q.id, desc=f"qa {cfg.dataset}", progress=progress)
     finally:
         torch.set_num_threads(saved_threads)
-    return finish(outp, cfg, questions, command=command)
+    # rank 0 reports; the others wait so that the job ends with the report written
+    metrics = finish(outp, cfg, questions, command=command) if rank.main else None
+    dd.barrier(rank)
+    return metrics
 
 
-def _run_questions(todo: Sequence[Any], total: int, path: Path, cfg: QAConfig,
-                   baselines: dict[str, Any], loaded: tuple[Any, Any],
-                   progress: bool) -> None:
-    """Answer and score `todo`, appending one flushed line per question to `path`."""
-    import torch
+def _questions_rows(cfg: QAConfig, baselines: dict[str, Any], loaded: tuple[Any, Any] | None,
+                    rank: Any, load_options: dict[str, Any]) -> Callable[[list[Any]], list]:
+    """questions -> their rows; the model is loaded on the first call (on this rank's device)."""
+    env: list[_Env] = []
 
-    m, tok = loaded
-    env = _Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines)
-    torch.manual_seed(cfg.seed)
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    def compute(qs: list[Any]) -> list[dict[str, Any]]:
+        if not env:
+            import torch
 
-        bar = tqdm(total=total, initial=total - len(todo), desc=f"qa {cfg.dataset}", unit="q")
-    try:
-        with open_rows(path) as f:
-            for q in todo:
-                append_row(f, _question_row(env, q))
-                if bar is not None:
-                    bar.update(1)
-    finally:
-        if bar is not None:
-            bar.close()
+            from .. import distributed as dd
+            from ..lm import load_model
+
+            m, tok = loaded if loaded is not None else load_model(
+                cfg.model, dtype=cfg.dtype, device=dd.device_for(cfg.device, rank),
+                **load_options)
+            env.append(_Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines))
+            torch.manual_seed(cfg.seed)
+        return [_question_row(env[0], q) for q in qs]
+
+    return compute
 
 
 def print_table(metrics: dict[str, Any]) -> None:

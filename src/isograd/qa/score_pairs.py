@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from .records import read_text
-from .runfiles import RunMismatchError, append_row, open_rows, read_rows
+from .runfiles import RunMismatchError
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
@@ -37,6 +37,19 @@ def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
+def _check_rows(rows: list[dict[str, Any]], outp: Path, model: str, pred: str,
+                style: str | None) -> None:
+    """Refuse rows (of the output or its part files) made with other options."""
+    for r in rows:
+        # rows written before prompt_style existed wrapped questions in the "short" prompt
+        old_style = r.get("prompt_style", "short" if style else None)
+        if r.get("model") != model or r.get("prediction") != pred or old_style != style:
+            raise RunMismatchError(
+                f"{outp} holds rows scored with model={r.get('model')!r}, "
+                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}; "
+                "use another --out")
+
+
 def score_file(
     input: str | Path,
     out: str | Path,
@@ -50,6 +63,7 @@ def score_file(
     dtype: str = "fp32",
     device: str = "cpu",
     load_options: dict[str, Any] | None = None,
+    shard: str = "none",
     progress: bool = True,
     loaded: tuple[Any, Any] | None = None,
 ) -> int:
@@ -64,55 +78,63 @@ def score_file(
     are refused. `dtype`, `device` and `load_options` (device_map, revision, ...) go to
     `load_model`.
 
+    Under torchrun each rank scores its share into its own part file and rank 0 merges them into
+    `out` in input order (`isograd.distributed`); `shard` "fsdp" shards the model across ranks.
+
     Returns:
-        The number of pairs scored by this call.
+        The number of pairs scored by this call (by all ranks together).
     """
+    from .. import distributed as dd
     from ..lm import Prediction, PromptStyle, load_model, qa_prompt, score
+    from ..norms.api import Method
 
     pred = Prediction.parse(prediction).value
     style = PromptStyle.parse(prompt).value if as_question else None
+    sharded = dd.Shard.parse(shard) is dd.Shard.FSDP
+    if sharded and (load_options or {}).get("device_map") is not None:
+        raise ValueError("--shard fsdp and --device-map are two ways to split a model; "
+                         "choose one")
+    if sharded and Method.parse(norm_method) is Method.LOOP:
+        raise ValueError("--shard fsdp needs --norm-method auto or ghost: the loop engine "
+                         "cannot see one example's gradient when FSDP2 reduce-scatters it")
     pairs = _read_pairs(Path(input))
     outp = Path(out)
-    rows = read_rows(outp)
-    for r in rows[:1]:
-        # rows written before prompt_style existed wrapped questions in the "short" prompt
-        old_style = r.get("prompt_style", "short" if style else None)
-        if r.get("model") != model or r.get("prediction") != pred or old_style != style:
-            raise RunMismatchError(
-                f"{outp} holds rows scored with model={r.get('model')!r}, "
-                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}; "
-                "use another --out")
-    done = {r["id"] for r in rows}
-    todo = [p for p in pairs if p[0] not in done]
-    if not todo:
+    rank = dd.setup(device)
+    dd.on_peer_failure(rank, outp)
+    rows = dd.read_all(outp)
+    _check_rows(rows, outp, model, pred, style)
+    if {r["id"] for r in rows} >= {p[0] for p in pairs}:
+        dd.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
         return 0
-    m, tok = loaded if loaded is not None else load_model(model, dtype=dtype, device=device,
-                                                          **(load_options or {}))
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
+    loaded_: list[tuple[Any, Any]] = [loaded] if loaded is not None else []
 
-        bar = tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="score", unit="pair")
-    outp.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        with open_rows(outp) as f:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
-                s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
-                          method=norm_method, batch_size=batch_size)
-                for j, (rid, p, a) in enumerate(chunk):
-                    append_row(f, {
-                        "id": rid, "prompt": p, "answer": a, "p": float(s.p[j]),
-                        "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
-                        "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
-                        "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
-                        "model": model, "prediction": pred, "prompt_style": style,
-                    })
-                if bar is not None:
-                    bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    return len(todo)
+    def compute(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        if not loaded_:  # loaded by the first batch: a rank without pairs loads nothing
+            loaded_.append(_load(load_model, model, dtype, device, rank, sharded,
+                                 load_options or {}))
+        m, tok = loaded_[0]
+        prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
+        s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
+                  method=norm_method, batch_size=batch_size)
+        return [{"id": rid, "prompt": p, "answer": a, "p": float(s.p[j]),
+                 "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
+                 "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
+                 "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
+                 "model": model, "prediction": pred, "prompt_style": style}
+                for j, (rid, p, a) in enumerate(chunk)]
 
+    # FSDP2 gathers weights collectively: every rank runs as many batches as the largest share
+    return dd.run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=batch_size,
+                       lockstep=sharded, desc="score", progress=progress)
+
+
+def _load(load_model: Any, model: str, dtype: str, device: str, rank: Any,
+          sharded: bool, options: dict[str, Any]) -> tuple[Any, Any]:
+    from .. import distributed as dd
+
+    dev = dd.device_for(device, rank)
+    if not sharded:
+        return load_model(model, dtype=dtype, device=dev, **options)
+    # FSDP2 moves each shard to `dev`
+    m, tok = load_model(model, dtype=dtype, device="cpu", **options)
+    return dd.shard_model(m, rank, dev), tok

@@ -1,0 +1,64 @@
+"""Rank shares, part files and the merge, in one process (no process group needed)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from isograd import distributed as dd
+
+
+def write(path, ids, extra=""):
+    with path.open("w") as f:
+        for i in ids:
+            f.write(json.dumps({"id": i, "v": i}) + "\n")
+        f.write(extra)
+
+
+def test_shares_cover_every_item_once_for_any_world_size():
+    items = list(range(11))
+    for world in (1, 2, 3, 5, 12):
+        shares = [dd.share(items, dd.Rank(r, world)) for r in range(world)]
+        assert sorted(x for s in shares for x in s) == items
+        assert max(map(len, shares)) - min(map(len, shares)) <= 1
+        assert dd.steps(len(items), dd.Rank(0, world), 2) == -(-len(shares[0]) // 2)
+
+
+def test_part_path_is_the_output_itself_in_one_process(tmp_path):
+    out = tmp_path / "s.jsonl"
+    assert dd.part_path(out, dd.Rank()) == out
+    assert dd.part_path(out, dd.Rank(3, 4)).name == "s.jsonl.part3"
+
+
+def test_merge_orders_by_input_keeps_extras_and_removes_parts(tmp_path):
+    out = tmp_path / "s.jsonl"
+    write(out, ["c", "zz"])                       # an earlier run, with a row not in the input
+    write(tmp_path / "s.jsonl.part0", ["a", "e"])
+    write(tmp_path / "s.jsonl.part10", ["b"], extra='{"id": "d", "v"')  # cut off by a kill
+    write(tmp_path / "s.jsonl.partial", ["x"])    # not a part file: left alone
+    assert [p.name for p in dd.part_files(out)] == ["s.jsonl.part0", "s.jsonl.part10"]
+    assert sorted(r["id"] for r in dd.read_all(out)) == ["a", "b", "c", "e", "zz"]
+    assert dd.merge(out, ["a", "b", "c", "d", "e"]) == 5
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c", "e", "zz"]
+    assert dd.part_files(out) == [] and (tmp_path / "s.jsonl.partial").exists()
+
+
+def test_merge_refuses_a_duplicated_id_naming_both_files(tmp_path):
+    out = tmp_path / "s.jsonl"
+    write(out, ["a"])
+    write(tmp_path / "s.jsonl.part1", ["a"])
+    with pytest.raises(ValueError, match=r"'a'.*s\.jsonl.*s\.jsonl\.part1"):
+        dd.merge(out, ["a"])
+
+
+def test_outside_torchrun_one_rank_and_no_sharding(monkeypatch):
+    monkeypatch.delenv("RANK", raising=False)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert dd.setup("cpu") == dd.Rank() and dd.Rank().main
+    assert dd.device_for("cuda", dd.Rank()) == "cuda"
+    assert dd.device_for("cuda", dd.Rank(1, 2, 1)) == "cuda:1"
+    with pytest.raises(ValueError, match="torchrun"):
+        dd.shard_model(object(), dd.Rank())
+    with pytest.raises(ValueError, match="none.*fsdp"):
+        dd.Shard.parse("zero3")
