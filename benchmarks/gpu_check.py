@@ -12,7 +12,11 @@ Sections of the JSON:
              loop, medians of `--repeats` timed runs after a warm-up, ratios to plain measured
              in this run, peak device memory of each; ghost vs loop agreement;
   score      `isograd.lm.score` on the large model on the device (word-level tokenizer built
-             in code, answers given as token ids): finite, and equal to the loop engine's.
+             in code, answers given as token ids): finite, and equal to the loop engine's;
+  fsdp       FSDP2 with world size 1 on the device: a copy of the large model under
+             ``fully_shard`` (per decoder layer and at the root) gives the unsharded model's ghost
+             norms; time and peak memory against the unsharded ghost run of this run; the loop
+             engine refused on it.
 """
 
 from __future__ import annotations
@@ -187,6 +191,57 @@ def check_score(model: torch.nn.Module, device: str, out: dict) -> None:
         raise AssertionError(f"score: auto vs loop differ by {res['loop_rel_diff_first_two']:.3g}")
 
 
+def check_fsdp(model: torch.nn.Module, device: str, size: str, repeats: int, out: dict) -> None:
+    """FSDP2 (world size 1, in this process) against the unsharded model, same batch."""
+    import socket
+
+    import torch.distributed as dist
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    shape = SIZES[size]
+    batch = tokens(shape["batch"], shape["seq"], shape["vocab_size"], device)
+    own_group = not dist.is_initialized()
+    if own_group:
+        with socket.socket() as sock:
+            sock.bind(("localhost", 0))
+            port = sock.getsockname()[1]
+        os.environ.setdefault("MASTER_ADDR", "localhost")
+        os.environ.setdefault("MASTER_PORT", str(port))
+        if device.startswith("cuda"):
+            torch.cuda.set_device(torch.device(device))
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo",
+                                rank=0, world_size=1)
+    try:
+        plain = timed(device, repeats,
+                      lambda: sq_grad_norms(model, logprob_sum, batch, method="ghost"))
+        sharded = copy.deepcopy(model)
+        mesh = init_device_mesh(device.split(":")[0], (1,))
+        for layer in sharded.model.layers:
+            fully_shard(layer, mesh=mesh)
+        fully_shard(sharded, mesh=mesh)
+        fsdp = timed(device, repeats,
+                     lambda: sq_grad_norms(sharded, logprob_sum, batch, method="auto"))
+        try:
+            sq_grad_norms(sharded, logprob_sum, batch, method="loop")
+            refused = False
+        except ValueError:
+            refused = True
+        res = {"world_size": 1, "batch": shape["batch"], "seq": shape["seq"],
+               "unsharded_ghost": {k: plain[k] for k in ("median_s", "times_s", "peak_mib")},
+               "fsdp_auto": {k: fsdp[k] for k in ("median_s", "times_s", "peak_mib")},
+               "x_unsharded": fsdp["median_s"] / plain["median_s"],
+               "rel_diff": rel(fsdp["result"], plain["result"]), "loop_refused": refused}
+        out["fsdp"] = res
+        if not res["rel_diff"] <= BF16_TOLERANCE:
+            raise AssertionError(f"FSDP2 vs unsharded ghost differ by {res['rel_diff']:.3g}")
+        if not refused:
+            raise AssertionError("the loop engine was not refused on an FSDP2 model")
+    finally:
+        if own_group:
+            dist.destroy_process_group()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description="GPU check of isograd's norm engines")
     ap.add_argument("--device", default="cuda", help="cuda (default), cuda:N or cpu")
@@ -215,7 +270,8 @@ def main() -> int:
     model = None
     steps = [("exactness", lambda: check_exactness(args.device, out)),
              ("speed", lambda: check_speed(args.device, size, args.repeats, out)),
-             ("score", lambda: check_score(model, args.device, out))]
+             ("score", lambda: check_score(model, args.device, out)),
+             ("fsdp", lambda: check_fsdp(model, args.device, size, args.repeats, out))]
     for name, step in steps:
         t0 = time.perf_counter()
         try:
@@ -233,7 +289,7 @@ def main() -> int:
     out["ok"] = not out["failures"]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1) + "\n")
-    print(json.dumps({k: out.get(k) for k in ("exactness", "speed", "ok")}, indent=1))
+    print(json.dumps({k: out.get(k) for k in ("exactness", "speed", "fsdp", "ok")}, indent=1))
     print(f"gpu_check: wrote {path}; {'OK' if out['ok'] else 'FAILED'}", file=sys.stderr)
     return 0 if out["ok"] else 1
 

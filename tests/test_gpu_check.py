@@ -33,6 +33,8 @@ def test_cpu_dry_run_writes_every_section(tmp_path):
         assert d["speed"][k]["median_s"] > 0
     assert d["speed"]["plain"]["x_plain"] == 1.0
     assert d["score"]["pairs"] == 8 and d["score"]["loop_rel_diff_first_two"] <= 2e-2
+    assert d["fsdp"]["loop_refused"] and d["fsdp"]["rel_diff"] <= 2e-2
+    assert d["fsdp"]["fsdp_auto"]["median_s"] > 0
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-CUDA message")
