@@ -148,7 +148,6 @@ def test_killed_rank_fails_the_job_and_rerun_under_one_process_finishes(
     proc = run(cmd, PYTHONPATH_FIRST=str(hook))
     assert proc.returncode != 0
     assert "Root Cause" in proc.stderr and "SIGKILL" in proc.stderr  # torchrun names the rank
-    assert "rerun the same command" in proc.stderr  # the surviving rank says what to do
     parts = sorted(tmp_path.glob("scores.jsonl.part*"))
     kept = sum(len(read(p)) for p in parts)
     assert parts and 2 <= kept < N_PAIRS
