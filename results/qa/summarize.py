@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from isograd.evaluate.report import LABELS, PAPER_TABLE2, read_scores
+from isograd.evaluate import PAPER_TABLE2, method_label, paper_order, read_scores
+from isograd.qa.baselines import BASELINES
 
 HERE = Path(__file__).parent
 DATASETS = ["triviaqa-150", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
-ORDER = ["p_true", "semantic_entropy", "naive_entropy", "aleatoric", "epistemic", "combined",
-         "combined_logreg_cv", "msp", "mean_token_entropy"]
 
 
 def cell(e: dict | None) -> str:
@@ -31,12 +30,13 @@ def main() -> None:
     heads = [f"{d} (n={m['n']}, acc={m['accuracy']:.2f})" for d, m in runs.items()]
     print("| method | " + " | ".join(heads) + " | paper TriviaQA | paper TruthfulQA |")
     print("| --- |" + " --- |" * (len(runs) + 2))
-    for name in ORDER:
+    # the paper's rows, our supervised combination, then the baselines the paper lacks
+    for name in paper_order(["combined_logreg_cv", *BASELINES], all_paper=True):
         cells = [cell(m["methods"].get(name)) for m in runs.values()]
         paper = PAPER_TABLE2.get(name, {})
         pc = [f"{paper[c][0]:.2f} ± {paper[c][1]:.2f}" if c in paper else "–"
               for c in ("TriviaQA", "TruthfulQA")]
-        print(f"| {LABELS.get(name, name)} | " + " | ".join(cells + pc) + " |")
+        print(f"| {method_label(name)} | " + " | ".join(cells + pc) + " |")
     print()
     print("| dataset | prediction p | epistemic | aleatoric | combined |")
     print("| --- | --- | --- | --- | --- |")
@@ -122,7 +122,7 @@ def prompts() -> None:
     names = ("p_true", "aleatoric", "epistemic", "combined")
     print()
     print("| dataset | prompt | n | accuracy | answer tokens (mean) | "
-          + " | ".join(LABELS.get(n, n) for n in names) + " |")
+          + " | ".join(method_label(n) for n in names) + " |")
     print("| --- | --- | --- | --- | --- |" + " --- |" * len(names))
     for (d, style), path in runs.items():
         m = json.loads((path / "metrics.json").read_text())

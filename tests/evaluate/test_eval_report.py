@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from isograd.evaluate import metrics as M
-from isograd.evaluate.report import (
+from isograd.evaluate import (
     PAPER_TABLE2,
     evaluate,
     read_scores,
     render_markdown,
     write_report,
 )
+from isograd.evaluate import metrics as M
 
 METHODS = {"epistemic": True, "aleatoric": True, "p_true": False, "naive_entropy": True}
 

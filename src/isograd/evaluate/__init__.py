@@ -2,7 +2,9 @@
 matplotlib only where needed, imported lazily).
 
 Convention everywhere: ``y_true = 1`` for an incorrect answer, scores oriented so that
-higher = more uncertain.
+higher = more uncertain. Layout: ``metrics`` and ``combine`` (numbers), ``table`` (rows -> the
+metrics table, pure), ``paper`` (the paper's numbers and the reports' names of scores),
+``render`` (markdown, plots), ``report`` (files).
 """
 
 from .combine import log_features, logistic_cv, rank_mean, zscore_mean
@@ -18,10 +20,15 @@ from .metrics import (
     roc_curve,
     spearman,
 )
-from .report import evaluate, read_scores, render_markdown, write_report
+from .paper import PAPER_COLUMN, PAPER_TABLE2, method_label, paper_order
+from .render import plot_roc, predictions_markdown, render_markdown, render_report
+from .report import read_scores, write_report
+from .table import alternative_metrics, evaluate, score_columns
 
 __all__ = [
-    "accuracy", "aurc", "auroc", "benjamini_hochberg", "bootstrap_auroc", "evaluate",
-    "log_features", "logistic_cv", "paired_bootstrap", "prr", "rank_mean", "rankdata",
-    "read_scores", "render_markdown", "roc_curve", "spearman", "write_report", "zscore_mean",
+    "PAPER_COLUMN", "PAPER_TABLE2", "accuracy", "alternative_metrics", "aurc", "auroc",
+    "benjamini_hochberg", "bootstrap_auroc", "evaluate", "log_features", "logistic_cv",
+    "method_label", "paired_bootstrap", "paper_order", "plot_roc", "predictions_markdown", "prr",
+    "rank_mean", "rankdata", "read_scores", "render_markdown", "render_report", "roc_curve", "score_columns",
+    "spearman", "write_report", "zscore_mean",
 ]

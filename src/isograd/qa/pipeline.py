@@ -204,36 +204,29 @@ def _baselines(cfg: QAConfig) -> dict[str, Any]:
     return out
 
 
-def alternative_metrics(rows: Sequence[dict[str, Any]], prediction: str, *, seed: int = 0,
-                        n_boot: int = 300) -> dict[str, Any]:
-    """AUROC (bootstrap mean ± std) of epistemic / aleatoric / combined under each prediction."""
-    import numpy as np
+def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
+                command: str | None = None) -> dict[str, Any]:
+    """The metrics table of a run's rows under its `config` (a ``QAConfig.to_json()`` dict,
+    recorded as given): the gradient terms, each baseline in ``config["methods"]``, their
+    combinations and the AUROC under each definition of p. Pure: reads and writes nothing."""
+    from ..evaluate import alternative_metrics, evaluate
+    from .baselines import BASELINES
 
-    from ..evaluate.combine import rank_mean
-    from ..evaluate.metrics import bootstrap_auroc
-
-    y = np.array([0 if r["correct"] else 1 for r in rows])
-    out: dict[str, Any] = {}
-    if not 0 < y.sum() < len(y):
-        return out
-    for pred in PREDICTIONS:
-        suf = "" if pred == prediction else f"_{pred}"
-        if not all(r.get(f"epistemic{suf}") is not None for r in rows):
-            continue
-        e = np.array([r[f"epistemic{suf}"] for r in rows], dtype=float)
-        a = np.array([r[f"aleatoric{suf}"] for r in rows], dtype=float)
-        c = rank_mean({"epistemic": e, "aleatoric": a})
-        out[pred] = {n: dict(zip(("auroc_mean", "auroc_std"),
-                                 bootstrap_auroc(y, v, n=n_boot, seed=seed)))
-                     for n, v in (("epistemic", e), ("aleatoric", a), ("combined", c))}
-    return out
+    seed = config.get("seed", 0)
+    methods = {"epistemic": True, "aleatoric": True}
+    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    extra = {"config": dict(config),
+             "predictions": alternative_metrics(rows, config["prediction"], PREDICTIONS,
+                                                seed=seed)}
+    return evaluate(rows, methods, seed=seed, model=config.get("model"),
+                    dataset=config.get("dataset"), command=command, extra=extra)
 
 
 def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
            command: str | None = None) -> dict[str, Any]:
     """Metrics over the rows of `questions` found in DIR/scores.jsonl; rewrites the file with
     ``combined`` and writes metrics.json, report.md, roc.png."""
-    from ..evaluate.report import evaluate, score_columns, write_report
+    from ..evaluate import score_columns, write_report
     from .baselines import BASELINES
 
     path = out / "scores.jsonl"
@@ -248,34 +241,9 @@ def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
     for r, v in zip(done, cols["combined"]):
         r["combined"] = float(v)
     rewrite_rows(path, rows)
-    extra = {"config": cfg.to_json(),
-             "predictions": alternative_metrics(done, cfg.prediction, seed=cfg.seed)}
-    metrics = evaluate(done, methods, seed=cfg.seed, model=cfg.model, dataset=cfg.dataset,
-                       command=command, extra=extra)
+    metrics = run_metrics(done, cfg.to_json(), command=command)
     write_report(out, metrics, done)
-    section = predictions_markdown(metrics["predictions"], cfg.prediction)
-    if section:
-        with (out / "report.md").open("a", encoding="utf-8") as f:
-            f.write("\n" + section)
     return metrics
-
-
-def predictions_markdown(preds: dict[str, Any], default: str) -> str:
-    """Markdown table: AUROC of epistemic / aleatoric / combined under each definition of p."""
-    if len(preds) < 2:
-        return ""
-    lines = ["## The definition of p (same answers, same labels)", "",
-             "| prediction p | epistemic | aleatoric | combined (rank mean) |",
-             "| --- | --- | --- | --- |"]
-    for pred, v in preds.items():
-        cells = [f"{v[n]['auroc_mean']:.2f} ± {v[n]['auroc_std']:.2f}"
-                 for n in ("epistemic", "aleatoric", "combined")]
-        name = f"{pred} (this run's p)" if pred == default else pred
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    lines += ["", "sequence = product of the answer tokens' probabilities; geometric = their "
-              "geometric mean (length-normalised); first_token = the first token's probability. "
-              "AUROC for predicting an incorrect answer, bootstrap mean ± std.", ""]
-    return "\n".join(lines)
 
 
 def run_qa(
@@ -404,6 +372,6 @@ def _questions_rows(cfg: QAConfig, baselines: dict[str, Any], loaded: tuple[Any,
 
 def print_table(metrics: dict[str, Any]) -> None:
     """Print the report's AUROC table (as report.md renders it)."""
-    from ..evaluate.report import render_markdown
+    from ..evaluate import render_markdown
 
     print(render_markdown(metrics))

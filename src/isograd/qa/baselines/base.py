@@ -61,11 +61,13 @@ class Baseline(Protocol):
 
     Attributes:
         name: registry name.
+        label: how reports name it (metrics.json, report.md, plots).
         needs_samples: uses K sampled answers (the pipeline then passes ``ctx.samples``).
         higher_is_uncertain: True when a higher value means a more likely wrong answer.
     """
 
     name: str
+    label: str
     needs_samples: bool
     higher_is_uncertain: bool
 

@@ -50,6 +50,7 @@ class NaiveEntropy:
     seed: int = 0
 
     name: ClassVar[str] = "naive_entropy"
+    label: ClassVar[str] = "naive entropy"
     needs_samples: ClassVar[bool] = True
     higher_is_uncertain: ClassVar[bool] = True
 
@@ -72,6 +73,7 @@ class MSP:
     """Maximum sequence probability as an uncertainty: −log p(greedy answer)."""
 
     name: ClassVar[str] = "msp"
+    label: ClassVar[str] = "maximum sequence probability"
     needs_samples: ClassVar[bool] = False
     higher_is_uncertain: ClassVar[bool] = True
 
@@ -91,6 +93,7 @@ class MeanTokenEntropy:
     """Mean next-token entropy over the greedy answer's tokens (module docstring)."""
 
     name: ClassVar[str] = "mean_token_entropy"
+    label: ClassVar[str] = "mean token entropy"
     needs_samples: ClassVar[bool] = False
     higher_is_uncertain: ClassVar[bool] = True
 

@@ -79,6 +79,7 @@ class PTrue:
     seed: int = 0
 
     name: ClassVar[str] = "p_true"
+    label: ClassVar[str] = "P(True)"
     higher_is_uncertain: ClassVar[bool] = False
 
     @property

@@ -335,6 +335,7 @@ class SemanticEntropy:
     seed: int = 0
 
     name: ClassVar[str] = "semantic_entropy"
+    label: ClassVar[str] = "semantic entropy"
     needs_samples: ClassVar[bool] = True
     higher_is_uncertain: ClassVar[bool] = True
 

@@ -1,0 +1,54 @@
+"""The one table of reported scores: the paper's numbers and the name each score gets in reports.
+
+Baselines name themselves (each class's ``label``, ``isograd.qa.baselines``); the scores of this
+package (the two terms and their combinations) are named here. The paper's Table 2 is the only
+copy of its numbers in the package: reports, plots and ``results/qa`` scripts read it from here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+# Grünefeld, Frellsen & Hardmeier 2026 (arXiv 2603.29466), Table 2: AUROC mean ± std over 300
+# bootstrap resamples, averaged over 4 LLMs (two Llama models, OLMo, Phi-4). Row order = the
+# paper's, which reports follow.
+PAPER_TABLE2: dict[str, dict[str, tuple[float, float]]] = {
+    "p_true": {"TriviaQA": (0.69, 0.06), "TruthfulQA": (0.55, 0.06)},
+    "semantic_entropy": {"TriviaQA": (0.55, 0.03), "TruthfulQA": (0.54, 0.08)},
+    "naive_entropy": {"TriviaQA": (0.52, 0.04), "TruthfulQA": (0.51, 0.08)},
+    "aleatoric": {"TriviaQA": (0.60, 0.04), "TruthfulQA": (0.60, 0.09)},
+    "epistemic": {"TriviaQA": (0.52, 0.07), "TruthfulQA": (0.55, 0.07)},
+    "combined": {"TriviaQA": (0.61, 0.05), "TruthfulQA": (0.63, 0.08)},
+}
+# our dataset id -> the paper's column
+PAPER_COLUMN = {"triviaqa": "TriviaQA", "triviaqa-150": "TriviaQA", "truthfulqa-gen": "TruthfulQA",
+                "truthfulqa-mc1": "TruthfulQA"}
+PAPER_SOURCE = ("Grünefeld, Frellsen & Hardmeier 2026 (arXiv 2603.29466), Table 2, {col}: AUROC "
+                "mean ± std over 300 bootstrap resamples, averaged over four LLMs (two Llama "
+                "models, OLMo, Phi-4); not the model of this run.")
+
+# the scores this package computes itself (the baselines carry their own labels)
+SCORE_LABELS = {
+    "aleatoric": "aleatoric p(1−p)",
+    "epistemic": "epistemic ‖g‖²",
+    "combined": "epistemic & aleatoric combined (rank mean)",
+    "combined_logreg_cv": "epistemic & aleatoric, logistic regression (CV, supervised)",
+}
+
+
+def method_label(name: str) -> str:
+    """How reports name score ``name``: ours from `SCORE_LABELS`, a baseline from its class's
+    ``label``; any other name is shown as it is."""
+    if name in SCORE_LABELS:
+        return SCORE_LABELS[name]
+    from ..qa.baselines import BASELINES  # lazily: the baselines pull in torch
+
+    cls = BASELINES.get(name)
+    return getattr(cls, "label", name) if cls is not None else name
+
+
+def paper_order(names: Iterable[str], *, all_paper: bool = False) -> list[str]:
+    """The paper's Table 2 order first (all its rows when ``all_paper``), then the others."""
+    names = list(names)
+    paper = [m for m in PAPER_TABLE2 if all_paper or m in names]
+    return paper + [m for m in names if m not in PAPER_TABLE2]

@@ -1,0 +1,125 @@
+"""Rendering of a metrics table: report.md text (the paper's Table 2 layout) and the ROC plot.
+
+Pure text in, text out, except :func:`plot_roc`, which writes the figure it draws.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import metrics as M
+from .paper import PAPER_SOURCE, PAPER_TABLE2, method_label, paper_order
+from .table import REFERENCE
+
+
+def _fmt(x: float | None, nd: int = 2) -> str:
+    return "–" if x is None else f"{x:.{nd}f}"
+
+
+
+
+def render_markdown(metrics: Mapping[str, Any]) -> str:
+    """report.md text: the AUROC table in the layout of the paper's Table 2, paper numbers beside."""
+    col = metrics.get("paper_column")
+    meth = metrics["methods"]
+    lines = [f"# Predicting incorrect answers: {metrics.get('dataset') or '?'} · {metrics.get('model') or '?'}", ""]
+    lines.append(f"n = {metrics['n']} questions, accuracy = {metrics['accuracy']:.3f} "
+                 f"({metrics['n_incorrect']} incorrect). AUROC of each score for predicting an "
+                 f"incorrect answer, mean ± std over {metrics['n_boot']} bootstrap resamples "
+                 f"(seed {metrics['seed']}).")
+    if metrics.get("command"):
+        lines += ["", "Command:", "", "```", str(metrics["command"]), "```"]
+    paper_hdr = f"paper, {col}" if col else "paper"
+    lines += ["", f"| method | AUROC (this run) | {paper_hdr} | PRR | AURC | combined − this: ΔAUROC (p, BH) | s / question | forward passes / question |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for m in paper_order(list(meth), all_paper=True):
+        e = meth.get(m)
+        paper = PAPER_TABLE2.get(m, {}).get(col) if col else None
+        ptxt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "–"
+        if e is None:
+            lines.append(f"| {method_label(m)} | not run | {ptxt} | | | | | |")
+            continue
+        au = (f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e.get("auroc_mean") is not None else "–")
+        pv = "–"
+        if e.get("p_vs_combined_bh") is not None:
+            pv = f"{e['delta_vs_combined']:+.2f} (p = {e['p_vs_combined_bh']:.2g})"
+        elif m == REFERENCE:
+            pv = "(reference)"
+        lines.append(f"| {e.get('label', m)} | {au} | {ptxt} | {_fmt(e.get('prr'))} | "
+                     f"{_fmt(e.get('aurc'))} | {pv} | {_fmt(e.get('cost_s'), 3)} | {_fmt(e.get('cost_fwd'), 1)} |")
+    lines.append("")
+    if col:
+        lines.append("Paper column: " + PAPER_SOURCE.format(col=col))
+    else:
+        lines.append("The paper reports no numbers for this dataset.")
+    sp = metrics.get("spearman", {}).get("epistemic_vs_p_true")
+    if sp is not None:
+        lines.append(f"\nSpearman(epistemic, P(True)) on raw scores = {sp:.2f} (paper: ≈ −0.2).")
+    if metrics.get("combined_definition"):
+        lines.append(f"\n{metrics['combined_definition']}.")
+    lines.append("\nPRR and AURC as LM-Polygraph defines them (PRR: 1 = oracle, 0 = random; "
+                 "AURC: lower is better). p: paired bootstrap test of the AUROC difference "
+                 "with the combined score, Benjamini–Hochberg corrected.")
+    for n in metrics.get("notes", []):
+        lines.append(f"\nNote: {n}.")
+    return "\n".join(lines) + "\n"
+
+
+def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
+             title: str = "") -> None:
+    """ROC curve of each score (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    try:
+        ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
+        for m in paper_order(list(oriented)):
+            s = oriented[m]
+            ok = ~np.isnan(s)
+            if not 0 < y[ok].sum() < ok.sum():
+                continue
+            fpr, tpr = M.roc_curve(y[ok], s[ok])
+            ax.plot(fpr, tpr, lw=1.5, label=f"{method_label(m)} ({M.auroc(y[ok], s[ok]):.2f})")
+        ax.set_xlabel("false positive rate (correct answers flagged)")
+        ax.set_ylabel("true positive rate (incorrect answers flagged)")
+        ax.set_title(title or "ROC: predicting incorrect answers", fontsize=10)
+        ax.legend(fontsize=7, loc="lower right")
+        fig.tight_layout()
+        fig.savefig(path, dpi=120)
+    finally:
+        plt.close(fig)
+
+
+def predictions_markdown(preds: Mapping[str, Any], default: str) -> str:
+    """Markdown table: AUROC of epistemic / aleatoric / combined under each definition of p
+    (``alternative_metrics``'s result); empty when fewer than two definitions were measured."""
+    if len(preds) < 2:
+        return ""
+    lines = ["## The definition of p (same answers, same labels)", "",
+             "| prediction p | epistemic | aleatoric | combined (rank mean) |",
+             "| --- | --- | --- | --- |"]
+    for pred, v in preds.items():
+        cells = [f"{v[n]['auroc_mean']:.2f} ± {v[n]['auroc_std']:.2f}"
+                 for n in ("epistemic", "aleatoric", "combined")]
+        name = f"{pred} (this run's p)" if pred == default else pred
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines += ["", "sequence = product of the answer tokens' probabilities; geometric = their "
+              "geometric mean (length-normalised); first_token = the first token's probability. "
+              "AUROC for predicting an incorrect answer, bootstrap mean ± std.", ""]
+    return "\n".join(lines)
+
+
+def render_report(metrics: Mapping[str, Any]) -> str:
+    """report.md: :func:`render_markdown`, then the definitions-of-p table when ``metrics`` holds
+    ``predictions`` measured under more than one definition (the run's own from its config)."""
+    text = render_markdown(metrics)
+    default = (metrics.get("config") or {}).get("prediction", "")
+    section = predictions_markdown(metrics.get("predictions") or {}, default)
+    return text + "\n" + section if section else text
