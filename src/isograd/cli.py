@@ -248,6 +248,11 @@ def _writable(value: str, *, folder: bool) -> str:
     return value
 
 
+def _optional(check: Callable[[str], str]) -> Callable[[str | None], str | None]:
+    """An option callback that lets an absent value (None) through unchecked."""
+    return lambda value: None if value is None else check(value)
+
+
 def _out_dir(value: str) -> str:
     return _writable(value, folder=True)
 
@@ -289,12 +294,12 @@ _MODEL_HELP = "Model: 'smollm2-135m', a hub id or a local folder."
 @_one_line_errors
 def qa(
     model: str = typer.Option("smollm2-135m", help=_MODEL_HELP, callback=_model),
-    dataset: str = typer.Option(..., help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
+    dataset: str = typer.Option(None, help="truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
                                 "triviaqa-150 | nq-open, or the path of your own .jsonl/.csv "
                                 "(question + answers/answer, or question + choices + label).",
-                                callback=_dataset),
-    out: str = typer.Option(..., help="Output directory (scores.jsonl, metrics.json, report.md, roc.png).",
-                            callback=_out_dir),
+                                callback=_optional(_dataset)),
+    out: str = typer.Option(None, help="Output directory (one JSONL per stage, metrics.json, "
+                            "report.md, roc.png, scores.jsonl).", callback=_optional(_out_dir)),
     data: str = typer.Option(None, help="Another copy of a registered dataset: a file or folder "
                              "(default: $ISOGRAD_DATA, else the packaged copy)."),
     limit: int = typer.Option(None, min=1, help="Only the first N questions (file order)."),
@@ -322,14 +327,30 @@ def qa(
                               callback=_choice(_judge)),
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
                                      "e.g. semantic_entropy.entailment=embedding."),
+    stage: str = typer.Option("all", help="Run one stage: all | generate | grade | score | "
+                              "baselines | evaluate."),
+    force_stage: str = typer.Option(None, help="Comma-separated stages to redo (with what reads "
+                                    "them): generate | grade | score | samples | baselines | a "
+                                    "baseline's name."),
+    batch_size: int = typer.Option(1, min=1, help="Questions per generation batch and per "
+                                   "forward+backward of the score stage."),
+    convert: str = typer.Option(None, help="Convert DIR, a run of the earlier single-file "
+                                "format (scores.jsonl), into stage files and evaluate it."),
     threads: int = typer.Option(None, min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
     quiet: bool = typer.Option(False, help="No progress bar and no table."),
 ) -> None:
-    """Answer, grade and score a QA dataset; write scores.jsonl (resumable) and the report."""
+    """Answer, grade and score a QA dataset in stages (each resumable) and write the report."""
     import shlex
 
-    from .qa.pipeline import parse_options, print_table, run_qa
+    from .qa.pipeline import convert_run, parse_options, print_table, run_qa
 
+    if convert:
+        metrics = convert_run(convert)
+        if not quiet:
+            print_table(metrics)
+        return
+    if not dataset or not out:
+        raise typer.BadParameter("--dataset and --out are required (unless --convert DIR)")
     names = _method_names(methods)
     try:
         options = parse_options(option or [])
@@ -346,9 +367,15 @@ def qa(
                      prediction=prediction, prompt=prompt, alternatives=alternatives,
                      seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                      dtype=dtype, device=device, load_options=load, norm_method=norm_method,
-                     judge=judge, baseline_options=options, progress=not quiet,
-                     command=command, threads=threads)
-    if not quiet and metrics is not None:  # rank 0 of a torchrun job prints the table
+                     judge=judge, baseline_options=options, stage=stage,
+                     force_stages=[s.strip() for s in (force_stage or "").split(",") if s.strip()],
+                     batch_size=batch_size, progress=not quiet, command=command, threads=threads)
+    if quiet:
+        return
+    if metrics is None and stage != "all":  # one stage alone: no report yet
+        typer.echo(f"stage {stage} done in {out}; `--stage evaluate` (or the full command) "
+                   "writes the report")
+    elif metrics is not None:  # rank 0 of a torchrun job prints the table
         print_table(metrics)
 
 

@@ -1,4 +1,5 @@
-"""run_qa end to end on a tiny random Llama: rows, report, determinism, resume after a kill."""
+"""run_qa end to end on a tiny random Llama: stage files, report, determinism, resume after a
+kill in any stage, the run lock, old run folders; `score_file`."""
 
 from __future__ import annotations
 
@@ -14,60 +15,31 @@ from pathlib import Path
 
 import pytest
 
-from isograd.lm import greedy_answer, load_model, qa_prompt, score
-from isograd.qa.pipeline import RunMismatchError, read_rows, run_qa, score_file
+import isograd.qa.stages as S
+from isograd.lm import qa_prompt, score
+from isograd.qa.pipeline import RunMismatchError, convert_run, read_rows, run_qa, score_file
+from isograd.qa.stagefiles import RunLockedError, run_lock
 
-from ..lm.tiny_lm import save_tiny
+from .conftest import KW, METHODS, QUESTIONS, STAGE_FILES, no_cost, stage_rows
 
 pytest.importorskip("sklearn")
-QUESTIONS = [f"Question number {i}: what is {i} plus {i}?" for i in range(6)]
-METHODS = ("p_true", "msp", "mean_token_entropy", "naive_entropy", "semantic_entropy")
-OPTS = {"semantic_entropy": {"entailment": "ngram"}}
-KW = dict(methods=METHODS, k=2, max_new_tokens=6, baseline_options=OPTS, progress=False)
 
 
-def _no_cost(rows):
-    """Rows without wall-clock timings (the only fields allowed to differ between runs)."""
-    return [{k: v for k, v in r.items() if not (k.startswith("cost_") and k.endswith("_s"))}
-            for r in rows]
-
-
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    """A tiny random Llama saved like a hub model, so a subprocess can load the same one."""
-    return save_tiny(tmp_path_factory.mktemp("tiny"))
-
-
-@pytest.fixture(scope="module")
-def lm(model_dir):
-    # loaded from disk in every run: BLAS may round an in-memory copy differently (~1e-8)
-    return load_model(str(model_dir))
-
-
-@pytest.fixture(scope="module")
-def nq_file(lm, tmp_path_factory):
-    """An NQ-open style file whose reference is the model's own answer for even questions."""
-    model, tok = lm
-    path = tmp_path_factory.mktemp("data") / "nq.jsonl"
-    with path.open("w") as f:
-        for i, q in enumerate(QUESTIONS):
-            own = greedy_answer(model, tok, qa_prompt(tok, q), max_new_tokens=6).text
-            ref = own if i % 2 == 0 and own else "zzzz qqqq"
-            f.write(json.dumps({"question": q, "answer": [ref]}) + "\n")
-    return path
-
-
-@pytest.fixture(scope="module")
-def full_run(lm, nq_file, tmp_path_factory):
-    out = tmp_path_factory.mktemp("full")
-    metrics = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
-    return out, metrics
-
-
-def test_rows_and_report(full_run):
+def test_stage_files_and_report(full_run):
     out, metrics = full_run
-    rows = read_rows(out / "scores.jsonl")
-    assert [r["id"] for r in rows] == sorted({r["id"] for r in rows}, key=[r["id"] for r in rows].index)
+    for s in STAGE_FILES:
+        rows = read_rows(out / f"{s}.jsonl")
+        assert [r["id"] for r in rows] == [r["id"] for r in read_rows(out / "generate.jsonl")], s
+        cfg = json.loads((out / f"{s}.config.json").read_text())
+        assert cfg["stage"] == s and len(cfg["fingerprint"]) == 16
+    gen_fp = json.loads((out / "generate.config.json").read_text())["fingerprint"]
+    assert json.loads((out / "grade.config.json").read_text())["upstream"] == {"generate": gen_fp}
+    assert set(json.loads((out / "baseline-naive_entropy.config.json").read_text())["upstream"]) == {
+        "generate", "samples"}
+    score_rows = read_rows(out / "score.jsonl")
+    # every per-row scalar of lm.score's result, without naming them in the stage
+    assert all("sq_grad_norm_log_p" in r and "combined" not in r for r in score_rows)
+    rows = read_rows(out / "scores.jsonl")  # the joined view
     assert len(rows) == len(QUESTIONS)
     for r in rows:
         for key in ("id", "question", "answer", "correct", "p", "epistemic", "aleatoric",
@@ -86,88 +58,154 @@ def test_rows_and_report(full_run):
     report = (out / "report.md").read_text()
     assert report.count("|") > 20 and (out / "roc.png").exists()
     assert "| first_token |" in report and "| geometric (this run's p) |" in report
-    assert json.loads((out / "config.json").read_text())["methods"] == list(METHODS)
+    assert not (out / "run.lock").exists()
 
 
 def test_same_command_twice_same_numbers(lm, nq_file, full_run, tmp_path):
     run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
-    a = _no_cost(read_rows(full_run[0] / "scores.jsonl"))
-    assert a == _no_cost(read_rows(tmp_path / "scores.jsonl"))
+    assert stage_rows(tmp_path) == stage_rows(full_run[0])
     assert json.loads((tmp_path / "metrics.json").read_text())["methods"]["combined"][
         "auroc_mean"] == full_run[1]["methods"]["combined"]["auroc_mean"]
 
 
-def test_resume_after_failure_and_truncated_line(lm, nq_file, full_run, tmp_path, monkeypatch):
-    import isograd.qa.pipeline as P
+@pytest.mark.parametrize("fn", ["generate_rows", "grade_rows", "score_rows", "sample_rows",
+                                "baseline_rows"])
+def test_a_kill_inside_any_stage_loses_nothing(fn, lm, nq_file, full_run, tmp_path, monkeypatch):
+    """Interrupt each stage after 3 rows (as a Ctrl-C would), rerun: the same files as a run
+    never interrupted, and the rerun computes only the rows that were missing."""
+    real, calls = getattr(S, fn), []
 
-    real, calls = P._question_row, []
-
-    def failing(env, q):
+    def failing(*a, **kw):
         if len(calls) == 3:
-            raise KeyboardInterrupt  # as a Ctrl-C after 3 questions
-        calls.append(q.id)
-        return real(env, q)
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(*a, **kw)
 
-    monkeypatch.setattr(P, "_question_row", failing)
+    monkeypatch.setattr(S, fn, failing)
     with pytest.raises(KeyboardInterrupt):
         run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
-    monkeypatch.setattr(P, "_question_row", real)
-    path = tmp_path / "scores.jsonl"
-    assert len(read_rows(path)) == 3
-    with path.open("a") as f:  # a write cut short by a kill: no newline
-        f.write('{"id": "nq-half", "question": "Quest')
+    assert not (tmp_path / "run.lock").exists()  # the lock is released on the way out
+    counted = []
+
+    def counting(*a, **kw):
+        rows = real(*a, **kw)
+        counted.extend(r["id"] for r in rows)
+        return rows
+
+    monkeypatch.setattr(S, fn, counting)
     run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
-    assert _no_cost(read_rows(path)) == _no_cost(read_rows(full_run[0] / "scores.jsonl"))
+    assert stage_rows(tmp_path) == stage_rows(full_run[0])
+    per_call = len(METHODS) if fn == "baseline_rows" else 1  # one stage file per baseline
+    assert len(counted) == len(QUESTIONS) * per_call - 3
+
+
+def test_truncated_last_write_is_redone(lm, nq_file, full_run, tmp_path):
+    run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=3, **KW)
+    with (tmp_path / "score.jsonl").open("a") as f:  # a write cut short by a kill: no newline
+        f.write('{"id": "nq-half", "p": 0.')
+    run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
+    assert stage_rows(tmp_path) == stage_rows(full_run[0])
+
+
+def test_killed_subprocess_resumes_to_the_same_files(lm, model_dir, nq_file, full_run, tmp_path):
+    """SIGKILL a real `isograd qa` process mid-run, rerun it: same rows as uninterrupted, and
+    the dead process's lock is taken over."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "isograd.cli", "qa", "--model", str(model_dir),
+           "--dataset", "nq-open", "--data", str(nq_file), "--out", str(out), "--quiet",
+           "--methods", ",".join(METHODS), "--k", "2", "--max-new-tokens", "6",
+           "--option", "semantic_entropy.entailment=ngram"]
+    # the sources under test, not whatever copy the interpreter has installed
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    path = out / "score.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= 2:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert 2 <= len(read_rows(path)) < len(QUESTIONS) and (out / "run.lock").exists()
+    run_qa(out, model=str(model_dir), dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
+    assert stage_rows(out) == stage_rows(full_run[0])
+
+
+def test_lock_refuses_a_second_live_run_and_takes_over_a_dead_one(tmp_path, nq_file, capfd):
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (tmp_path / "run.lock").write_text(f"{sleeper.pid}\n")
+        with pytest.raises(RunLockedError, match=f"in use by process {sleeper.pid}"):
+            run_qa(tmp_path, dataset="nq-open", data=str(nq_file), **KW)
+        assert not (tmp_path / "generate.jsonl").exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    with run_lock(tmp_path):  # the holder is dead now
+        assert (tmp_path / "run.lock").read_text().strip() == str(os.getpid())
+    assert "taking over the lock of process" in capfd.readouterr().err
+    assert not (tmp_path / "run.lock").exists()
 
 
 def test_other_options_into_same_dir_refused(lm, nq_file, full_run, tmp_path):
     out = tmp_path / "copy"
     shutil.copytree(full_run[0], out)
-    with pytest.raises(RunMismatchError, match="seed: 0 -> 1"):
+    with pytest.raises(RunMismatchError, match=r"samples stage .*seed: 0 -> 1.*--force-stage samples"):
         run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, **{**KW, "seed": 1})
+    with pytest.raises(RunMismatchError, match=r"generate stage .*max_new_tokens: 6 -> 5"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, **{**KW, "max_new_tokens": 5})
     # a larger or smaller limit is the same run: nothing recomputed, metrics over the subset
     m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, limit=4, **KW)
-    assert m["n"] == 4 and len(read_rows(out / "scores.jsonl")) == len(QUESTIONS)
+    assert m["n"] == 4 and len(read_rows(out / "score.jsonl")) == len(QUESTIONS)
+    assert len(read_rows(out / "scores.jsonl")) == 4
 
 
-def test_prompt_style_is_used_and_guarded(lm, nq_file, full_run, tmp_path, monkeypatch):
-    import isograd.lm as L
+def test_prompt_style_is_used_and_guarded(lm, nq_file, tmp_path, monkeypatch):
+    from isograd.lm import generate
 
-    seen, real = [], L.greedy_answer
+    seen, real = [], generate.greedy_answer
 
     def spy(model, tok, prompt, **kw):
         seen.append(prompt)
         return real(model, tok, prompt, **kw)
 
-    monkeypatch.setattr(L, "greedy_answer", spy)
+    monkeypatch.setattr(generate, "greedy_answer", spy)
+    monkeypatch.delattr(generate, "greedy_answers", raising=False)
     kw = {**KW, "methods": ()}
     run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, prompt="fewshot", **kw)
     _, tok = lm
     assert seen == [qa_prompt(tok, q, "fewshot") for q in QUESTIONS]
-    assert json.loads((tmp_path / "config.json").read_text())["prompt"] == "fewshot"
+    assert json.loads((tmp_path / "generate.config.json").read_text())["options"]["prompt"] == "fewshot"
     with pytest.raises(RunMismatchError, match="prompt: 'fewshot' -> 'short'"):
         run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, **kw)
     with pytest.raises(ValueError, match="unknown prompt style"):
         run_qa(tmp_path / "x", dataset="nq-open", data=str(nq_file), loaded=lm, prompt="?", **kw)
 
 
-def test_config_written_before_an_option_existed_is_accepted(lm, nq_file, full_run, tmp_path):
+def test_old_single_file_run_is_refused_then_converted(lm, nq_file, full_run, tmp_path):
+    """A run folder of the earlier format (scores.jsonl + config.json) is converted without
+    recomputing: same metrics, and the converted folder runs on."""
     out = tmp_path / "old"
-    shutil.copytree(full_run[0], out)
+    out.mkdir()
+    for name in ("scores.jsonl", "config.json", "metrics.json"):
+        shutil.copy(full_run[0] / name, out / name)
     cfg = json.loads((out / "config.json").read_text())
     del cfg["prompt"]  # as written before --prompt existed: the default was in force
     (out / "config.json").write_text(json.dumps(cfg))
-    m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **KW)
-    assert m["n"] == len(QUESTIONS)
-    with pytest.raises(RunMismatchError, match="prompt: 'short' -> 'plain'"):
-        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, prompt="plain", **KW)
+    with pytest.raises(RunMismatchError, match="isograd qa --convert"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
+    m = convert_run(out)
 
+    def plain(x):
+        return json.loads(json.dumps({k: v for k, v in x.items() if k != "config"}, default=float))
 
-def test_malformed_row_named(tmp_path):
-    p = tmp_path / "scores.jsonl"
-    p.write_text('{"id": "a"}\nnot json\n{"id": "b"}\n')
-    with pytest.raises(ValueError, match="scores.jsonl:2: malformed row"):
-        read_rows(p)
+    assert m["config"] == cfg and plain(m) == plain(full_run[1])
+    for s in ("grade", "score", *(f"baseline-{x}" for x in METHODS)):
+        assert no_cost(read_rows(out / f"{s}.jsonl")) == no_cost(
+            read_rows(full_run[0] / f"{s}.jsonl")), s
+    m2 = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **KW)  # nothing to do
+    assert m2["methods"]["combined"]["auroc"] == full_run[1]["methods"]["combined"]["auroc"]
 
 
 def test_mc1_scores_options(lm, tmp_path):
@@ -207,55 +245,6 @@ def test_score_file(lm, tmp_path):
         score_file(bad, tmp_path / "x.jsonl", loaded=lm, progress=False)
 
 
-def test_killed_subprocess_resumes_to_the_same_file(lm, model_dir, nq_file, full_run, tmp_path):
-    """SIGKILL a real `isograd qa` process mid-run, rerun it: same rows as uninterrupted."""
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "isograd.cli", "qa", "--model", str(model_dir),
-           "--dataset", "nq-open", "--data", str(nq_file), "--out", str(out), "--quiet",
-           "--methods", ",".join(METHODS), "--k", "2", "--max-new-tokens", "6",
-           "--option", "semantic_entropy.entailment=ngram"]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(Path(__file__).parents[2])}
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    path = out / "scores.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if path.exists() and path.read_bytes().count(b"\n") >= 2:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    n_killed = len(read_rows(path))
-    assert 2 <= n_killed < len(QUESTIONS)
-    # the rerun, in process (same options, so config.json accepts it)
-    run_qa(out, model=str(model_dir), dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
-    assert _no_cost(read_rows(path)) == _no_cost(read_rows(full_run[0] / "scores.jsonl"))
-
-
-def test_prediction_can_be_reheadlined(lm, nq_file, full_run, tmp_path):
-    """Another --prediction on a finished run swaps the headline columns; nothing recomputed."""
-    out = tmp_path / "copy"
-    shutil.copytree(full_run[0], out)
-    before = read_rows(out / "scores.jsonl")
-    run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **{**KW, "prediction": "sequence"})
-    rows = read_rows(out / "scores.jsonl")
-    for a, b in zip(before, rows):
-        assert b["p"] == a["p_sequence"] and b["p_geometric"] == a["p"]
-        assert b["log_p"] == pytest.approx(a["log_p"] * a["n_tokens"])
-        assert b["epistemic"] == a["epistemic_sequence"] and b["total"] == pytest.approx(
-            b["epistemic"] + b["aleatoric"])
-    assert json.loads((out / "config.json").read_text())["prediction"] == "sequence"
-    run_qa(out, dataset="nq-open", data=str(nq_file), loaded=None, **KW)  # and back
-    assert _no_cost(read_rows(out / "scores.jsonl")) == _no_cost(before)
-
-
-def test_reheadline_refused_without_the_fields(lm, nq_file, tmp_path):
-    kw = {**KW, "methods": ("msp",), "alternatives": False}
-    run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=2, **kw)
-    with pytest.raises(RunMismatchError, match="lack 'first_token'"):
-        run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, limit=2,
-               **{**kw, "prediction": "first_token"})
-
 
 def test_score_file_wraps_questions_in_the_chosen_prompt(lm, tmp_path):
     model, tok = lm
@@ -269,3 +258,4 @@ def test_score_file_wraps_questions_in_the_chosen_prompt(lm, tmp_path):
     assert row["epistemic"] == pytest.approx(float(direct.epistemic[0]), rel=1e-6)
     with pytest.raises(RunMismatchError, match="prompt_style='fewshot'"):
         score_file(pairs, out, loaded=lm, progress=False, as_question=True)
+

@@ -1,192 +1,94 @@
-"""The QA pipeline behind ``isograd qa``: prompt -> answer -> grade -> scores -> metrics.
+"""The QA pipeline behind ``isograd qa``: generate -> grade -> score -> baselines -> evaluate.
 
-Per question (in dataset order), one line is appended to ``DIR/scores.jsonl`` and flushed:
+Each stage writes its own ``DIR/<stage>.jsonl`` (one row per question id) and
+``DIR/<stage>.config.json`` (the options that determine its rows and the fingerprints of the
+stages it reads); what each stage computes is in `isograd.qa.stages`, the files and the one
+stage loop in `isograd.qa.stagefiles`.
 
-* generation datasets: greedy answer (`greedy_answer`) -> grade (`grade`) -> gradient scores of
-  the answer's exact generated tokens (`score`) -> each requested baseline (`make_baseline`);
-  when a method needs samples, K samples are drawn once (`sample_answers`) and shared;
-* ``truthfulqa-mc1``: no generation: the options are scored (`score_choices`), the model's pick
-  is the option of highest summed log-likelihood, correct = the pick is the right option; the
-  baselines see the picked option as the answer (sampling methods sample free-form answers to
-  the same prompt).
+| stage | reads | options | file |
+| --- | --- | --- | --- |
+| generate | the dataset | model, dataset, data, prompt, max_new_tokens, dtype, device | generate.jsonl |
+| grade | generate | judge | grade.jsonl |
+| score | generate | prediction, alternatives, norm_method | score.jsonl |
+| samples | generate | k, temperature, max_new_tokens, seed | samples.jsonl (only for sampling methods) |
+| baseline-NAME | generate (+ samples) | the method's options | baseline-NAME.jsonl |
+| evaluate | all of the above | methods, prediction, seed | metrics.json, report.md, roc.png, scores.jsonl |
 
-Row fields: ``id, question, answer, correct, grade_score, grade_method, p, log_p, epistemic,
-aleatoric, total, n_tokens``, one field per baseline, ``cost_<m>_s`` (seconds) and
-``cost_<m>_fwd`` (forward-pass equivalents, a backward counting 2) per method, and for the
-generation datasets the other two predictions (``p_<pred>``, ``epistemic_<pred>``,
-``aleatoric_<pred>``) so every definition of p is measured on the same answers: "geometric" is
-derived exactly from the sequence pass (∇ log p_geo = ∇ log p_seq / n), "first_token" costs one
-more backward (``--no-alternatives`` skips it; "geometric" is always recorded).
+* Each stage can run alone (``stage=``); a rerun computes only the rows a stage lacks, so a
+  kill at any point loses at most the batch in flight. Adding a baseline computes only that
+  baseline; another judge regrades without touching a gradient.
+* A stage recorded with other options is refused (`RunMismatchError`) unless it is redone
+  (``force_stages``): that deletes its rows and those of every stage that reads it, nothing else.
+  ``prediction`` is the exception: any definition of p the score rows already hold
+  ("sequence"/"geometric" always, "first_token" with ``alternatives``) is taken from them.
+* ``evaluate`` joins the stage rows of the requested questions, computes the combined scores
+  and the metrics, and writes the reports and a joined ``scores.jsonl`` view (with
+  ``combined``); it never writes into a stage file.
+* ``DIR/run.lock`` refuses a second run on the same DIR while the first is alive.
+* A run folder of the earlier single-file format (scores.jsonl + config.json) is converted by
+  `convert_run` (``isograd qa --convert DIR``): its rows are split into stage files, nothing is
+  recomputed, and its metrics regenerate as they were.
 
-``combined`` is a rank mean over all rows (it is not defined for one row alone): the lines
-are written without it, and when the run completes the file is rewritten atomically with each
-row's ``combined`` (the value reported in metrics.json). On resume the stale ``combined`` is
-dropped and recomputed.
-
-Resume: rows already in ``scores.jsonl`` are kept and their ids skipped; a truncated last line
-(a killed write) is discarded and redone. ``DIR/config.json`` holds the options that determine
-the rows; a rerun with other options into the same DIR is refused (``--limit`` may change).
-Seeds: sampling uses a per-question seed derived from ``seed`` and the question id, so the
-same command gives the same rows, whatever was interrupted.
+Seeds: sampling uses a per-question seed derived from ``seed`` and the question id, so the same
+command gives the same rows, whatever was interrupted.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import json
+from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from .._choice import Choice
+from . import stages as S
 from .runfiles import (
     ALL_METHODS,
     QAConfig,
     RunMismatchError,
-    check_config,
     parse_options,
     question_seed,
     read_rows,
-    reheadline,
     rewrite_rows,
 )
 from .score_pairs import score_file
+from .stagefiles import (
+    StageConfig,
+    open_stage,
+    read_config,
+    reset_stage,
+    rows_by_id,
+    run_lock,
+    stage_path,
+)
+from .stagefiles import (
+    open_stage as _open,
+)
 
-__all__ = ["ALL_METHODS", "QAConfig", "RunMismatchError", "finish", "parse_options",
-           "print_table", "question_seed", "read_rows", "reheadline", "run_qa", "score_file"]
-GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
-PREDICTIONS = ("sequence", "geometric", "first_token")
-
-
-# ----------------------------------------------------------------------------- one question
-
-
-@dataclass
-class _Env:
-    model: Any
-    tokenizer: Any
-    cfg: QAConfig
-    baselines: dict[str, Any]
-
-
-def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
-    t = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - t
+__all__ = ["ALL_METHODS", "QAConfig", "RunMismatchError", "Stage", "convert_run",
+           "parse_options", "print_table", "question_seed", "read_rows", "run_metrics",
+           "run_qa", "score_file"]
 
 
-def _gen_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
-    from ..lm import greedy_answer, qa_prompt, score, scored_token_ids
-    from .grading import grade
+class Stage(Choice):
+    """Which stages of ``isograd qa`` to run."""
 
-    cfg = env.cfg
-    prompt = qa_prompt(env.tokenizer, q.question, cfg.prompt)
-    ans, t_gen = _timed(lambda: greedy_answer(env.model, env.tokenizer, prompt,
-                                              max_new_tokens=cfg.max_new_tokens))
-    g = grade(q, ans.text, judge=cfg.judge)
-    ids = scored_token_ids(env.model, env.tokenizer, prompt, ans.token_ids)
-    s, t_sc = _timed(lambda: score(env.model, env.tokenizer, [prompt], [ids],
-                                   prediction=cfg.prediction, method=cfg.norm_method))
-    row: dict[str, Any] = {
-        "id": q.id, "question": q.question, "answer": ans.text, "correct": bool(g.correct),
-        "grade_score": g.score, "grade_method": g.method, "empty_answer": not ans.token_ids,
-        "p": float(s.p[0]), "log_p": float(s.log_p[0]), "epistemic": float(s.epistemic[0]),
-        "aleatoric": float(s.aleatoric[0]), "total": float(s.total[0]),
-        "n_tokens": int(s.n_tokens[0]),
-        "cost_generate_s": t_gen, "cost_epistemic_s": t_sc, "cost_epistemic_fwd": GRADIENT_FWD,
-        # p(1-p) needs only the answer's log-probabilities, already known from generation
-        "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0,
-    }
-    row.update(_alternatives(env, prompt, ids, s, extra_backward=cfg.alternatives))
-    return row, ans, prompt
+    ALL = "all"
+    """Every stage, then evaluate."""
+    GENERATE = "generate"
+    """Greedy answers (MC1: the options' pick and its scores)."""
+    GRADE = "grade"
+    """Correctness of each answer."""
+    SCORE = "score"
+    """Gradient scores (epistemic, aleatoric) of each answer."""
+    BASELINES = "baselines"
+    """The requested baselines (and the samples they share)."""
+    EVALUATE = "evaluate"
+    """Metrics and reports from the stage files."""
 
 
-def _alternatives(env: _Env, prompt: str, ids: list[int], s: Any, *,
-                  extra_backward: bool) -> dict[str, Any]:
-    """p / epistemic / aleatoric of the predictions other than the run's own.
-
-    "sequence" and "geometric" follow from each other exactly, at no cost
-    (log p_geo = log p_seq / n, so ∇ log p_geo = ∇ log p_seq / n); the others need one more
-    backward each and are computed only with `extra_backward`.
-    """
-    import torch
-
-    from ..lm import score
-
-    out: dict[str, Any] = {}
-    pair = {"sequence": "geometric", "geometric": "sequence"}
-    n = float(s.n_tokens[0])
-    for pred in PREDICTIONS:
-        if pred == s.prediction:
-            continue
-        if pair.get(s.prediction) == pred:
-            scale = 1 / n if pred == "geometric" else n
-            log_p = s.log_p[0] * scale
-            p = torch.exp(log_p)
-            epi, t = float(torch.exp(2 * log_p) * s.sq_grad_norm_log_p[0] * scale**2), 0.0
-        elif extra_backward:
-            alt, t = _timed(lambda pr=pred: score(env.model, env.tokenizer, [prompt], [ids],
-                                                  prediction=pr, method=env.cfg.norm_method))
-            p, epi = alt.p[0], float(alt.epistemic[0])
-        else:
-            continue
-        out[f"p_{pred}"] = float(p)
-        out[f"log_p_{pred}"] = float(log_p) if pair.get(s.prediction) == pred else float(alt.log_p[0])
-        out[f"epistemic_{pred}"] = epi
-        out[f"aleatoric_{pred}"] = float(p * (1 - p))
-        out[f"cost_epistemic_{pred}_s"] = t
-    return out
-
-
-def _mc_row(env: _Env, q: Any) -> tuple[dict[str, Any], Any, str]:
-    from ..lm import Sample, mc_prompt, score_choices
-    from .grading import grade
-
-    prompt = mc_prompt(env.tokenizer, q.question, env.cfg.prompt)
-    s, t_sc = _timed(lambda: score_choices(env.model, env.tokenizer, [prompt], [list(q.options)]))
-    pick = int(s.pick[0])
-    g = grade(q, pick, judge=env.cfg.judge)
-    ans = Sample(text=q.options[pick], token_ids=s.pick_token_ids[0],
-                 token_logprobs=s.pick_token_logprobs[0])
-    row = {
-        "id": q.id, "question": q.question, "answer": q.options[pick], "correct": bool(g.correct),
-        "grade_score": g.score, "grade_method": g.method, "pick": pick, "label": q.label,
-        "option_logliks": list(s.option_logliks[0]),
-        "p": float(s.p[0]), "log_p": math.log(float(s.p[0])) if float(s.p[0]) > 0 else None,
-        "epistemic": float(s.epistemic[0]), "aleatoric": float(s.aleatoric[0]),
-        "total": float(s.total[0]), "n_tokens": len(ans.token_ids),
-        # scoring the options is the MC1 prediction itself: K forwards (one per option) + backward
-        "cost_epistemic_s": t_sc, "cost_epistemic_fwd": len(q.options) + 2.0,
-        "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0,
-    }
-    return row, ans, prompt
-
-
-def _question_row(env: _Env, q: Any) -> dict[str, Any]:
-    from ..lm import sample_answers
-    from .baselines import QAContext
-
-    cfg = env.cfg
-    row, ans, prompt = (_mc_row if q.label is not None else _gen_row)(env, q)
-    samples = None
-    if any(b.needs_samples for b in env.baselines.values()):
-        samples, t = _timed(lambda: tuple(sample_answers(
-            env.model, env.tokenizer, prompt, k=cfg.k, temperature=cfg.temperature,
-            max_new_tokens=cfg.max_new_tokens, seed=question_seed(cfg.seed, q.id))))
-        row["cost_samples_s"] = t
-        row["samples"] = [x.text for x in samples]
-    ctx = QAContext(question=q, prompt=prompt, answer=ans, samples=samples)
-    for name, b in env.baselines.items():
-        res, t = _timed(lambda b=b: b(env.model, env.tokenizer, ctx))
-        if b.needs_samples:  # the shared samples' time is part of this method's cost
-            t += row["cost_samples_s"]
-        row[name] = res.value
-        row[f"cost_{name}_s"] = t
-        row[f"cost_{name}_fwd"] = res.forward_passes
-    return row
-
-
-# ----------------------------------------------------------------------------- the run
+_SAMPLING_DEFAULTS = ("naive_entropy", "semantic_entropy")
 
 
 def _baselines(cfg: QAConfig) -> dict[str, Any]:
@@ -195,7 +97,7 @@ def _baselines(cfg: QAConfig) -> dict[str, Any]:
     out = {}
     for m in cfg.methods:
         opts = dict(cfg.baseline_options.get(m, {}))
-        if m in ("naive_entropy", "semantic_entropy"):
+        if m in _SAMPLING_DEFAULTS:
             opts.setdefault("k", cfg.k)
             opts.setdefault("temperature", cfg.temperature)
             opts.setdefault("max_new_tokens", cfg.max_new_tokens)
@@ -204,46 +106,114 @@ def _baselines(cfg: QAConfig) -> dict[str, Any]:
     return out
 
 
-def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
-                command: str | None = None) -> dict[str, Any]:
-    """The metrics table of a run's rows under its `config` (a ``QAConfig.to_json()`` dict,
-    recorded as given): the gradient terms, each baseline in ``config["methods"]``, their
-    combinations and the AUROC under each definition of p. Pure: reads and writes nothing."""
-    from ..evaluate import alternative_metrics, evaluate
-    from .baselines import BASELINES
+def _baseline_options(b: Any) -> dict[str, Any]:
+    import dataclasses
 
-    seed = config.get("seed", 0)
-    methods = {"epistemic": True, "aleatoric": True}
-    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
-    extra = {"config": dict(config),
-             "predictions": alternative_metrics(rows, config["prediction"], PREDICTIONS,
-                                                seed=seed)}
-    return evaluate(rows, methods, seed=seed, model=config.get("model"),
-                    dataset=config.get("dataset"), command=command, extra=extra)
+    return json.loads(json.dumps(dataclasses.asdict(b), default=str))
 
 
-def finish(out: Path, cfg: QAConfig, questions: Sequence[Any], *,
-           command: str | None = None) -> dict[str, Any]:
-    """Metrics over the rows of `questions` found in DIR/scores.jsonl; rewrites the file with
-    ``combined`` and writes metrics.json, report.md, roc.png."""
-    from ..evaluate import score_columns, write_report
-    from .baselines import BASELINES
+def stage_configs(cfg: QAConfig, baselines: dict[str, Any]) -> dict[str, StageConfig]:
+    """The config of every stage of a run with options `cfg`, in dependency order."""
+    gen = StageConfig("generate", {k: getattr(cfg, k) for k in (
+        "model", "dataset", "data", "prompt", "max_new_tokens", "dtype", "device")}, {})
+    up = {"generate": gen.fingerprint}
+    out = {"generate": gen,
+           "grade": StageConfig("grade", {"judge": cfg.judge}, up),
+           "score": StageConfig("score", {"prediction": cfg.prediction,
+                                          "alternatives": cfg.alternatives,
+                                          "norm_method": cfg.norm_method}, up)}
+    if any(b.needs_samples for b in baselines.values()):
+        out["samples"] = StageConfig("samples", {"k": cfg.k, "temperature": cfg.temperature,
+                                                 "max_new_tokens": cfg.max_new_tokens,
+                                                 "seed": cfg.seed}, up)
+    for m, b in baselines.items():
+        bup = {**up, "samples": out["samples"].fingerprint} if b.needs_samples else up
+        out[f"baseline-{m}"] = StageConfig(f"baseline-{m}", _baseline_options(b), bup)
+    return out
 
-    path = out / "scores.jsonl"
-    rows = read_rows(path)
-    wanted = {q.id for q in questions}
-    done = [r for r in rows if r["id"] in wanted]
-    for r in rows:
-        r.pop("combined", None)
-    methods = {"epistemic": True, "aleatoric": True}
-    methods.update({m: BASELINES[m].higher_is_uncertain for m in cfg.methods})
-    _, cols, _, _ = score_columns(done, methods, seed=cfg.seed)
-    for r, v in zip(done, cols["combined"]):
-        r["combined"] = float(v)
-    rewrite_rows(path, rows)
-    metrics = run_metrics(done, cfg.to_json(), command=command)
-    write_report(out, metrics, done)
-    return metrics
+
+def _dependents(name: str, out: Path) -> list[str]:
+    """Stages in `out` that read stage `name` (directly or not), from their recorded configs."""
+    found, frontier = [], [name]
+    others = sorted(p.name[:-len(".config.json")] for p in out.glob("*.config.json"))
+    while frontier:
+        cur = frontier.pop()
+        for o in others:
+            c = read_config(out, o)
+            if c is not None and cur in c.upstream and o not in found:
+                found.append(o)
+                frontier.append(o)
+    return found
+
+
+def _force(out: Path, names: Sequence[str], configs: dict[str, StageConfig]) -> None:
+    """Redo the named stages ("baselines" = every baseline; a method name = its baseline):
+    delete their rows and those of every stage that reads them."""
+    for n in names:
+        if n == "baselines":
+            targets = [s for s in configs if s.startswith("baseline-")]
+        elif n in ("generate", "grade", "score", "samples"):
+            targets = [n]
+        elif f"baseline-{n}" in configs:
+            targets = [f"baseline-{n}"]
+        else:
+            allowed = ["generate", "grade", "score", "samples", "baselines",
+                       *(s[len("baseline-"):] for s in configs if s.startswith("baseline-"))]
+            raise ValueError(f"--force-stage {n!r}: allowed: {', '.join(allowed)}")
+        for t in targets:
+            for s in [t, *_dependents(t, out)]:
+                reset_stage(out, s)
+
+
+def _check_score(out: Path, new: StageConfig) -> str:
+    """Open the score stage; return the prediction its rows are computed with.
+
+    Another ``prediction`` is not a mismatch when the rows hold it (module docstring).
+    """
+    old = read_config(out, "score")
+    open_stage(out, new, ignore=("prediction",))
+    if old is None:
+        return new.options["prediction"]
+    have, want = old.options["prediction"], new.options["prediction"]
+    if have != want and not ({have, want} <= {"sequence", "geometric"} or old.options["alternatives"]):
+        raise RunMismatchError(
+            f"{out}: the score stage was run with prediction={have!r} and its rows lack "
+            f"{want!r} (first_token needs --alternatives); pass --force-stage score to redo it")
+    return have
+
+
+class _Model:
+    """The model, loaded on first use (a run whose stages are all done loads nothing)."""
+
+    def __init__(self, cfg: QAConfig, loaded: tuple[Any, Any] | None, batch_size: int,
+                 load_options: dict[str, Any] | None, device: str):
+        self.cfg, self.loaded, self.batch_size, self._env = cfg, loaded, batch_size, None
+        self.load_options, self.device = dict(load_options or {}), device
+
+    def env(self, cfg: QAConfig | None = None) -> S.Env:
+        if self._env is None:
+            import torch
+
+            from ..lm import load_model
+
+            m, tok = self.loaded or load_model(self.cfg.model, dtype=self.cfg.dtype,
+                                               device=self.device, **self.load_options)
+            torch.manual_seed(self.cfg.seed)
+            self._env = S.Env(model=m, tokenizer=tok, cfg=self.cfg, batch_size=self.batch_size)
+        return replace(self._env, cfg=cfg) if cfg is not None else self._env
+
+
+def _need(out: Path, stage: str, questions: Sequence[Any]) -> dict[str, dict[str, Any]]:
+    rows = rows_by_id(out, stage)
+    missing = [q.id for q in questions if q.id not in rows]
+    if missing:
+        raise RunMismatchError(f"{out}: {len(missing)} question(s) lack {stage} rows (e.g. "
+                               f"{missing[0]}); run --stage {stage.split('-')[0]} first")
+    return rows
+
+
+def _legacy(out: Path) -> bool:
+    return (out / "scores.jsonl").exists() and not (out / "generate.config.json").exists()
 
 
 def run_qa(
@@ -267,20 +237,24 @@ def run_qa(
     norm_method: str = "auto",
     judge: str = "auto",
     baseline_options: dict[str, dict[str, Any]] | None = None,
+    stage: str = "all",
+    force_stages: Sequence[str] = (),
+    batch_size: int = 1,
     progress: bool = True,
     command: str | None = None,
     loaded: tuple[Any, Any] | None = None,
     threads: int | None = None,
 ) -> dict[str, Any] | None:
-    """Run the QA evaluation into `out` (resumable) and return the metrics dict.
+    """Run the QA evaluation into `out` (staged, resumable) and return the metrics dict.
 
     Args:
-        out: output directory (scores.jsonl, config.json, metrics.json, report.md, roc.png).
-        model: model name or path (`load_model`); recorded in config.json.
+        out: output directory (stage files, metrics.json, report.md, roc.png, scores.jsonl).
+        model: model name or path (`load_model`).
         dataset: "truthfulqa-gen" | "truthfulqa-mc1" | "triviaqa" | "nq-open".
         data: dataset file or folder (`load_dataset`'s ``data``).
         limit: the first `limit` questions in file order (None: all).
-        methods: baselines to run besides the gradient scores (names of ``isograd.qa.baselines.BASELINES``).
+        methods: baselines to run besides the gradient scores (names of
+            ``isograd.qa.baselines.BASELINES``).
         prediction: the definition of p for generated answers ("sequence", "geometric",
             "first_token").
         prompt: prompt style, "short" | "plain" | "fewshot" (`isograd.lm.PromptStyle`).
@@ -291,23 +265,26 @@ def run_qa(
         k, temperature: samples for the sampling baselines.
         dtype, device: model weights' dtype and device.
         load_options: more `load_model` options (device_map, revision, attn_implementation,
-            trust_remote_code); not recorded in config.json.
+            trust_remote_code); not recorded in the stage configs.
         norm_method: gradient-norm engine ("auto", "loop", "ghost").
         judge: grading rule (`grade`'s ``judge``).
         baseline_options: per-method extra options for `make_baseline`.
-        progress: show a tqdm progress bar.
+        stage: which stage to run (`Stage`); "all" runs every stage, then evaluate.
+        force_stages: stages to redo ("generate", "grade", "score", "samples", "baselines" or a
+            baseline's name), with every stage that reads them.
+        batch_size: questions per generation batch and per forward+backward of the score stage
+            (rows equal those of batch size 1 up to float rounding).
+        progress: show a tqdm progress bar per stage.
         command: the command line, recorded in metrics.json / report.md.
         loaded: an already loaded ``(model, tokenizer)`` (tests, notebooks).
-        threads: torch CPU threads for this call (None: torch's default). On a shared machine
-            1 thread is often several times faster than oversubscribed threads; the thread
-            count can change float rounding (~1e-6 relative), so keep it fixed within a run.
-
-    Under torchrun each rank answers an interleaved share of the questions into its own part
-    file and rank 0 merges them and writes the report (`isograd.distributed`).
+        threads: torch CPU threads for this call (None: torch's default). The thread count can
+            change float rounding (~1e-6 relative), so keep it fixed within a run.
 
     Returns:
-        The metrics dict written to metrics.json (None on the other ranks of a torchrun job).
+        The metrics dict written to metrics.json, or None when `stage` is not "all"/"evaluate".
     """
+    import contextlib
+
     import torch
 
     from .. import distributed as dd
@@ -315,6 +292,7 @@ def run_qa(
     from .datasets import load_dataset
 
     Prediction.parse(prediction)
+    which = Stage.parse(stage)
     prompt = PromptStyle.parse(prompt).value
     cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
                    methods=tuple(methods), prediction=prediction, prompt=prompt,
@@ -325,49 +303,185 @@ def run_qa(
     baselines = _baselines(cfg)  # unknown method names fail before anything is written
     questions = load_dataset(dataset, data=data, limit=limit)
     outp = Path(out)
-    rank = dd.setup(device)
-    dd.on_peer_failure(rank, outp / "scores.jsonl")
-    if rank.main:  # one writer of config.json; the others then only read it
-        check_config(outp, cfg)
-    dd.barrier(rank)
-    if not rank.main:
-        check_config(outp, cfg)
-    path = outp / "scores.jsonl"
     saved_threads = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        dd.run_rows(path, questions,
-                    _questions_rows(cfg, baselines, loaded, rank, load_options or {}),
-                    key=lambda q: q.id, desc=f"qa {cfg.dataset}", progress=progress)
-    finally:
-        torch.set_num_threads(saved_threads)
-    # rank 0 reports; the others wait so that the job ends with the report written
-    metrics = finish(outp, cfg, questions, command=command) if rank.main else None
-    dd.barrier(rank)
+    rank = dd.setup(device)  # under torchrun: this process's share (`isograd.distributed`)
+    dd.on_peer_failure(rank, outp / "generate.jsonl")
+    # rank 0 holds the lock and writes the configs and the report; every rank computes rows
+    with run_lock(outp) if rank.main else contextlib.nullcontext():
+        if _legacy(outp):
+            raise RunMismatchError(
+                f"{outp} holds a run in the earlier single-file format (scores.jsonl); convert "
+                f"it first with `isograd qa --convert {outp}` (nothing is recomputed)")
+        configs = stage_configs(cfg, baselines)
+        if rank.main:
+            _force(outp, force_stages, configs)
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            _run_stages(outp, cfg, which, configs, baselines, questions,
+                        _Model(cfg, loaded, batch_size, load_options,
+                               dd.device_for(cfg.device, rank)), batch_size, progress, rank)
+        finally:
+            torch.set_num_threads(saved_threads)
+        metrics = None
+        if which in (Stage.ALL, Stage.EVALUATE) and rank.main:
+            score_cfg = read_config(outp, "score")
+            metrics = evaluate_run(outp, cfg.to_json(), [q.id for q in questions],
+                                   score_prediction=score_cfg.options["prediction"]
+                                   if score_cfg else cfg.prediction, command=command)
+        dd.barrier(rank)  # the job ends with the report written
+        return metrics
+
+
+def _run_stages(out: Path, cfg: QAConfig, which: Stage, configs: dict[str, StageConfig],
+                baselines: dict[str, Any], questions: Sequence[Any], lazy: _Model,
+                batch_size: int, progress: bool, rank: Any) -> None:
+    """Run the stages `which` selects, each over the questions it lacks (under torchrun each
+    rank computes its share into part files, which rank 0 merges: `distributed.run_rows`)."""
+    from .. import distributed as dd
+
+    def runs(s: Stage) -> bool:
+        return which in (Stage.ALL, s)
+
+    def key(q: Any) -> str:
+        return q.id
+
+    def go(name: str, compute: Any, bs: int = 1) -> None:
+        dd.run_rows(stage_path(out, name), questions, compute, key=key, batch_size=bs,
+                    desc=f"{name} {cfg.dataset}", progress=progress)
+
+    def open_stage(out: Path, new: StageConfig, **kw: Any) -> None:
+        # rank 0 records the config first; the others then find it and check against it
+        if rank.main:
+            _open(out, new, **kw)
+        dd.barrier(rank)
+        if not rank.main:
+            _open(out, new, **kw)
+
+    if runs(Stage.GENERATE):
+        open_stage(out, configs["generate"])
+        go("generate", lambda qs: S.generate_rows(lazy.env(), qs), batch_size)
+    if which == Stage.EVALUATE:
+        return
+    gen = _need(out, "generate", questions)
+    if runs(Stage.GRADE):
+        open_stage(out, configs["grade"])
+        go("grade", lambda qs: S.grade_rows(lazy.env(), qs, gen))
+    if runs(Stage.SCORE):
+        pred = _check_score(out, configs["score"]) if rank.main else ""
+        dd.barrier(rank)
+        if not rank.main:
+            pred = _check_score(out, configs["score"])
+        go("score", lambda qs: S.score_rows(lazy.env(replace(cfg, prediction=pred)), qs, gen),
+           batch_size)
+    if runs(Stage.BASELINES):
+        samples = None
+        if "samples" in configs:
+            open_stage(out, configs["samples"])
+            go("samples", lambda qs: S.sample_rows(lazy.env(), qs, gen))
+            samples = rows_by_id(out, "samples")
+        for m, b in baselines.items():
+            open_stage(out, configs[f"baseline-{m}"])
+            go(f"baseline-{m}",
+               lambda qs, m=m, b=b: S.baseline_rows(lazy.env(), m, b, qs, gen, samples))
+
+
+def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
+                command: str | None = None) -> dict[str, Any]:
+    """The metrics table of a run's rows under its `config` (a ``QAConfig.to_json()`` dict,
+    recorded as given): the gradient terms, each baseline in ``config["methods"]``, their
+    combinations and the AUROC under each definition of p. Pure: reads and writes nothing."""
+    from ..evaluate import alternative_metrics, evaluate
+    from ..lm.score import Prediction
+    from .baselines import BASELINES
+
+    seed = config.get("seed", 0)
+    methods = {"epistemic": True, "aleatoric": True}
+    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    extra = {"config": dict(config),
+             "predictions": alternative_metrics(rows, config["prediction"],
+                                                [p.value for p in Prediction], seed=seed)}
+    return evaluate(rows, methods, seed=seed, model=config.get("model"),
+                    dataset=config.get("dataset"), command=command, extra=extra)
+
+
+def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
+                 score_prediction: str, command: str | None = None) -> dict[str, Any]:
+    """The evaluate stage: join the stage rows of `ids`, compute the metrics, write
+    metrics.json, report.md, roc.png, config.json and the joined view scores.jsonl."""
+    from ..evaluate import score_columns, write_report
+    from .baselines import BASELINES
+
+    need = ["generate", "grade", "score", *(f"baseline-{m}" for m in config["methods"])]
+    parts = {s: rows_by_id(out, s) for s in need}
+    samples = rows_by_id(out, "samples")
+    rows = []
+    for qid in ids:
+        lack = [s for s in need if qid not in parts[s]]
+        if lack:
+            raise RunMismatchError(f"{out}: question {qid} lacks {', '.join(lack)} rows; run "
+                                   "those stages first (--stage all does)")
+        row = S.join_row(parts["generate"][qid], parts["grade"][qid], parts["score"][qid],
+                         samples.get(qid), [parts[f"baseline-{m}"][qid] for m in config["methods"]])
+        rows.append(S.headline(row, score_prediction, config["prediction"]))
+    metrics = run_metrics(rows, config, command=command)
+    methods = {"epistemic": True, "aleatoric": True}
+    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    _, cols, _, _ = score_columns(rows, methods, seed=config.get("seed", 0))
+    view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
+    rewrite_rows(out / "scores.jsonl", view)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_report(out, metrics, rows)
     return metrics
 
 
-def _questions_rows(cfg: QAConfig, baselines: dict[str, Any], loaded: tuple[Any, Any] | None,
-                    rank: Any, load_options: dict[str, Any]) -> Callable[[list[Any]], list]:
-    """questions -> their rows; the model is loaded on the first call (on this rank's device)."""
-    env: list[_Env] = []
+_GEN_KEYS = ("question", "answer", "empty_answer", "cost_generate_s", "pick", "label",
+             "option_logliks")
+_GRADE_KEYS = ("correct", "grade_score", "grade_method")
 
-    def compute(qs: list[Any]) -> list[dict[str, Any]]:
-        if not env:
-            import torch
 
-            from .. import distributed as dd
-            from ..lm import load_model
+def convert_run(out: str | Path) -> dict[str, Any]:
+    """Convert a run folder of the earlier single-file format (scores.jsonl + config.json) into
+    stage files, then evaluate it: nothing is recomputed and metrics.json regenerates as before.
 
-            m, tok = loaded if loaded is not None else load_model(
-                cfg.model, dtype=cfg.dtype, device=dd.device_for(cfg.device, rank),
-                **load_options)
-            env.append(_Env(model=m, tokenizer=tok, cfg=cfg, baselines=baselines))
-            torch.manual_seed(cfg.seed)
-        return [_question_row(env[0], q) for q in qs]
+    The converted generate rows lack the prompt and token ids, which were not recorded: a stage
+    that needs them (a new baseline, another score) asks for ``--force-stage generate``.
 
-    return compute
+    Returns:
+        The metrics dict written to metrics.json.
+    """
+    outp = Path(out)
+    if not _legacy(outp):
+        raise RunMismatchError(f"{outp}: no run of the earlier format to convert (it needs "
+                               "scores.jsonl and config.json and no generate.config.json)")
+    raw = json.loads((outp / "config.json").read_text(encoding="utf-8"))
+    cfg = QAConfig(**{**QAConfig().to_json(), **raw, "methods": tuple(raw["methods"])})
+    old_metrics = outp / "metrics.json"
+    command = (json.loads(old_metrics.read_text(encoding="utf-8")).get("command")
+               if old_metrics.exists() else None)
+    with run_lock(outp):
+        rows = read_rows(outp / "scores.jsonl")
+        configs = stage_configs(cfg, _baselines(cfg))
+        split: dict[str, list[dict[str, Any]]] = {s: [] for s in configs}
+        for r in rows:
+            own = {"id": r["id"]}
+            base = {m: {**own, **{k: r[k] for k in (m, f"cost_{m}_s", f"cost_{m}_fwd") if k in r}}
+                    for m in cfg.methods}
+            taken = {"id", "combined", "samples", "cost_samples_s", *_GEN_KEYS, *_GRADE_KEYS,
+                     *(k for b in base.values() for k in b)}
+            split["generate"].append({**own, **{k: r[k] for k in _GEN_KEYS if k in r}})
+            split["grade"].append({**own, **{k: r[k] for k in _GRADE_KEYS}})
+            split["score"].append({**own, **{k: v for k, v in r.items() if k not in taken}})
+            if "samples" in configs:
+                split["samples"].append({**own, "samples": [{"text": t} for t in r["samples"]],
+                                         "cost_samples_s": r["cost_samples_s"]})
+            for m in cfg.methods:
+                split[f"baseline-{m}"].append(base[m])
+        for s, c in configs.items():
+            open_stage(outp, c)
+            rewrite_rows(stage_path(outp, s), split[s])
+        return evaluate_run(outp, raw, [r["id"] for r in rows], score_prediction=cfg.prediction,
+                            command=command)
 
 
 def print_table(metrics: dict[str, Any]) -> None:

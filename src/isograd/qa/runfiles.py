@@ -1,6 +1,7 @@
-"""Files of a QA run: scores.jsonl rows (append, resume, atomic rewrite), config.json guard.
+"""Rows of a QA run: JSONL rows (append, resume, atomic rewrite), the run options (`QAConfig`).
 
-Shared by `isograd qa` (`isograd.qa.pipeline`) and `isograd score` (`isograd.qa.score_pairs`).
+Shared by `isograd qa` (`isograd.qa.pipeline`, one file per stage) and `isograd score`
+(`isograd.qa.score_pairs`).
 """
 
 from __future__ import annotations
@@ -169,69 +170,3 @@ def rewrite_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def check_config(out: Path, cfg: QAConfig) -> None:
-    """Write DIR/config.json, or refuse when DIR holds a run with other options.
-
-    Only ``prediction`` may change, when every row already holds the new prediction's fields:
-    the rows are then re-headlined (`reheadline`), nothing is recomputed.
-    """
-    path = out / "config.json"
-    new = cfg.to_json()
-    if path.exists():
-        old = json.loads(path.read_text(encoding="utf-8"))
-        # an option newer than the run's config.json was at its default value there
-        old = {**QAConfig().to_json(), **old}
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        if diff and diff != ["prediction"]:
-            shown = ", ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in diff)
-            raise RunMismatchError(
-                f"{out} holds a run made with other options ({shown}); use another --out "
-                "directory (or delete it) rather than mix rows of different runs"
-            )
-        if diff:
-            reheadline(out / "scores.jsonl", old["prediction"], cfg.prediction)
-            path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-        return
-    if (out / "scores.jsonl").exists():
-        raise RunMismatchError(f"{out}/scores.jsonl exists without config.json; use another --out")
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(new, indent=2) + "\n", encoding="utf-8")
-
-
-_HEAD = ("p", "log_p", "epistemic", "aleatoric")
-
-
-def reheadline(path: Path, old: str, new: str) -> None:
-    """Make prediction `new` the headline (p, log_p, epistemic, aleatoric, total) of every row,
-    keeping `old` under suffixed names; refuses when a row lacks `new` (atomic rewrite).
-
-    Multiple-choice rows (``pick``) have one p whatever the prediction: left as they are.
-    """
-    rows = read_rows(path)
-    gen = [r for r in rows if "pick" not in r]
-    missing = [r["id"] for r in gen if r.get(f"epistemic_{new}") is None]
-    if missing:
-        raise RunMismatchError(
-            f"{path.parent} was run with prediction={old!r} and its rows lack {new!r} "
-            f"(e.g. {missing[0]}; first_token needs --alternatives); use another --out")
-    pair = {old, new} == {"sequence", "geometric"}
-    for r in gen:
-        p_new = r[f"p_{new}"]
-        head_new = {"p": p_new, "epistemic": r[f"epistemic_{new}"],
-                    "aleatoric": r[f"aleatoric_{new}"],
-                    "log_p": r.get(f"log_p_{new}", math.log(p_new) if p_new > 0 else None)}
-        for k in _HEAD:
-            r[f"{k}_{old}"] = r[k]
-            r.pop(f"{k}_{new}", None)
-            r[k] = head_new[k]
-        r["total"] = r["epistemic"] + r["aleatoric"]
-        # a derived pair shares one backward: the headline's cost stays; else swap the costs
-        alt_cost = r.pop(f"cost_epistemic_{new}_s", 0.0)
-        r[f"cost_epistemic_{old}_s"] = 0.0 if pair else r["cost_epistemic_s"]
-        if not pair:
-            r["cost_epistemic_s"] = alt_cost
-    rewrite_rows(path, rows)
-
-
