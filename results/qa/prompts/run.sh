@@ -12,7 +12,11 @@ COMMON=(--model smollm2-135m --max-new-tokens 16 --seed 0 --threads 1 --methods 
 for style in "${@:-plain fewshot}"; do
   for s in $style; do
     for spec in triviaqa-150:150 truthfulqa-gen:200; do
-      ds=${spec%%:*}; n=${spec##*:}
+      ds=${spec%%:*}; n=${spec##*:}; dir="results/qa/prompts/$ds-$s"
+      # folders written before isograd qa had stages: split into stage files first (no recompute)
+      if [ -f "$dir/scores.jsonl" ] && [ ! -f "$dir/generate.config.json" ]; then
+        .venv/bin/isograd qa --convert "$dir" --quiet
+      fi
       nice -n 10 .venv/bin/isograd qa --dataset "$ds" --limit "$n" --prompt "$s" "${COMMON[@]}" \
         --out "results/qa/prompts/$ds-$s" > "results/qa/prompts/$ds-$s.log" 2>&1 \
         || echo "run $ds $s failed, see results/qa/prompts/$ds-$s.log"
