@@ -38,7 +38,8 @@ def test_stage_files_and_report(full_run):
         "generate", "samples"}
     score_rows = read_rows(out / "score.jsonl")
     # every per-row scalar of lm.score's result, without naming them in the stage
-    assert all("sq_grad_norm_log_p" in r and "combined" not in r for r in score_rows)
+    assert all({"grad_log_p", "epistemic_layer_scaled"} <= set(r) and "combined" not in r
+               for r in score_rows)
     rows = read_rows(out / "scores.jsonl")  # the joined view
     assert len(rows) == len(QUESTIONS)
     for r in rows:

@@ -10,7 +10,7 @@ loop (`isograd.distributed.run_rows`). Row fields per stage:
   ``scores``: the score stage's fields, which that stage takes over without recomputing;
 * ``grade``: ``correct, grade_score, grade_method``;
 * ``score``: every per-row scalar of `isograd.lm.score`'s result (``p, log_p, epistemic,
-  aleatoric, total, n_tokens, sq_grad_norm_log_p``, and any added later), the other
+  aleatoric, total, n_tokens, grad_log_p, epistemic_layer_scaled``, and any added later), the other
   definitions of p (``p_<pred>``, ``log_p_<pred>``, ``epistemic_<pred>``, ``aleatoric_<pred>``,
   ``cost_epistemic_<pred>_s``), ``cost_epistemic_s/_fwd`` and ``cost_aleatoric_s/_fwd``;
 * ``samples``: ``samples`` (K answers: text, token ids, log-probabilities), ``cost_samples_s``;
@@ -172,7 +172,7 @@ def _alternatives(env: Env, prompts: list[str], ids: list[list[int]], s: Any,
                 scale = 1 / float(s.n_tokens[j]) if pred == "geometric" else float(s.n_tokens[j])
                 log_p = s.log_p[j] * scale
                 p = float(torch.exp(log_p))
-                epi = float(torch.exp(2 * log_p) * s.sq_grad_norm_log_p[j] * scale**2)
+                epi = float(torch.exp(2 * log_p) * s.grad_log_p[j] * scale**2)
                 row.update({f"p_{pred}": p, f"log_p_{pred}": float(log_p),
                             f"epistemic_{pred}": epi, f"aleatoric_{pred}": p * (1 - p),
                             f"cost_epistemic_{pred}_s": 0.0})
