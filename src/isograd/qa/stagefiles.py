@@ -14,6 +14,7 @@ import hashlib
 import json
 import os
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -139,7 +140,17 @@ def run_lock(out: Path) -> Iterator[None]:
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
-            text = path.read_text(encoding="utf-8", errors="replace").strip()
+            text: str | None = ""
+            for _ in range(10):  # a holder that has just created the file writes its pid next
+                try:
+                    text = path.read_text(encoding="utf-8", errors="replace").strip()
+                except FileNotFoundError:  # released meanwhile: try to take it again
+                    text = None
+                if text != "":
+                    break
+                time.sleep(0.1)
+            if text is None:
+                continue
             pid = int(text) if text.isdigit() else None
             if pid is not None and pid != os.getpid() and _alive(pid):
                 raise RunLockedError(
