@@ -144,3 +144,21 @@ def test_stage_configs_are_json(full_run):
     assert METHODS  # every baseline has its stage config
     for m in METHODS:
         assert (full_run[0] / f"baseline-{m}.config.json").exists()
+
+
+def test_cli_runs_one_stage_and_refuses_a_locked_dir(model_dir, nq_file, tmp_path):
+    import os
+
+    from typer.testing import CliRunner
+
+    from isograd.cli import app
+
+    args = ["qa", "--model", str(model_dir), "--dataset", "nq-open", "--data", str(nq_file),
+            "--out", str(tmp_path), "--limit", "2", "--methods", "none", "--max-new-tokens", "4"]
+    res = CliRunner().invoke(app, [*args, "--stage", "generate"])
+    assert res.exit_code == 0, res.output
+    assert "stage generate done" in res.output and len(read_rows(tmp_path / "generate.jsonl")) == 2
+    (tmp_path / "run.lock").write_text(f"{os.getppid()}\n")  # a live process holds the lock
+    res = CliRunner().invoke(app, [*args, "--quiet"])
+    assert res.exit_code == 2 and "in use by process" in res.output
+    assert not (tmp_path / "score.jsonl").exists()
