@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import importlib.util
 import math
-import os
 
 import pytest
 
@@ -41,8 +40,6 @@ def assert_rows_close(a, b):
 
 @pytest.mark.parametrize("dataset", ["truthfulqa-mc1", "triviaqa"])
 def test_batch_8_gives_the_rows_of_batch_1(dataset, lm, tmp_path):
-    if not os.environ.get("ISOGRAD_DATA"):
-        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
     one = run_qa(tmp_path / "b1", dataset=dataset, loaded=lm, batch_size=1, **KW)
     eight = run_qa(tmp_path / "b8", dataset=dataset, loaded=lm, batch_size=8, **KW)
     assert one["n"] == eight["n"] == 16
@@ -60,8 +57,6 @@ def test_smollm2_batch_gives_the_rows_of_batch_1(tmp_path):
     """The same on the embedded SmolLM2 (2 TriviaQA questions, CI budget)."""
     from isograd.lm import load_model
 
-    if not os.environ.get("ISOGRAD_DATA"):
-        pytest.skip("ISOGRAD_DATA (local QA data) is not set")
     smol = load_model("smollm2-135m")
     kw = dict(methods=(), max_new_tokens=6, alternatives=False, progress=False, limit=2,
               dataset="triviaqa", loaded=smol)
