@@ -350,7 +350,8 @@ def qa(
             print_table(metrics)
         return
     if not dataset or not out:
-        raise typer.BadParameter("--dataset and --out are required (unless --convert DIR)")
+        raise typer.BadParameter("is required (unless --convert DIR)",
+                                 param_hint="'--dataset'" if not dataset else "'--out'")
     names = _method_names(methods)
     try:
         options = parse_options(option or [])

@@ -19,7 +19,9 @@ import pytest
 import torch
 
 from isograd.cli import main
+from isograd.qa.pipeline import stage_configs
 from isograd.qa.runfiles import QAConfig
+from isograd.qa.stagefiles import write_config
 
 from ..lm.tiny_lm import save_tiny
 
@@ -168,8 +170,10 @@ def world(tmp_path, model_dir):
     shutil.copytree(CORPUS, corpus)
     run = tmp_path / "run"
     run.mkdir()
+    other = stage_configs(QAConfig(model="other-model"), {})["generate"]  # a staged run
+    write_config(run, other)
+    (run / "generate.jsonl").write_text('{"id": "old", "answer": "x"}\n')
     (run / "config.json").write_text(json.dumps(QAConfig(model="other-model").to_json()))
-    (run / "scores.jsonl").write_text('{"id": "old", "p": 0.5}\n')
     scored = tmp_path / "scored.jsonl"
     scored.write_text(json.dumps({"id": "a", "p": 0.5, "model": "other-model",
                                   "prediction": "geometric", "prompt_style": None}))  # no newline
