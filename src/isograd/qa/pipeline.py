@@ -454,11 +454,14 @@ def convert_run(out: str | Path) -> dict[str, Any]:
     if not _legacy(outp):
         raise RunMismatchError(f"{outp}: no run of the earlier format to convert (it needs "
                                "scores.jsonl and config.json and no generate.config.json)")
-    raw = json.loads((outp / "config.json").read_text(encoding="utf-8"))
+    raw_text = (outp / "config.json").read_text(encoding="utf-8")
+    raw = json.loads(raw_text)
     cfg = QAConfig(**{**QAConfig().to_json(), **raw, "methods": tuple(raw["methods"])})
     old_metrics = outp / "metrics.json"
-    command = (json.loads(old_metrics.read_text(encoding="utf-8")).get("command")
-               if old_metrics.exists() else None)
+    old = json.loads(old_metrics.read_text(encoding="utf-8")) if old_metrics.exists() else {}
+    # the metrics record the run's config as its last evaluation did (it may list defaults
+    # that config.json, written earlier, lacks)
+    recorded, command = old.get("config", raw), old.get("command")
     with run_lock(outp):
         rows = read_rows(outp / "scores.jsonl")
         configs = stage_configs(cfg, _baselines(cfg))
@@ -480,8 +483,10 @@ def convert_run(out: str | Path) -> dict[str, Any]:
         for s, c in configs.items():
             open_stage(outp, c)
             rewrite_rows(stage_path(outp, s), split[s])
-        return evaluate_run(outp, raw, [r["id"] for r in rows], score_prediction=cfg.prediction,
-                            command=command)
+        metrics = evaluate_run(outp, recorded, [r["id"] for r in rows],
+                               score_prediction=cfg.prediction, command=command)
+        (outp / "config.json").write_text(raw_text, encoding="utf-8")  # as it was
+        return metrics
 
 
 def print_table(metrics: dict[str, Any]) -> None:
