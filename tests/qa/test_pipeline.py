@@ -165,14 +165,13 @@ def test_other_options_into_same_dir_refused(lm, nq_file, full_run, tmp_path):
 def test_prompt_style_is_used_and_guarded(lm, nq_file, tmp_path, monkeypatch):
     from isograd.lm import generate
 
-    seen, real = [], generate.greedy_answer
+    seen, real = [], generate.greedy_answers
 
-    def spy(model, tok, prompt, **kw):
-        seen.append(prompt)
-        return real(model, tok, prompt, **kw)
+    def spy(model, tok, prompts, **kw):
+        seen.extend(prompts)
+        return real(model, tok, prompts, **kw)
 
-    monkeypatch.setattr(generate, "greedy_answer", spy)
-    monkeypatch.delattr(generate, "greedy_answers", raising=False)
+    monkeypatch.setattr(generate, "greedy_answers", spy)
     kw = {**KW, "methods": ()}
     run_qa(tmp_path, dataset="nq-open", data=str(nq_file), loaded=lm, prompt="fewshot", **kw)
     _, tok = lm

@@ -64,16 +64,12 @@ def scalar_fields(result: Any, j: int) -> dict[str, Any]:
 
 
 def _greedy_batch(env: Env, prompts: list[str]) -> list[Any]:
-    """Greedy answers to `prompts`, batched when `isograd.lm.generate.greedy_answers` exists."""
-    from ..lm import generate
+    """Greedy answers to `prompts`, `env.batch_size` at a time (left padding)."""
+    from ..lm import generate  # looked up at call time, so tests can watch it
 
-    cfg = env.cfg
-    many = getattr(generate, "greedy_answers", None)
-    if many is not None:
-        return list(many(env.model, env.tokenizer, prompts, max_new_tokens=cfg.max_new_tokens,
-                         batch_size=env.batch_size))
-    return [generate.greedy_answer(env.model, env.tokenizer, p, max_new_tokens=cfg.max_new_tokens)
-            for p in prompts]
+    return list(generate.greedy_answers(env.model, env.tokenizer, prompts,
+                                        max_new_tokens=env.cfg.max_new_tokens,
+                                        batch_size=env.batch_size))
 
 
 def generate_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
