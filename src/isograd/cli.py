@@ -325,6 +325,12 @@ def qa(
                                     callback=_choice(_norm_method)),
     judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge).",
                               callback=_choice(_judge)),
+    trace: bool = typer.Option(False, help="Also score every answer token (methods "
+                               "epistemic_token_max/mean, per-row profiles); ~T times the score."),
+    layer_scale: str = typer.Option("weight-variance", help="Rule of epistemic_layer_scaled: "
+                                    "weight-variance | fan-in."),
+    last_layers: int = typer.Option(5, min=1, help="k of epistemic_last_layers (the last k "
+                                    "blocks)."),
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
                                      "e.g. semantic_entropy.entailment=embedding."),
     stage: str = typer.Option("all", help="Run one stage: all | generate | grade | score | "
@@ -368,7 +374,8 @@ def qa(
                      prediction=prediction, prompt=prompt, alternatives=alternatives,
                      seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                      dtype=dtype, device=device, load_options=load, norm_method=norm_method,
-                     judge=judge, baseline_options=options, stage=stage,
+                     judge=judge, trace=trace, layer_scale=layer_scale,
+                     last_layers=last_layers, baseline_options=options, stage=stage,
                      force_stages=[s.strip() for s in (force_stage or "").split(",") if s.strip()],
                      batch_size=batch_size, progress=not quiet, command=command, threads=threads)
     if quiet:
@@ -394,6 +401,14 @@ def score(
     norm_method: str = typer.Option("auto", help="Gradient-norm engine: auto | loop | ghost.",
                                     callback=_choice(_norm_method)),
     batch_size: int = typer.Option(8, min=1, help="Pairs per forward pass."),
+    trace: bool = typer.Option(False, help="Also write each answer's per-token profile "
+                               "(token_epistemic, token_aleatoric); ~T times the score."),
+    covariance: str = typer.Option("isotropic", help="Which term is 'epistemic': isotropic | "
+                                   "layer-scaled (both are always written)."),
+    layer_scale: str = typer.Option("weight-variance", help="Rule of the layer-scaled term: "
+                                    "weight-variance | fan-in."),
+    last_layers: int = typer.Option(5, min=1, help="k of epistemic_last_layers (the last k "
+                                    "blocks)."),
     dtype: str = typer.Option("fp32", help=DTYPE_HELP),
     device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...); under "
                                "torchrun 'cuda' is cuda:LOCAL_RANK."),
@@ -429,7 +444,8 @@ def score(
     n = score_file(input, out, model=model, prediction=prediction, as_question=as_question,
                    prompt=prompt or "short", norm_method=norm_method, batch_size=batch_size,
                    dtype=dtype, device=device, load_options=load, shard=shard,
-                   progress=not quiet)
+                   progress=not quiet, trace=trace, covariance=covariance,
+                   layer_scale=layer_scale, last_layers=last_layers)
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         where = f" by {os.environ['WORLD_SIZE']} processes" if launched() else ""
         typer.echo(f"scored {n} pair(s) into {out}{where}")

@@ -33,7 +33,17 @@ SCORE_LABELS = {
     "epistemic": "epistemic ‖g‖²",
     "combined": "epistemic & aleatoric combined (rank mean)",
     "combined_logreg_cv": "epistemic & aleatoric, logistic regression (CV, supervised)",
+    "grad_log_p": "‖∇ log p‖² (no p² factor)",
+    "epistemic_layer_scaled": "epistemic, layer-scaled covariance",
+    "epistemic_last_layers": "epistemic, last blocks only",
+    "embedding_grad": "‖∂ log p / ∂ input embeddings‖²",
+    "epistemic_token_max": "per-token epistemic, max over tokens",
+    "epistemic_token_mean": "per-token epistemic, mean over tokens",
 }
+# the other signals of the same pass as epistemic (isograd.lm.score): added methods under their
+# own names beside the paper's, never in place of one; higher = more uncertain for all
+SIGNALS = ("grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers", "embedding_grad",
+           "epistemic_token_max", "epistemic_token_mean")
 
 
 def method_label(name: str) -> str:

@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
+from .labellings import labellings_markdown
 from .paper import PAPER_SOURCE, PAPER_TABLE2, method_label, paper_order
 from .table import REFERENCE
 
@@ -27,21 +28,23 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     col = metrics.get("paper_column")
     meth = metrics["methods"]
     lines = [f"# Predicting incorrect answers: {metrics.get('dataset') or '?'} · {metrics.get('model') or '?'}", ""]
-    lines.append(f"n = {metrics['n']} questions, accuracy = {metrics['accuracy']:.3f} "
-                 f"({metrics['n_incorrect']} incorrect). AUROC of each score for predicting an "
+    base = metrics.get("base_rate", 1 - metrics["accuracy"])
+    lines.append(f"n = {metrics['n']} questions, accuracy = {metrics['accuracy']:.3f}; "
+                 f"positives (incorrect answers) = {metrics['n_incorrect']}, base rate "
+                 f"{base:.3f}. AUROC of each score for predicting an "
                  f"incorrect answer, mean ± std over {metrics['n_boot']} bootstrap resamples "
                  f"(seed {metrics['seed']}).")
     if metrics.get("command"):
         lines += ["", "Command:", "", "```", str(metrics["command"]), "```"]
     paper_hdr = f"paper, {col}" if col else "paper"
-    lines += ["", f"| method | AUROC (this run) | {paper_hdr} | PRR | AURC | combined − this: ΔAUROC (p, BH) | s / question | forward passes / question |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", f"| method | AUROC (this run) | {paper_hdr} | PRR | AURC | AURAC | combined − this: ΔAUROC (p, BH) | s / question | forward passes / question |",
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in paper_order(list(meth), all_paper=True):
         e = meth.get(m)
         paper = PAPER_TABLE2.get(m, {}).get(col) if col else None
         ptxt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "–"
         if e is None:
-            lines.append(f"| {method_label(m)} | not run | {ptxt} | | | | | |")
+            lines.append(f"| {method_label(m)} | not run | {ptxt} | | | | | | |")
             continue
         au = (f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e.get("auroc_mean") is not None else "–")
         pv = "–"
@@ -50,7 +53,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
         elif m == REFERENCE:
             pv = "(reference)"
         lines.append(f"| {e.get('label', m)} | {au} | {ptxt} | {_fmt(e.get('prr'))} | "
-                     f"{_fmt(e.get('aurc'))} | {pv} | {_fmt(e.get('cost_s'), 3)} | {_fmt(e.get('cost_fwd'), 1)} |")
+                     f"{_fmt(e.get('aurc'))} | {_fmt(e.get('aurac'))} | {pv} | {_fmt(e.get('cost_s'), 3)} | {_fmt(e.get('cost_fwd'), 1)} |")
     lines.append("")
     if col:
         lines.append("Paper column: " + PAPER_SOURCE.format(col=col))
@@ -62,7 +65,8 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     if metrics.get("combined_definition"):
         lines.append(f"\n{metrics['combined_definition']}.")
     lines.append("\nPRR and AURC as LM-Polygraph defines them (PRR: 1 = oracle, 0 = random; "
-                 "AURC: lower is better). p: paired bootstrap test of the AUROC difference "
+                 "AURC: lower is better); AURAC = area under the rejection–accuracy curve = "
+                 "1 − AURC (higher is better); risk_coverage.png draws the curve. p: paired bootstrap test of the AUROC difference "
                  "with the combined score, Benjamini–Hochberg corrected.")
     for n in metrics.get("notes", []):
         lines.append(f"\nNote: {n}.")
@@ -120,6 +124,10 @@ def render_report(metrics: Mapping[str, Any]) -> str:
     """report.md: :func:`render_markdown`, then the definitions-of-p table when ``metrics`` holds
     ``predictions`` measured under more than one definition (the run's own from its config)."""
     text = render_markdown(metrics)
+    section2 = labellings_markdown(metrics, {m: e.get("label", m)
+                                             for m, e in metrics["methods"].items()})
+    if section2:
+        text += "\n" + section2
     default = (metrics.get("config") or {}).get("prediction", "")
     section = predictions_markdown(metrics.get("predictions") or {}, default)
     return text + "\n" + section if section else text

@@ -1,4 +1,5 @@
-"""The files of an evaluated run: metrics.json, report.md and roc.png; reading scores.jsonl.
+"""The files of an evaluated run: metrics.json, report.md and the figures (roc.png,
+risk_coverage.png, token_profile.png when rows hold per-token profiles); reading scores.jsonl.
 
 The numbers come from :mod:`isograd.evaluate.table`, the text and plot from
 :mod:`isograd.evaluate.render`; this module only writes and reads.
@@ -15,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from .curves import plot_risk_coverage, plot_token_profiles
+from .paper import method_label
 from .render import plot_roc, render_report
 from .table import oriented_columns
 
@@ -52,10 +55,18 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
     y, oriented = oriented_columns(rows, metrics)
     try:
         p = out / "roc.png"
-        plot_roc(p, y, oriented, f"{metrics.get('dataset') or ''} · {metrics.get('model') or ''}")
+        title = f"{metrics.get('dataset') or ''} · {metrics.get('model') or ''}"
+        plot_roc(p, y, oriented, title)
         written.append(p)
+        p = out / "risk_coverage.png"
+        plot_risk_coverage(p, y, oriented, {m: method_label(m) for m in oriented}, title)
+        written.append(p)
+        p = out / "token_profile.png"
+        if plot_token_profiles(p, rows, title):
+            written.append(p)
     except ImportError:
-        warnings.warn("matplotlib not installed (extra 'eval'): roc.png not written", stacklevel=2)
+        warnings.warn("matplotlib not installed (extra 'eval'): roc.png, risk_coverage.png "
+                      "and token_profile.png not written", stacklevel=2)
     return written
 
 

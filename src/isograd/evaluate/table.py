@@ -20,6 +20,7 @@ import numpy as np
 
 from . import metrics as M
 from .combine import log_features, logistic_cv, rank_mean
+from .labellings import second_labelling
 from .paper import PAPER_COLUMN, PAPER_TABLE2, method_label
 
 REFERENCE = "combined"
@@ -118,7 +119,9 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
 
     Returns:
         ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc_mean", "auroc_std",
-        "auroc", "prr", "aurc", "n", "higher_is_uncertain", "cost_s", "cost_fwd", ...}},
+        "auroc", "prr", "aurc", "aurac", "n", "higher_is_uncertain", "cost_s", "cost_fwd",
+        ...}}, "base_rate", "n_incorrect", "comparisons", "spearman", "second_labelling"
+        (AUROCs under token F1 >= 0.5 when every row has ``correct_f1``, else None), ...}``.
         "comparisons", "spearman", ...}``.
     """
     y, cols, orient, notes = score_columns(rows, methods, seed=seed, folds=folds, combine=combine)
@@ -126,6 +129,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
     out: dict[str, Any] = {
         "model": model, "dataset": dataset, "n": len(rows),
         "accuracy": M.accuracy(1 - y), "n_incorrect": int(y.sum()),
+        "base_rate": float(y.mean()),
         "y_true": "1 = incorrect answer; scores oriented so that higher = more uncertain",
         "seed": seed, "n_boot": n_boot, "folds": folds, "combine": combine,
         "command": command, "paper_column": column,
@@ -144,10 +148,12 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         if 0 < yy.sum() < len(yy):
             mean, std = M.bootstrap_auroc(yy, ss, n=n_boot, seed=seed)
             entry.update(auroc_mean=mean, auroc_std=std, auroc=M.auroc(yy, ss),
-                         prr=_finite(M.prr(yy, ss)), aurc=M.aurc(yy, ss))
+                         prr=_finite(M.prr(yy, ss)), aurc=M.aurc(yy, ss),
+                         aurac=M.aurac(yy, ss))
         else:
             entry.update(auroc_mean=None, auroc_std=None, auroc=None, prr=None,
-                         aurc=M.aurc(yy, ss) if len(yy) else None)
+                         aurc=M.aurc(yy, ss) if len(yy) else None,
+                         aurac=M.aurac(yy, ss) if len(yy) else None)
         src = ("epistemic", "aleatoric") if m in ("combined", "combined_logreg_cv") and combine else (m,)
         for kind in ("s", "fwd"):
             own = _cost(rows, m, kind)
@@ -165,6 +171,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         res[c["method"]]["p_vs_combined_bh"] = c["p_bh"]
         res[c["method"]]["delta_vs_combined"] = c["delta_auroc"]
     out["spearman"] = _spearman(cols, oriented)
+    out["second_labelling"] = second_labelling(rows, y, oriented, n_boot=n_boot, seed=seed)
     out["notes"] = notes
     if extra:
         out.update(dict(extra))

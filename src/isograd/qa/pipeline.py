@@ -9,7 +9,7 @@ stage loop in `isograd.qa.stagefiles`.
 | --- | --- | --- | --- |
 | generate | the dataset | model, dataset, data, prompt, max_new_tokens, dtype, device | generate.jsonl |
 | grade | generate | judge | grade.jsonl |
-| score | generate | prediction, alternatives, norm_method | score.jsonl |
+| score | generate | prediction, alternatives, norm_method (+ trace, layer_scale, last_layers when not default) | score.jsonl |
 | samples | generate | k, temperature, max_new_tokens, seed | samples.jsonl (only for sampling methods) |
 | baseline-NAME | generate (+ samples) | the method's options | baseline-NAME.jsonl |
 | evaluate | all of the above | methods, prediction, seed | metrics.json, report.md, roc.png, scores.jsonl |
@@ -117,11 +117,16 @@ def stage_configs(cfg: QAConfig, baselines: dict[str, Any]) -> dict[str, StageCo
     gen = StageConfig("generate", {k: getattr(cfg, k) for k in (
         "model", "dataset", "data", "prompt", "max_new_tokens", "dtype", "device")}, {})
     up = {"generate": gen.fingerprint}
+    score_opts: dict[str, Any] = {"prediction": cfg.prediction, "alternatives": cfg.alternatives,
+                                  "norm_method": cfg.norm_method}
+    # the signal options enter only when not at their defaults: runs made before they existed
+    # were scored under those defaults and keep their fingerprint
+    default = QAConfig()
+    score_opts.update({k: getattr(cfg, k) for k in ("trace", "layer_scale", "last_layers")
+                       if getattr(cfg, k) != getattr(default, k)})
     out = {"generate": gen,
            "grade": StageConfig("grade", {"judge": cfg.judge}, up),
-           "score": StageConfig("score", {"prediction": cfg.prediction,
-                                          "alternatives": cfg.alternatives,
-                                          "norm_method": cfg.norm_method}, up)}
+           "score": StageConfig("score", score_opts, up)}
     if any(b.needs_samples for b in baselines.values()):
         out["samples"] = StageConfig("samples", {"k": cfg.k, "temperature": cfg.temperature,
                                                  "max_new_tokens": cfg.max_new_tokens,
@@ -235,6 +240,9 @@ def run_qa(
     device: str = "cpu",
     load_options: dict[str, Any] | None = None,
     norm_method: str = "auto",
+    trace: bool = False,
+    layer_scale: str = "weight-variance",
+    last_layers: int = 5,
     judge: str = "auto",
     baseline_options: dict[str, dict[str, Any]] | None = None,
     stage: str = "all",
@@ -267,6 +275,11 @@ def run_qa(
         load_options: more `load_model` options (device_map, revision, attn_implementation,
             trust_remote_code); not recorded in the stage configs.
         norm_method: gradient-norm engine ("auto", "loop", "ghost").
+        trace: also score every answer token (`isograd.lm.score`'s ``trace``): the methods
+            ``epistemic_token_max``/``_mean`` and each row's profile; about T times the score.
+        layer_scale: the rule of ``epistemic_layer_scaled`` ("weight-variance", "fan-in").
+            The paper's ``epistemic`` stays isotropic; the layer-scaled term is its own method.
+        last_layers: k of ``epistemic_last_layers`` (default 5).
         judge: grading rule (`grade`'s ``judge``).
         baseline_options: per-method extra options for `make_baseline`.
         stage: which stage to run (`Stage`); "all" runs every stage, then evaluate.
@@ -288,10 +301,13 @@ def run_qa(
     import torch
 
     from .. import distributed as dd
+    from ..layer_scale import LayerScale
     from ..lm import Prediction, PromptStyle
     from .datasets import load_dataset
 
     Prediction.parse(prediction)
+    if last_layers < 1:
+        raise ValueError(f"last_layers must be >= 1, got {last_layers}")
     which = Stage.parse(stage)
     prompt = PromptStyle.parse(prompt).value
     cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
@@ -299,6 +315,8 @@ def run_qa(
                    alternatives=alternatives,
                    seed=seed, max_new_tokens=max_new_tokens, k=k, temperature=temperature,
                    dtype=dtype, device=device, norm_method=norm_method, judge=judge,
+                   trace=trace, layer_scale=LayerScale.parse(layer_scale).value,
+                   last_layers=last_layers,
                    baseline_options=dict(baseline_options or {}))
     baselines = _baselines(cfg)  # unknown method names fail before anything is written
     questions = load_dataset(dataset, data=data, limit=limit)
@@ -386,6 +404,19 @@ def _run_stages(out: Path, cfg: QAConfig, which: Stage, configs: dict[str, Stage
                lambda qs, m=m, b=b: S.baseline_rows(lazy.env(), m, b, qs, gen, samples))
 
 
+def run_methods(rows: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict[str, bool]:
+    """Method name -> higher_is_uncertain of a run: the paper's two terms, the other signals of
+    the same pass that the rows hold (`isograd.evaluate.paper.SIGNALS`: runs made before them
+    lack them), then the run's baselines."""
+    from ..evaluate.paper import SIGNALS
+    from .baselines import BASELINES
+
+    methods = {"epistemic": True, "aleatoric": True}
+    methods.update({m: True for m in SIGNALS if any(r.get(m) is not None for r in rows)})
+    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    return methods
+
+
 def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
                 command: str | None = None) -> dict[str, Any]:
     """The metrics table of a run's rows under its `config` (a ``QAConfig.to_json()`` dict,
@@ -393,11 +424,9 @@ def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
     combinations and the AUROC under each definition of p. Pure: reads and writes nothing."""
     from ..evaluate import alternative_metrics, evaluate
     from ..lm.score import Prediction
-    from .baselines import BASELINES
 
     seed = config.get("seed", 0)
-    methods = {"epistemic": True, "aleatoric": True}
-    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    methods = run_methods(rows, config)
     extra = {"config": dict(config),
              "predictions": alternative_metrics(rows, config["prediction"],
                                                 [p.value for p in Prediction], seed=seed)}
@@ -410,7 +439,6 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
     """The evaluate stage: join the stage rows of `ids`, compute the metrics, write
     metrics.json, report.md, roc.png, config.json and the joined view scores.jsonl."""
     from ..evaluate import score_columns, write_report
-    from .baselines import BASELINES
 
     need = ["generate", "grade", "score", *(f"baseline-{m}" for m in config["methods"])]
     parts = {s: rows_by_id(out, s) for s in need}
@@ -425,9 +453,7 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
                          samples.get(qid), [parts[f"baseline-{m}"][qid] for m in config["methods"]])
         rows.append(S.headline(row, score_prediction, config["prediction"]))
     metrics = run_metrics(rows, config, command=command)
-    methods = {"epistemic": True, "aleatoric": True}
-    methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
-    _, cols, _, _ = score_columns(rows, methods, seed=config.get("seed", 0))
+    _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))
     view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
     rewrite_rows(out / "scores.jsonl", view)
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
@@ -437,7 +463,7 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
 
 _GEN_KEYS = ("question", "answer", "empty_answer", "cost_generate_s", "pick", "label",
              "option_logliks")
-_GRADE_KEYS = ("correct", "grade_score", "grade_method")
+_GRADE_KEYS = ("correct", "grade_score", "grade_method", "grade_f1", "correct_f1")
 
 
 def convert_run(out: str | Path) -> dict[str, Any]:
@@ -473,7 +499,7 @@ def convert_run(out: str | Path) -> dict[str, Any]:
             taken = {"id", "combined", "samples", "cost_samples_s", *_GEN_KEYS, *_GRADE_KEYS,
                      *(k for b in base.values() for k in b)}
             split["generate"].append({**own, **{k: r[k] for k in _GEN_KEYS if k in r}})
-            split["grade"].append({**own, **{k: r[k] for k in _GRADE_KEYS}})
+            split["grade"].append({**own, **{k: r[k] for k in _GRADE_KEYS if k in r}})
             split["score"].append({**own, **{k: v for k, v in r.items() if k not in taken}})
             if "samples" in configs:
                 split["samples"].append({**own, "samples": [{"text": t} for t in r["samples"]],

@@ -43,6 +43,9 @@ class QAConfig:
     device: str = "cpu"
     norm_method: str = "auto"
     judge: str = "auto"
+    trace: bool = False
+    layer_scale: str = "weight-variance"
+    last_layers: int = 5
     baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

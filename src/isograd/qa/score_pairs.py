@@ -8,6 +8,7 @@ from typing import Any
 
 from .records import read_text
 from .runfiles import RunMismatchError
+from .stages import scalar_fields
 
 
 def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
@@ -38,16 +39,21 @@ def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
 
 
 def _check_rows(rows: list[dict[str, Any]], outp: Path, model: str, pred: str,
-                style: str | None) -> None:
+                style: str | None, signals: dict[str, Any]) -> None:
     """Refuse rows (of the output or its part files) made with other options."""
     for r in rows:
         # rows written before prompt_style existed wrapped questions in the "short" prompt
         old_style = r.get("prompt_style", "short" if style else None)
-        if r.get("model") != model or r.get("prediction") != pred or old_style != style:
+        # rows written before the signal options existed were scored at their defaults
+        old = {"covariance": r.get("covariance", "isotropic"),
+               "layer_scale": r.get("layer_scale", "weight-variance"),
+               "last_layers": r.get("last_layers", 5)}
+        if (r.get("model") != model or r.get("prediction") != pred or old_style != style
+                or old != signals):
             raise RunMismatchError(
                 f"{outp} holds rows scored with model={r.get('model')!r}, "
-                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}; "
-                "use another --out")
+                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}, "
+                + ", ".join(f"{k}={v!r}" for k, v in old.items()) + "; use another --out")
 
 
 def score_file(
@@ -59,6 +65,10 @@ def score_file(
     as_question: bool = False,
     prompt: str = "short",
     norm_method: str = "auto",
+    trace: bool = False,
+    covariance: str = "isotropic",
+    layer_scale: str = "weight-variance",
+    last_layers: int = 5,
     batch_size: int = 8,
     dtype: str = "fp32",
     device: str = "cpu",
@@ -72,10 +82,14 @@ def score_file(
     Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
     ``line-<n>``). The answer is appended to the prompt verbatim; with `as_question` the prompt
     is a bare question and is wrapped in `qa_prompt` of style `prompt` ("short" | "plain" |
-    "fewshot"). Output lines: ``id, prompt, answer, p, log_p, epistemic, aleatoric, total,
-    n_tokens, token_logprobs, model, prediction, prompt_style`` (null without `as_question`).
-    Ids already in `out` are skipped; rows made with another model, prediction or prompt style
-    are refused. `dtype`, `device` and `load_options` (device_map, revision, ...) go to
+    "fewshot"). Output lines: ``id, prompt, answer``, every per-row scalar of `score`'s result
+    (``p, log_p, epistemic, aleatoric, total, n_tokens, grad_log_p``, ...),
+    ``by_layer`` (block -> σ²‖∇p‖²), with `trace` ``token_epistemic, token_aleatoric`` (one
+    value per answer token), ``token_logprobs, covariance, layer_scale, last_layers, model,
+    prediction, prompt_style`` (null without `as_question`). `covariance` picks which term is
+    ``epistemic`` ("isotropic" | "layer-scaled"; both are written). Ids already in `out` are
+    skipped; rows made with another model, prediction, prompt style or signal option are
+    refused. `dtype`, `device` and `load_options` (device_map, revision, ...) go to
     `load_model`.
 
     Under torchrun each rank scores its share into its own part file and rank 0 merges them into
@@ -85,10 +99,14 @@ def score_file(
         The number of pairs scored by this call (by all ranks together).
     """
     from .. import distributed as dd
+    from ..layer_scale import Covariance, LayerScale
     from ..lm import Prediction, PromptStyle, load_model, qa_prompt, score
     from ..norms.api import Method
 
     pred = Prediction.parse(prediction).value
+    cov, rule = Covariance.parse(covariance).value, LayerScale.parse(layer_scale).value
+    if last_layers < 1:
+        raise ValueError(f"last_layers must be >= 1, got {last_layers}")
     style = PromptStyle.parse(prompt).value if as_question else None
     sharded = dd.Shard.parse(shard) is dd.Shard.FSDP
     if sharded and (load_options or {}).get("device_map") is not None:
@@ -99,10 +117,11 @@ def score_file(
                          "cannot see one example's gradient when FSDP2 reduce-scatters it")
     pairs = _read_pairs(Path(input))
     outp = Path(out)
+    new = {"covariance": cov, "layer_scale": rule, "last_layers": last_layers}
     rank = dd.setup(device)
     dd.on_peer_failure(rank, outp)
     rows = dd.read_all(outp)
-    _check_rows(rows, outp, model, pred, style)
+    _check_rows(rows, outp, model, pred, style, new)
     if {r["id"] for r in rows} >= {p[0] for p in pairs}:
         dd.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
         return 0
@@ -115,11 +134,11 @@ def score_file(
         m, tok = loaded_[0]
         prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
         s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
-                  method=norm_method, batch_size=batch_size)
-        return [{"id": rid, "prompt": p, "answer": a, "p": float(s.p[j]),
-                 "log_p": float(s.log_p[j]), "epistemic": float(s.epistemic[j]),
-                 "aleatoric": float(s.aleatoric[j]), "total": float(s.total[j]),
-                 "n_tokens": int(s.n_tokens[j]), "token_logprobs": list(s.token_logprobs[j]),
+                  method=norm_method, batch_size=batch_size, trace=trace, covariance=cov,
+                  layer_scale=rule, last_layers=last_layers)
+        return [{"id": rid, "prompt": p, "answer": a, **scalar_fields(s, j),
+                 **s.row_vectors(j), "token_logprobs": list(s.token_logprobs[j]),
+                 "covariance": cov, "layer_scale": rule, "last_layers": last_layers,
                  "model": model, "prediction": pred, "prompt_style": style}
                 for j, (rid, p, a) in enumerate(chunk)]
 

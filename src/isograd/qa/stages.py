@@ -113,14 +113,15 @@ def _mc_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
 
 def grade_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     """The ``grade`` stage: each answer against the question's references (`grade`)."""
-    from .grading import grade
+    from .grading import f1_label, grade
 
     out = []
     for q in questions:
         g = gen[q.id]
-        g_ = grade(q, g["pick"] if "pick" in g else g["answer"], judge=env.cfg.judge)
+        answer = g["pick"] if "pick" in g else g["answer"]
+        g_ = grade(q, answer, judge=env.cfg.judge)
         out.append({"id": q.id, "correct": bool(g_.correct), "grade_score": g_.score,
-                    "grade_method": g_.method})
+                    "grade_method": g_.method, **f1_label(q, answer)})
     return out
 
 
@@ -134,11 +135,22 @@ def score_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) -
     prompts = [_prompt(gen[q.id]) for q in questions]
     ids = [scored_token_ids(env.model, env.tokenizer, p, gen[q.id]["token_ids"])
            for q, p in zip(questions, prompts)]
-    s, t = timed(lambda: score(env.model, env.tokenizer, prompts, ids, prediction=cfg.prediction,
-                               method=cfg.norm_method, batch_size=env.batch_size))
+    opts = dict(prediction=cfg.prediction, method=cfg.norm_method, batch_size=env.batch_size,
+                layer_scale=cfg.layer_scale, last_layers=cfg.last_layers)
+    s, t = timed(lambda: score(env.model, env.tokenizer, prompts, ids, **opts))
+    tr, t_tr = None, 0.0
+    if cfg.trace:  # a pass of its own (~T times the score), timed apart from the score
+        tr, t_tr = timed(lambda: score(env.model, env.tokenizer, prompts, ids, trace=True, **opts))
     rows = []
     for j, q in enumerate(questions):
-        row = {"id": q.id, **scalar_fields(s, j), "cost_epistemic_s": t / n,
+        traced = {}
+        if tr is not None:
+            traced = {"epistemic_token_max": float(tr.epistemic_token_max[j]),
+                      "epistemic_token_mean": float(tr.epistemic_token_mean[j]),
+                      **tr.row_vectors(j), "cost_epistemic_token_max_s": t_tr / n,
+                      "cost_epistemic_token_mean_s": t_tr / n}
+        row = {"id": q.id, **scalar_fields(s, j), **s.row_vectors(j), **traced,
+               "cost_epistemic_s": t / n,
                "cost_epistemic_fwd": GRADIENT_FWD,
                # p(1-p) needs only the answer's log-probabilities, known from generation
                "cost_aleatoric_s": 0.0, "cost_aleatoric_fwd": 0.0}
