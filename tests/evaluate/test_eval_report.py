@@ -142,7 +142,7 @@ def test_single_class_gives_no_auroc_but_no_crash():
 
 def test_write_report(tmp_path, rows, metrics):
     written = write_report(tmp_path, metrics, rows)
-    assert [p.name for p in written] == ["metrics.json", "report.md", "roc.png"]
+    assert [p.name for p in written] == ["metrics.json", "report.md", "roc.png", "risk_coverage.png"]
     loaded = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN would fail below
     assert loaded["n"] == metrics["n"] and "NaN" not in (tmp_path / "metrics.json").read_text()
     assert loaded["methods"]["combined"]["auroc_mean"] == pytest.approx(metrics["methods"]["combined"]["auroc_mean"])

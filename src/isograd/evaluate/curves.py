@@ -19,13 +19,25 @@ PROFILE_KEYS = ("token_epistemic", "token_aleatoric")
 ``trace``): U_E(t) = σ²‖∇θ p_t‖² and U_C(t) = p_t(1 − p_t)."""
 
 
-def _pyplot():
+def pyplot():
+    """matplotlib.pyplot on the Agg backend (files only, no display)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, title: str,
+           legend: dict[str, Any]) -> None:
+    """Label one-axes figure `fig`, write it to `path` (120 dpi)."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.legend(**legend)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
 
 
 def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
@@ -39,7 +51,7 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
         labels: name -> legend text (default: the name).
         title: figure title.
     """
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     try:
         ax.axhline(float(np.mean(y)), color="0.7", lw=1, ls="--", label="base rate (no rejection)")
@@ -50,13 +62,10 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
             cov, risk = M.risk_coverage(y[ok], s[ok])
             name = (labels or {}).get(m, m)
             ax.plot(cov, risk, lw=1.3, label=f"{name} (AURC {risk.mean():.2f})")
-        ax.set_xlabel("coverage (fraction of answers kept, most confident first)")
-        ax.set_ylabel("error rate among the kept answers")
         ax.set_xlim(0, 1)
-        ax.set_title(title or "Risk–coverage", fontsize=10)
-        ax.legend(fontsize=6, loc="best")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        finish(fig, ax, path, xlabel="coverage (fraction of answers kept, most confident first)",
+               ylabel="error rate among the kept answers", title=title or "Risk–coverage",
+               legend={"fontsize": 6, "loc": "best"})
     finally:
         plt.close(fig)
 
@@ -87,7 +96,7 @@ def plot_token_profiles(path: str | Path, rows: Sequence[Mapping[str, Any]],
     ex = profile_examples(rows)
     if not ex:
         return False
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(len(ex), 1, figsize=(7, 2.6 * len(ex)), squeeze=False)
     try:
         for ax, r in zip(axes[:, 0], ex):

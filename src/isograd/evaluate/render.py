@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
+from .curves import finish, pyplot
 from .labellings import labellings_markdown
 from .paper import PAPER_SOURCE, PAPER_TABLE2, method_label, paper_order
 from .table import REFERENCE
@@ -76,11 +77,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
 def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
              title: str = "") -> None:
     """ROC curve of each score (matplotlib, Agg backend)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     try:
         ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls="--")
@@ -91,12 +88,10 @@ def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray]
                 continue
             fpr, tpr = M.roc_curve(y[ok], s[ok])
             ax.plot(fpr, tpr, lw=1.5, label=f"{method_label(m)} ({M.auroc(y[ok], s[ok]):.2f})")
-        ax.set_xlabel("false positive rate (correct answers flagged)")
-        ax.set_ylabel("true positive rate (incorrect answers flagged)")
-        ax.set_title(title or "ROC: predicting incorrect answers", fontsize=10)
-        ax.legend(fontsize=7, loc="lower right")
-        fig.tight_layout()
-        fig.savefig(path, dpi=120)
+        finish(fig, ax, path, xlabel="false positive rate (correct answers flagged)",
+               ylabel="true positive rate (incorrect answers flagged)",
+               title=title or "ROC: predicting incorrect answers",
+               legend={"fontsize": 7, "loc": "lower right"})
     finally:
         plt.close(fig)
 
