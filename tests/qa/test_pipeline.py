@@ -128,7 +128,12 @@ def test_killed_subprocess_resumes_to_the_same_files(lm, model_dir, nq_file, ful
     assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert 2 <= len(read_rows(path)) < len(QUESTIONS) and (out / "run.lock").exists()
+    # killed mid-run: no report yet, the lock left behind, and some stage still short of rows
+    # (the score stage may write a whole batch at once, so which stage is short depends on timing)
+    assert len(read_rows(path)) >= 2 and (out / "run.lock").exists()
+    assert not (out / "metrics.json").exists()
+    assert any(not (out / f"{s}.jsonl").exists()
+               or len(read_rows(out / f"{s}.jsonl")) < len(QUESTIONS) for s in STAGE_FILES)
     run_qa(out, model=str(model_dir), dataset="nq-open", data=str(nq_file), loaded=lm, **KW)
     assert stage_rows(out) == stage_rows(full_run[0])
 
