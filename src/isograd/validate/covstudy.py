@@ -25,9 +25,9 @@ from .study import (
     RHAT_OK,
     StudyConfig,
     _n_params,
-    _run_id,
     correlations,
     fit_config,
+    run_configs,
 )
 
 # name -> what it is (the order of the report's columns)
@@ -224,8 +224,6 @@ def run_covariance_study(
     Returns:
         The records of covariance.json.
     """
-    from tqdm.auto import tqdm
-
     cfg = cfg or COVARIANCE_STUDY
     for p in cfg.problems:
         if p not in PROBLEMS:
@@ -244,34 +242,22 @@ def run_covariance_study(
                 for p in cfg.problems if _n_params(p, d, w) <= cfg.max_params]
         skipped = [(p, d, w) for p in cfg.problems for d in cfg.depths for w in cfg.widths
                    if _n_params(p, d, w) > cfg.max_params]
-        rows: list[dict] = []
-        spectra: list[dict] = []
-        bar = tqdm(todo, desc="covariance", disable=not progress)
-        for name, depth, width in bar:
-            rid = _run_id(name, depth, width)
-            bar.set_postfix_str(rid)
-            jpath = runs / f"{rid}.json"
-            if jpath.exists():
-                saved = json.loads(jpath.read_text())
-                if saved.get("settings") == fp:
-                    rows += saved["rows"]
-                    spectra.append(saved["spectra"])
-                    continue
-            pb = make_problem(name, seed=cfg.seed, n_train=cfg.n_train,
-                              n_heldout=cfg.n_heldout, grid=cfg.grid)
+
+        def compute(pb: Problem, depth: int, width: int) -> tuple[dict, dict]:
             new, spec_row, arrays = run_covariance_config(pb, depth, width, cfg)
-            np.savez_compressed(runs / f"{rid}.npz", **arrays)
-            # written last: a configuration counts as done only with both files in place
-            jpath.write_text(json.dumps({"settings": fp, "rows": new, "spectra": spec_row},
-                                        indent=1))
-            rows += new
-            spectra.append(spec_row)
-            if progress:
-                iso = next(r for r in new if r["covariance"] == "isotropic")
-                lap = next(r for r in new if r["covariance"] == "laplace-train")
-                tqdm.write(f"{rid}: isotropic ρ={iso['spearman']:.2f} laplace ρ="
-                           f"{lap['spearman']:.2f} | R-hat {iso['rhat_max']:.3f} | "
-                           f"MCMC {spec_row['mcmc_seconds']:.0f} s")
+            return {"rows": new, "spectra": spec_row}, arrays
+
+        def summary(rec: dict) -> str:
+            iso = next(r for r in rec["rows"] if r["covariance"] == "isotropic")
+            lap = next(r for r in rec["rows"] if r["covariance"] == "laplace-train")
+            return (f"{iso['problem']} d{iso['depth']} w{iso['width']}: isotropic "
+                    f"ρ={iso['spearman']:.2f} laplace ρ={lap['spearman']:.2f} | R-hat "
+                    f"{iso['rhat_max']:.3f} | MCMC {rec['spectra']['mcmc_seconds']:.0f} s")
+
+        records = run_configs(todo, runs, fp, cfg, compute, desc="covariance",
+                              progress=progress, summary=summary)
+        rows = [r for rec in records for r in rec["rows"]]
+        spectra = [rec["spectra"] for rec in records]
         from .covreport import write_covariance_report
 
         (out / "covariance.json").write_text(json.dumps(rows, indent=1))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -261,6 +262,38 @@ def _run_id(problem: str, depth: int, width: int) -> str:
     return f"{problem}-d{depth}-w{width}"
 
 
+def run_configs(todo: list[tuple[str, int, int]], runs: Path, fp: dict, cfg: Any,
+                compute: Callable[[Problem, int, int], tuple[dict, dict]], *, desc: str,
+                progress: bool, summary: Callable[[dict], str]) -> list[dict]:
+    """Each (problem, depth, width) of `todo` once, resumable: a record saved under `runs` with
+    the settings `fp` is reused, else ``compute(problem, depth, width) -> (record, arrays)`` runs
+    and is saved as ``<id>.npz`` then ``<id>.json`` (written last: a configuration counts as done
+    only with both files). Returns the records, each ``{"settings": fp, **record}``."""
+    from tqdm.auto import tqdm
+
+    records: list[dict] = []
+    bar = tqdm(todo, desc=desc, disable=not progress)
+    for name, depth, width in bar:
+        rid = _run_id(name, depth, width)
+        bar.set_postfix_str(rid)
+        jpath = runs / f"{rid}.json"
+        if jpath.exists():
+            saved = json.loads(jpath.read_text())
+            if saved.get("settings") == fp:
+                records.append(saved)
+                continue
+        pb = make_problem(name, seed=cfg.seed, n_train=cfg.n_train,
+                          n_heldout=cfg.n_heldout, grid=cfg.grid)
+        record, arrays = compute(pb, depth, width)
+        np.savez_compressed(runs / f"{rid}.npz", **arrays)
+        record = {"settings": fp, **record}
+        jpath.write_text(json.dumps(record, indent=1))
+        records.append(record)
+        if progress:
+            tqdm.write(summary(record))
+    return records
+
+
 def run_study(
     out: str | Path, cfg: StudyConfig | None = None, *, progress: bool = True,
     command: str | None = None,
@@ -300,25 +333,14 @@ def run_study(
                        f"({'passed' if conj['passed'] else 'FAILED'})")
         todo = [(p, d, w) for p in cfg.problems for d in cfg.depths for w in cfg.widths
                 if _n_params(p, d, w) <= cfg.max_params]
-        rows: list[dict] = []
-        bar = tqdm(todo, desc="validate", disable=not progress)
-        for name, depth, width in bar:
-            rid = _run_id(name, depth, width)
-            bar.set_postfix_str(rid)
-            jpath = runs / f"{rid}.json"
-            if jpath.exists():
-                saved = json.loads(jpath.read_text())
-                if saved.get("settings") == fp:
-                    rows += saved["rows"]
-                    continue
-            pb = make_problem(name, seed=cfg.seed, n_train=cfg.n_train,
-                              n_heldout=cfg.n_heldout, grid=cfg.grid)
+
+        def compute(pb: Problem, depth: int, width: int) -> tuple[dict, dict]:
             new, arrays = run_config(pb, depth, width, cfg)
-            np.savez_compressed(runs / f"{rid}.npz", **arrays)
-            jpath.write_text(json.dumps({"settings": fp, "rows": new}, indent=1))
-            rows += new
-            if progress:
-                tqdm.write(_summary(new))
+            return {"rows": new}, arrays
+
+        records = run_configs(todo, runs, fp, cfg, compute, desc="validate", progress=progress,
+                              summary=lambda rec: _summary(rec["rows"]))
+        rows = [r for rec in records for r in rec["rows"]]
         (out / "agreement.json").write_text(json.dumps(rows, indent=1))
         write_report(out, rows, cfg, conj, command=command,
                      seconds=time.perf_counter() - t_start)
