@@ -325,8 +325,9 @@ def qa(
                                     callback=_choice(_norm_method)),
     judge: str = typer.Option("auto", help="Grading rule (see isograd.qa.grading.Judge).",
                               callback=_choice(_judge)),
-    trace: bool = typer.Option(False, help="Also score every answer token (methods "
-                               "epistemic_token_max/mean, per-row profiles); ~T times the score."),
+    trace: bool = typer.Option(False, help="Also score every answer token (the trace stage: "
+                               "methods epistemic_token_max/mean, per-row profiles); ~T times "
+                               "the score."),
     layer_scale: str = typer.Option("weight-variance", help="Rule of epistemic_layer_scaled: "
                                     "weight-variance | fan-in."),
     last_layers: int = typer.Option(5, min=1, help="k of epistemic_last_layers (the last k "
@@ -334,12 +335,17 @@ def qa(
     option: list[str] = typer.Option(None, help="Baseline option METHOD.KEY=VALUE (repeatable), "
                                      "e.g. semantic_entropy.entailment=embedding."),
     stage: str = typer.Option("all", help="Run one stage: all | generate | grade | score | "
-                              "baselines | evaluate."),
+                              "trace | baselines | evaluate."),
     force_stage: str = typer.Option(None, help="Comma-separated stages to redo (with what reads "
-                                    "them): generate | grade | score | samples | baselines | a "
-                                    "baseline's name."),
+                                    "them): generate | grade | score | trace | samples | "
+                                    "baselines | a baseline's name."),
     batch_size: int = typer.Option(1, min=1, help="Questions per generation batch and per "
                                    "forward+backward of the score stage."),
+    subset: int = typer.Option(None, min=1, help="Run the costly stages (trace, samples, "
+                               "baselines) on the first N questions only; each method is "
+                               "evaluated on the questions that have it."),
+    trace_subset: int = typer.Option(None, min=1, help="The trace stage's own --subset (it "
+                                     "costs ~T times the score); needs --trace."),
     convert: str = typer.Option(None, help="Convert DIR, a run of the earlier single-file "
                                 "format (scores.jsonl), into stage files and evaluate it."),
     threads: int = typer.Option(None, min=1, help="Torch CPU threads (1 is fastest on a shared machine)."),
@@ -377,7 +383,9 @@ def qa(
                      judge=judge, trace=trace, layer_scale=layer_scale,
                      last_layers=last_layers, baseline_options=options, stage=stage,
                      force_stages=[s.strip() for s in (force_stage or "").split(",") if s.strip()],
-                     batch_size=batch_size, progress=not quiet, command=command, threads=threads)
+                     batch_size=batch_size, subset=subset, trace_subset=trace_subset,
+                     progress=not quiet,
+                     command=command, threads=threads)
     if quiet:
         return
     if metrics is None and stage != "all":  # one stage alone: no report yet

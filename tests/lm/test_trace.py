@@ -117,3 +117,27 @@ def test_row_vectors_are_the_trace_and_by_layer(tok):
     assert v["by_layer"] == {g: float(x[1]) for g, x in s.by_layer.items()}
     plain = score(model, tok, prompts, ANSWERS[:2]).row_vectors(0)
     assert set(plain) == {"by_layer"}
+
+
+@pytest.mark.parametrize("kind", ["gpt2", "llama"])
+def test_token_trace_alone_is_the_trace_of_score(kind, tok):
+    """token_trace (the qa trace stage's call) gives score(trace=True)'s profile without the main
+    pass; both are held to the brute force above."""
+    from isograd.lm import token_trace
+
+    model = tiny_model(kind)
+    prompts = [qa_prompt(tok, q) for q in QUESTIONS]
+    s = score(model, tok, prompts, ANSWERS, trace=True, sigma2=0.5)
+    traces, tmax, tmean = token_trace(model, tok, prompts, ANSWERS, sigma2=0.5, batch_size=4,
+                                      padding_side="left")
+    for a, b in zip(traces, s.trace):
+        assert a.token_ids == b.token_ids
+        assert rel_err(a.epistemic, b.epistemic) <= 1e-9
+        torch.testing.assert_close(a.p, b.p, rtol=1e-10, atol=0)
+    torch.testing.assert_close(tmax, s.epistemic_token_max, rtol=1e-9, atol=0)
+    torch.testing.assert_close(tmean, s.epistemic_token_mean, rtol=1e-9, atol=0)
+    for bad, msg in (({"batch_size": 0}, "batch_size must be >= 1"),
+                     ({"padding_side": "up"}, "padding_side must be"),
+                     ({"sigma2": -1.0}, "sigma2 must be >= 0")):
+        with pytest.raises(ValueError, match=msg):
+            token_trace(model, tok, prompts, ANSWERS, **bad)

@@ -50,16 +50,81 @@ def test_trace_run_adds_token_methods_and_profiles(lm, nq_file, tmp_path):
     kw = {**KW, "methods": ()}
     m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace=True, last_layers=1,
                layer_scale="fan-in", **kw)
-    rows = read_rows(out / "score.jsonl")
-    for r in rows:
-        assert len(r["token_epistemic"]) == len(r["token_aleatoric"]) == r["n_tokens"]
-        assert r["epistemic_token_max"] == pytest.approx(max(r["token_epistemic"]), rel=1e-12)
+    rows = {r["id"]: r for r in read_rows(out / "score.jsonl")}
+    traces = read_rows(out / "trace.jsonl")  # the trace is a stage of its own
+    assert len(traces) == len(rows)
+    for t in traces:
+        r = rows[t["id"]]
+        assert "token_epistemic" not in r
+        assert len(t["token_epistemic"]) == len(t["token_aleatoric"]) == r["n_tokens"]
+        assert t["epistemic_token_max"] == pytest.approx(max(t["token_epistemic"]), rel=1e-12)
         assert r["epistemic_last_layers"] == pytest.approx(r["by_layer"]["block.1"], rel=1e-12)
+        # the first token's U_E is the first-token prediction's epistemic term (σ² = 1)
+        assert t["token_epistemic"][0] == pytest.approx(r["epistemic_first_token"], rel=1e-8)
+    joined = read_rows(out / "scores.jsonl")
+    assert all(j["epistemic_token_max"] == pytest.approx(max(j["token_epistemic"]), rel=1e-12)
+               for j in joined)
     assert {"epistemic_token_max", "epistemic_token_mean"} <= set(m["methods"])
     assert set(SIGNALS) <= set(m["methods"])
-    cfg = json.loads((out / "score.config.json").read_text())
-    assert "trace" in json.dumps(cfg) and "fan-in" in json.dumps(cfg)
+    assert "fan-in" in (out / "score.config.json").read_text()
+    assert json.loads((out / "trace.config.json").read_text())["stage"] == "trace"
     assert (out / "token_profile.png").stat().st_size > 1000
+    # redoing the trace leaves the score rows alone
+    before = (out / "score.jsonl").read_text()
+    run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace=True, last_layers=1,
+           layer_scale="fan-in", force_stages=["trace"], **kw)
+    assert (out / "score.jsonl").read_text() == before
+    assert len(read_rows(out / "trace.jsonl")) == len(rows)
+
+
+def test_subset_runs_the_costly_stages_on_the_first_questions(lm, nq_file, tmp_path):
+    """--subset N: trace, samples and baselines on the first N questions, the rest on all; each
+    method is evaluated on the questions that have it, and a larger N later adds only rows."""
+    from isograd.evaluate import auroc
+
+    out = tmp_path / "subset"
+    m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace=True, subset=3, **KW)
+    n = len(read_rows(out / "generate.jsonl"))
+    assert n == 6 and len(read_rows(out / "score.jsonl")) == n
+    ids = [r["id"] for r in read_rows(out / "generate.jsonl")]
+    for stage in ("trace", "samples", *(f"baseline-{b}" for b in KW["methods"])):
+        assert [r["id"] for r in read_rows(out / f"{stage}.jsonl")] == ids[:3], stage
+    meth = m["methods"]
+    assert meth["epistemic"]["n"] == n and meth["grad_log_p"]["n"] == n
+    rows = read_rows(out / "scores.jsonl")
+    for name in ("p_true", "semantic_entropy", "epistemic_token_max"):
+        e = meth[name]
+        assert e["n"] == 3 and e["n_missing"] == n - 3, name
+        have = [r for r in rows if r.get(name) is not None]
+        assert [r["id"] for r in have] == ids[:3]
+        assert e["n_incorrect"] == sum(not r["correct"] for r in have)
+        y = [0 if r["correct"] else 1 for r in have]
+        if 0 < sum(y) < len(y):  # the metric is the AUROC over those rows alone
+            sign = 1 if e["higher_is_uncertain"] else -1
+            assert e["auroc"] == pytest.approx(auroc(y, [sign * r[name] for r in have]))
+    assert m["config"]["subset"] == 3
+    report = (out / "report.md").read_text()
+    assert "n (incorrect)" in report and "first 3 questions" in report
+    # growing the subset computes only the new rows: the old ones stay byte for byte
+    old = (out / "baseline-p_true.jsonl").read_text()
+    m2 = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace=True, subset=5, **KW)
+    assert (out / "baseline-p_true.jsonl").read_text().startswith(old)
+    assert m2["methods"]["p_true"]["n"] == 5 and m2["methods"]["epistemic_token_max"]["n"] == 5
+    with pytest.raises(ValueError, match="subset must be >= 1"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, subset=0, **KW)
+    with pytest.raises(ValueError, match="needs trace=True"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace_subset=2, **KW)
+
+
+def test_trace_subset_is_the_trace_stages_own(lm, nq_file, tmp_path):
+    out = tmp_path / "trace-subset"
+    m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace=True, subset=4,
+               trace_subset=2, **KW)
+    ids = [r["id"] for r in read_rows(out / "generate.jsonl")]
+    assert [r["id"] for r in read_rows(out / "trace.jsonl")] == ids[:2]
+    assert [r["id"] for r in read_rows(out / "baseline-msp.jsonl")] == ids[:4]
+    assert m["methods"]["epistemic_token_mean"]["n"] == 2 and m["methods"]["msp"]["n"] == 4
+    assert "first 2 (`--trace-subset`)" in (out / "report.md").read_text()
 
 
 def test_f1_labels_follow_the_references(full_run, nq_file):

@@ -33,8 +33,8 @@ def second_labelling(rows: Sequence[Mapping[str, Any]], y_first: np.ndarray,
 
     Returns:
         None when some row lacks ``correct_f1``; else ``{"label", "n", "n_incorrect",
-        "agreement", "methods": {name: {"auroc_first", "auroc_second", "auroc_second_mean",
-        "auroc_second_std"}}}``.
+        "agreement", "methods": {name: {"n" (rows with the method), "auroc_first",
+        "auroc_second", "auroc_second_mean", "auroc_second_std"}}}``.
     """
     vals = [r.get(SECOND) for r in rows]
     if not rows or any(v not in (True, False, 0, 1) for v in vals):
@@ -48,7 +48,7 @@ def second_labelling(rows: Sequence[Mapping[str, Any]], y_first: np.ndarray,
     }
     for m, s in oriented.items():
         ok = ~np.isnan(s)
-        entry: dict[str, Any] = {}
+        entry: dict[str, Any] = {"n": int(ok.sum())}
         for key, y in (("first", np.asarray(y_first)), ("second", y2)):
             yy = y[ok]
             has_both = 0 < yy.sum() < len(yy)
@@ -71,8 +71,12 @@ def labellings_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str]) -
              f"First: {first} ({metrics.get('n_incorrect')} incorrect of {metrics.get('n')}). "
              f"Second: {sec['label']} ({sec['n_incorrect']} incorrect of {sec['n']}). "
              f"The two labels agree on {sec['agreement']:.1%} of the answers.", "",
-             "| method | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
-             "| --- | --- | --- |"]
+             ]
+    subset = any(e.get("n", sec["n"]) != sec["n"] for e in sec["methods"].values())
+    lines += ["| method | n | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+              "| --- | --- | --- | --- |"] if subset else [
+              "| method | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+              "| --- | --- | --- |"]
 
     def f(x: float | None) -> str:
         return "–" if x is None else f"{x:.2f}"
@@ -80,5 +84,6 @@ def labellings_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str]) -
     for m, e in sec["methods"].items():
         second = (f"{e['auroc_second_mean']:.2f} ± {e['auroc_second_std']:.2f}"
                   if e.get("auroc_second_mean") is not None else "–")
-        lines.append(f"| {labels.get(m, m)} | {f(e['auroc_first'])} | {second} |")
+        nv = f" {e.get('n', '?')} |" if subset else ""
+        lines.append(f"| {labels.get(m, m)} |{nv} {f(e['auroc_first'])} | {second} |")
     return "\n".join(lines) + "\n"

@@ -38,22 +38,26 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     if metrics.get("command"):
         lines += ["", "Command:", "", "```", str(metrics["command"]), "```"]
     paper_hdr = f"paper, {col}" if col else "paper"
-    lines += ["", f"| method | AUROC (this run) | {paper_hdr} | PRR | AURC | AURAC | combined − this: ΔAUROC (p, BH) | s / question | forward passes / question |",
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    # a run with a subset (`isograd qa --subset`) evaluates some methods on fewer questions
+    subset = any(e.get("n", metrics["n"]) != metrics["n"] for e in meth.values())
+    ncol = (" n (incorrect) |", " --- |") if subset else ("", "")
+    lines += ["", f"| method |{ncol[0]} AUROC (this run) | {paper_hdr} | PRR | AURC | AURAC | combined − this: ΔAUROC (p, BH) | s / question | forward passes / question |",
+              f"| --- |{ncol[1]} --- | --- | --- | --- | --- | --- | --- | --- |"]
     for m in paper_order(list(meth), all_paper=True):
         e = meth.get(m)
         paper = PAPER_TABLE2.get(m, {}).get(col) if col else None
         ptxt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "–"
         if e is None:
-            lines.append(f"| {method_label(m)} | not run | {ptxt} | | | | | | |")
+            lines.append(f"| {method_label(m)} |{' |' if subset else ''} not run | {ptxt} | | | | | | |")
             continue
+        nv = f" {e['n']} ({e.get('n_incorrect', '?')}) |" if subset else ""
         au = (f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e.get("auroc_mean") is not None else "–")
         pv = "–"
         if e.get("p_vs_combined_bh") is not None:
             pv = f"{e['delta_vs_combined']:+.2f} (p = {e['p_vs_combined_bh']:.2g})"
         elif m == REFERENCE:
             pv = "(reference)"
-        lines.append(f"| {e.get('label', m)} | {au} | {ptxt} | {_fmt(e.get('prr'))} | "
+        lines.append(f"| {e.get('label', m)} |{nv} {au} | {ptxt} | {_fmt(e.get('prr'))} | "
                      f"{_fmt(e.get('aurc'))} | {_fmt(e.get('aurac'))} | {pv} | {_fmt(e.get('cost_s'), 3)} | {_fmt(e.get('cost_fwd'), 1)} |")
     lines.append("")
     if col:
@@ -63,6 +67,14 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
     sp = metrics.get("spearman", {}).get("epistemic_vs_p_true")
     if sp is not None:
         lines.append(f"\nSpearman(epistemic, P(True)) on raw scores = {sp:.2f} (paper: ≈ −0.2).")
+    if subset:
+        cfg = metrics.get("config") or {}
+        ts = cfg.get("trace_subset")
+        trace = f", the per-token trace on the first {ts} (`--trace-subset`)" if ts else ""
+        lines.append(f"\nn (incorrect): the questions each method was evaluated on. The costly "
+                     f"methods ran on the first {cfg.get('subset') or metrics['n']} questions "
+                     f"only (`--subset`){trace}, the gradient scores on all {metrics['n']}; "
+                     f"comparisons with the combined score use the questions both have.")
     if metrics.get("combined_definition"):
         lines.append(f"\n{metrics['combined_definition']}.")
     lines.append("\nPRR and AURC as LM-Polygraph defines them (PRR: 1 = oracle, 0 = random; "

@@ -119,7 +119,8 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
 
     Returns:
         ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc_mean", "auroc_std",
-        "auroc", "prr", "aurc", "aurac", "n", "higher_is_uncertain", "cost_s", "cost_fwd",
+        "auroc", "prr", "aurc", "aurac", "n", "n_incorrect" (the rows that have the method),
+        "higher_is_uncertain", "cost_s", "cost_fwd",
         ...}}, "base_rate", "n_incorrect", "comparisons", "spearman", "second_labelling"
         (AUROCs under token F1 >= 0.5 when every row has ``correct_f1``, else None), ...}``.
         "comparisons", "spearman", ...}``.
@@ -143,7 +144,8 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         s = raw if orient[m] else -raw
         oriented[m] = s
         entry: dict[str, Any] = {"label": method_label(m), "higher_is_uncertain": orient[m],
-                                 "n": int(ok.sum()), "n_missing": int((~ok).sum())}
+                                 "n": int(ok.sum()), "n_missing": int((~ok).sum()),
+                                 "n_incorrect": int(y[ok].sum())}
         yy, ss = y[ok], s[ok]
         if 0 < yy.sum() < len(yy):
             mean, std = M.bootstrap_auroc(yy, ss, n=n_boot, seed=seed)

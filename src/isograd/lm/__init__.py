@@ -6,7 +6,7 @@ from .generate import greedy_answer, greedy_answers
 from .models import DEFAULT_MODEL, load_model
 from .prompts import PromptStyle, mc_prompt, qa_prompt
 from .sampling import Sample, sample_answers
-from .score import LMScores, Prediction, score
+from .score import LMScores, Prediction, score, token_trace
 
 __all__ = [
     "AnswerRow",
@@ -27,4 +27,5 @@ __all__ = [
     "score",
     "score_choices",
     "scored_token_ids",
+    "token_trace",
 ]

@@ -33,7 +33,7 @@ from .signals import (
 )
 from .trace import TokenTrace, prefix_pairs, token_traces
 
-__all__ = ["LMScores", "Prediction", "layer_group", "score"]
+__all__ = ["LMScores", "Prediction", "layer_group", "score", "token_trace"]
 
 
 class Prediction(Choice):
@@ -125,8 +125,7 @@ class LMScores:
         """
         out: dict[str, Any] = {"by_layer": {g: float(v[j]) for g, v in self.by_layer.items()}}
         if self.trace is not None:
-            out["token_epistemic"] = [float(x) for x in self.trace[j].epistemic]
-            out["token_aleatoric"] = [float(x) for x in self.trace[j].aleatoric]
+            out.update(self.trace[j].row_vectors())
         return out
 
 
@@ -215,6 +214,53 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
         return lp
 
     return fn
+
+
+def _trace_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], sigma2: float,
+                 **run: Any) -> tuple[tuple[TokenTrace, ...], torch.Tensor, torch.Tensor]:
+    """The per-token profiles of encoded pairs: their prefix rows through one `_norm_pass`."""
+    tr = _norm_pass(model, prefix_pairs(pairs), Prediction.FIRST_TOKEN, by_param=False,
+                    embedding=False, **run)
+    return token_traces(pairs, torch.cat(tr.log_p), torch.cat(tr.norms), sigma2)
+
+
+def token_trace(
+    model: nn.Module,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    answers: Sequence[Answer],
+    *,
+    method: str | Method = Method.AUTO,
+    sigma2: float = 1.0,
+    params: Any = None,
+    padding_side: str = "right",
+    batch_size: int = 32,
+) -> tuple[tuple[TokenTrace, ...], torch.Tensor, torch.Tensor]:
+    """The per-token profile of each answer alone, without `score`'s main pass.
+
+    The same numbers as ``score(..., trace=True)``'s ``trace``, ``epistemic_token_max`` and
+    ``epistemic_token_mean`` (see `isograd.lm.trace`): U_E(t) = σ²‖∇θ p_t‖² and
+    U_C(t) = p_t(1 − p_t) for every answer token, from batched passes over the prefixes.
+
+    Args:
+        model, tokenizer, prompts, answers, method, sigma2, params, padding_side: as `score`.
+        batch_size: prefix rows (one per answer token) per pass; rows of several pairs share
+            a pass.
+
+    Returns:
+        (one `TokenTrace` per pair, float64 [B] max_t U_E(t), float64 [B] mean_t U_E(t)).
+    """
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if sigma2 < 0:
+        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    pairs = encode_pairs(tokenizer, prompts, answers)
+    if not pairs:
+        raise ValueError("no (prompt, answer) pairs to trace")
+    return _trace_pairs(model, pairs, sigma2, pad=pad_id(tokenizer), padding_side=padding_side,
+                        batch_size=batch_size, method=method, params=params)
 
 
 def score(
@@ -308,11 +354,8 @@ def score(
     emb = None if any(e is None for e in res.emb) else torch.cat(res.emb)
     traced: dict[str, Any] = {}
     if trace:
-        rows = prefix_pairs(pairs)
-        tr = _norm_pass(model, rows, Prediction.FIRST_TOKEN, by_param=False, embedding=False,
-                        **{**run, "batch_size": trace_batch_size})
         traced = dict(zip(("trace", "epistemic_token_max", "epistemic_token_mean"),
-                          token_traces(pairs, torch.cat(tr.log_p), torch.cat(tr.norms), sigma2)))
+                          _trace_pairs(model, pairs, sigma2, **{**run, "batch_size": trace_batch_size})))
     alea = p * (1 - p)
     return LMScores(
         p=p, epistemic=epi, aleatoric=alea, total=epi + alea, log_p=log_p, grad_log_p=sq_log,

@@ -34,6 +34,12 @@ class TokenTrace:
     epistemic: torch.Tensor
     aleatoric: torch.Tensor
 
+    def row_vectors(self) -> dict[str, list[float]]:
+        """``{"token_epistemic": [...], "token_aleatoric": [...]}``, JSON-ready (a run row's
+        profile)."""
+        return {"token_epistemic": [float(x) for x in self.epistemic],
+                "token_aleatoric": [float(x) for x in self.aleatoric]}
+
 
 def prefix_pairs(pairs: Sequence[tuple[list[int], list[int]]]) -> list[tuple[list[int], list[int]]]:
     """Expand each (prompt ids, answer ids) pair into its T one-token pairs (prompt + v_<t, [v_t]).

@@ -9,10 +9,17 @@ stage loop in `isograd.qa.stagefiles`.
 | --- | --- | --- | --- |
 | generate | the dataset | model, dataset, data, prompt, max_new_tokens, dtype, device | generate.jsonl |
 | grade | generate | judge | grade.jsonl |
-| score | generate | prediction, alternatives, norm_method (+ trace, layer_scale, last_layers when not default) | score.jsonl |
+| score | generate | prediction, alternatives, norm_method (+ layer_scale, last_layers when not default) | score.jsonl |
+| trace | generate | norm_method | trace.jsonl (only with ``trace``) |
 | samples | generate | k, temperature, max_new_tokens, seed | samples.jsonl (only for sampling methods) |
 | baseline-NAME | generate (+ samples) | the method's options | baseline-NAME.jsonl |
-| evaluate | all of the above | methods, prediction, seed | metrics.json, report.md, roc.png, scores.jsonl |
+| evaluate | all of the above | methods, prediction, seed, subset | metrics.json, report.md, roc.png, scores.jsonl |
+
+* ``subset=N``: the costly per-question stages (trace, samples, baselines) run on the first N
+  questions only, the others on all (``trace_subset`` sets the trace's own N, for its ~T times
+  the score's cost); each method is then evaluated on the questions that have it, and the report
+  gives every method's n. N is no stage option: a larger N later computes only the rows the
+  first run lacks.
 
 * Each stage can run alone (``stage=``); a rerun computes only the rows a stage lacks, so a
   kill at any point loses at most the batch in flight. Adding a baseline computes only that
@@ -82,6 +89,8 @@ class Stage(Choice):
     """Correctness of each answer."""
     SCORE = "score"
     """Gradient scores (epistemic, aleatoric) of each answer."""
+    TRACE = "trace"
+    """The per-token profile of each answer (with ``trace``)."""
     BASELINES = "baselines"
     """The requested baselines (and the samples they share)."""
     EVALUATE = "evaluate"
@@ -122,11 +131,13 @@ def stage_configs(cfg: QAConfig, baselines: dict[str, Any]) -> dict[str, StageCo
     # the signal options enter only when not at their defaults: runs made before they existed
     # were scored under those defaults and keep their fingerprint
     default = QAConfig()
-    score_opts.update({k: getattr(cfg, k) for k in ("trace", "layer_scale", "last_layers")
+    score_opts.update({k: getattr(cfg, k) for k in ("layer_scale", "last_layers")
                        if getattr(cfg, k) != getattr(default, k)})
     out = {"generate": gen,
            "grade": StageConfig("grade", {"judge": cfg.judge}, up),
            "score": StageConfig("score", score_opts, up)}
+    if cfg.trace:
+        out["trace"] = StageConfig("trace", {"norm_method": cfg.norm_method}, up)
     if any(b.needs_samples for b in baselines.values()):
         out["samples"] = StageConfig("samples", {"k": cfg.k, "temperature": cfg.temperature,
                                                  "max_new_tokens": cfg.max_new_tokens,
@@ -157,12 +168,12 @@ def _force(out: Path, names: Sequence[str], configs: dict[str, StageConfig]) -> 
     for n in names:
         if n == "baselines":
             targets = [s for s in configs if s.startswith("baseline-")]
-        elif n in ("generate", "grade", "score", "samples"):
+        elif n in ("generate", "grade", "score", "trace", "samples"):
             targets = [n]
         elif f"baseline-{n}" in configs:
             targets = [f"baseline-{n}"]
         else:
-            allowed = ["generate", "grade", "score", "samples", "baselines",
+            allowed = ["generate", "grade", "score", "trace", "samples", "baselines",
                        *(s[len("baseline-"):] for s in configs if s.startswith("baseline-"))]
             raise ValueError(f"--force-stage {n!r}: allowed: {', '.join(allowed)}")
         for t in targets:
@@ -248,6 +259,8 @@ def run_qa(
     stage: str = "all",
     force_stages: Sequence[str] = (),
     batch_size: int = 1,
+    subset: int | None = None,
+    trace_subset: int | None = None,
     progress: bool = True,
     command: str | None = None,
     loaded: tuple[Any, Any] | None = None,
@@ -275,8 +288,9 @@ def run_qa(
         load_options: more `load_model` options (device_map, revision, attn_implementation,
             trust_remote_code); not recorded in the stage configs.
         norm_method: gradient-norm engine ("auto", "loop", "ghost").
-        trace: also score every answer token (`isograd.lm.score`'s ``trace``): the methods
-            ``epistemic_token_max``/``_mean`` and each row's profile; about T times the score.
+        trace: also score every answer token (the ``trace`` stage, `isograd.lm.token_trace`):
+            the methods ``epistemic_token_max``/``_mean`` and each row's profile; about T times
+            the score.
         layer_scale: the rule of ``epistemic_layer_scaled`` ("weight-variance", "fan-in").
             The paper's ``epistemic`` stays isotropic; the layer-scaled term is its own method.
         last_layers: k of ``epistemic_last_layers`` (default 5).
@@ -287,6 +301,10 @@ def run_qa(
             baseline's name), with every stage that reads them.
         batch_size: questions per generation batch and per forward+backward of the score stage
             (rows equal those of batch size 1 up to float rounding).
+        subset: run the trace, samples and baselines stages on the first `subset` questions
+            only (None: all); the other stages and the gradient scores cover every question,
+            and each method is evaluated on the questions that have it.
+        trace_subset: the trace stage's own `subset` (None: `subset`); needs `trace`.
         progress: show a tqdm progress bar per stage.
         command: the command line, recorded in metrics.json / report.md.
         loaded: an already loaded ``(model, tokenizer)`` (tests, notebooks).
@@ -308,6 +326,11 @@ def run_qa(
     Prediction.parse(prediction)
     if last_layers < 1:
         raise ValueError(f"last_layers must be >= 1, got {last_layers}")
+    for name, v in (("subset", subset), ("trace_subset", trace_subset)):
+        if v is not None and v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if trace_subset is not None and not trace:
+        raise ValueError("trace_subset is the trace stage's subset: it needs trace=True")
     which = Stage.parse(stage)
     prompt = PromptStyle.parse(prompt).value
     cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
@@ -317,7 +340,8 @@ def run_qa(
                    dtype=dtype, device=device, norm_method=norm_method, judge=judge,
                    trace=trace, layer_scale=LayerScale.parse(layer_scale).value,
                    last_layers=last_layers,
-                   baseline_options=dict(baseline_options or {}))
+                   baseline_options=dict(baseline_options or {}), subset=subset,
+                   trace_subset=trace_subset)
     baselines = _baselines(cfg)  # unknown method names fail before anything is written
     questions = load_dataset(dataset, data=data, limit=limit)
     outp = Path(out)
@@ -365,8 +389,9 @@ def _run_stages(out: Path, cfg: QAConfig, which: Stage, configs: dict[str, Stage
         return q.id
 
     def go(name: str, compute: Any, bs: int = 1) -> None:
-        dd.run_rows(stage_path(out, name), questions, compute, key=key, batch_size=bs,
-                    desc=f"{name} {cfg.dataset}", progress=progress)
+        # the costly stages cover the first questions only (`run_qa`'s ``subset``)
+        dd.run_rows(stage_path(out, name), questions[:cfg.subset_of(name)], compute, key=key,
+                    batch_size=bs, desc=f"{name} {cfg.dataset}", progress=progress)
 
     def open_stage(out: Path, new: StageConfig, **kw: Any) -> None:
         # rank 0 records the config first; the others then find it and check against it
@@ -392,6 +417,9 @@ def _run_stages(out: Path, cfg: QAConfig, which: Stage, configs: dict[str, Stage
             pred = _check_score(out, configs["score"])
         go("score", lambda qs: S.score_rows(lazy.env(replace(cfg, prediction=pred)), qs, gen),
            batch_size)
+    if runs(Stage.TRACE) and "trace" in configs:
+        open_stage(out, configs["trace"])
+        go("trace", lambda qs: S.trace_rows(lazy.env(), qs, gen), batch_size)
     if runs(Stage.BASELINES):
         samples = None
         if "samples" in configs:
@@ -440,17 +468,22 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
     metrics.json, report.md, roc.png, config.json and the joined view scores.jsonl."""
     from ..evaluate import score_columns, write_report
 
-    need = ["generate", "grade", "score", *(f"baseline-{m}" for m in config["methods"])]
-    parts = {s: rows_by_id(out, s) for s in need}
+    base = [f"baseline-{m}" for m in config["methods"]]
+    stages = ["generate", "grade", "score", *(["trace"] if config.get("trace") else []), *base]
+    parts = {s: rows_by_id(out, s) for s in stages}
     samples = rows_by_id(out, "samples")
+    cfg = QAConfig(**{**QAConfig().to_json(), **config, "methods": tuple(config["methods"])})
+    covers = {s: set(ids[:cfg.subset_of(s)]) for s in stages}  # `run_qa`'s ``subset``
     rows = []
     for qid in ids:
+        need = [s for s in stages if qid in covers[s]]
         lack = [s for s in need if qid not in parts[s]]
         if lack:
             raise RunMismatchError(f"{out}: question {qid} lacks {', '.join(lack)} rows; run "
                                    "those stages first (--stage all does)")
         row = S.join_row(parts["generate"][qid], parts["grade"][qid], parts["score"][qid],
-                         samples.get(qid), [parts[f"baseline-{m}"][qid] for m in config["methods"]])
+                         samples.get(qid), [parts[b][qid] for b in base if qid in parts[b]],
+                         trace=parts["trace"].get(qid) if "trace" in parts else None)
         rows.append(S.headline(row, score_prediction, config["prediction"]))
     metrics = run_metrics(rows, config, command=command)
     _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))

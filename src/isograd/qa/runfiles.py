@@ -47,6 +47,17 @@ class QAConfig:
     layer_scale: str = "weight-variance"
     last_layers: int = 5
     baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    subset: int | None = None
+    trace_subset: int | None = None
+
+    def subset_of(self, stage: str) -> int | None:
+        """How many of the first questions stage `stage` covers (None: all): ``trace_subset``
+        (else ``subset``) for the trace, ``subset`` for samples and baselines."""
+        if stage == "trace" and self.trace_subset is not None:
+            return self.trace_subset
+        if stage in ("trace", "samples") or stage.startswith("baseline-"):
+            return self.subset
+        return None
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -13,6 +13,8 @@ loop (`isograd.distributed.run_rows`). Row fields per stage:
   aleatoric, total, n_tokens, grad_log_p, epistemic_layer_scaled``, and any added later), the other
   definitions of p (``p_<pred>``, ``log_p_<pred>``, ``epistemic_<pred>``, ``aleatoric_<pred>``,
   ``cost_epistemic_<pred>_s``), ``cost_epistemic_s/_fwd`` and ``cost_aleatoric_s/_fwd``;
+* ``trace``: ``epistemic_token_max, epistemic_token_mean, token_epistemic, token_aleatoric``
+  (the per-token profile) and their ``cost_*_s``;
 * ``samples``: ``samples`` (K answers: text, token ids, log-probabilities), ``cost_samples_s``;
 * ``baseline-<name>``: ``<name>, cost_<name>_s, cost_<name>_fwd`` (a sampling method's seconds
   include drawing the shared samples).
@@ -138,18 +140,9 @@ def score_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) -
     opts = dict(prediction=cfg.prediction, method=cfg.norm_method, batch_size=env.batch_size,
                 layer_scale=cfg.layer_scale, last_layers=cfg.last_layers)
     s, t = timed(lambda: score(env.model, env.tokenizer, prompts, ids, **opts))
-    tr, t_tr = None, 0.0
-    if cfg.trace:  # a pass of its own (~T times the score), timed apart from the score
-        tr, t_tr = timed(lambda: score(env.model, env.tokenizer, prompts, ids, trace=True, **opts))
     rows = []
     for j, q in enumerate(questions):
-        traced = {}
-        if tr is not None:
-            traced = {"epistemic_token_max": float(tr.epistemic_token_max[j]),
-                      "epistemic_token_mean": float(tr.epistemic_token_mean[j]),
-                      **tr.row_vectors(j), "cost_epistemic_token_max_s": t_tr / n,
-                      "cost_epistemic_token_mean_s": t_tr / n}
-        row = {"id": q.id, **scalar_fields(s, j), **s.row_vectors(j), **traced,
+        row = {"id": q.id, **scalar_fields(s, j), **s.row_vectors(j),
                "cost_epistemic_s": t / n,
                "cost_epistemic_fwd": GRADIENT_FWD,
                # p(1-p) needs only the answer's log-probabilities, known from generation
@@ -157,6 +150,26 @@ def score_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) -
         rows.append(row)
     _alternatives(env, prompts, ids, s, rows)
     return rows
+
+
+def trace_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The ``trace`` stage: each answer's per-token profile (`isograd.lm.token_trace`), a pass
+    of its own (about T times the score stage's work), batched over the answers' prefixes."""
+    from ..lm import scored_token_ids, token_trace
+
+    if "scores" in gen[questions[0].id]:
+        raise ValueError("the trace is for generated answers; multiple choice has no profile")
+    prompts = [_prompt(gen[q.id]) for q in questions]
+    ids = [scored_token_ids(env.model, env.tokenizer, p, gen[q.id]["token_ids"])
+           for q, p in zip(questions, prompts)]
+    (traces, tmax, tmean), t = timed(lambda: token_trace(
+        env.model, env.tokenizer, prompts, ids, method=env.cfg.norm_method))
+    n = len(questions)
+    return [{"id": q.id, "epistemic_token_max": float(tmax[j]),
+             "epistemic_token_mean": float(tmean[j]),
+             **traces[j].row_vectors(),
+             "cost_epistemic_token_max_s": t / n, "cost_epistemic_token_mean_s": t / n}
+            for j, q in enumerate(questions)]
 
 
 def _alternatives(env: Env, prompts: list[str], ids: list[list[int]], s: Any,
@@ -280,13 +293,17 @@ def headline(row: dict[str, Any], old: str, new: str) -> dict[str, Any]:
 
 
 def join_row(gen: dict[str, Any], grade: dict[str, Any], score: dict[str, Any],
-             samples: dict[str, Any] | None, baselines: Sequence[dict[str, Any]]) -> dict[str, Any]:
+             samples: dict[str, Any] | None, baselines: Sequence[dict[str, Any]],
+             trace: dict[str, Any] | None = None) -> dict[str, Any]:
     """One question's row of the joined view (scores.jsonl): every stage's fields, without the
-    generate stage's internals (prompt, token ids and log-probabilities, MC1 ``scores``)."""
+    generate stage's internals (prompt, token ids and log-probabilities, MC1 ``scores``).
+    A question outside a run's ``subset`` has no samples, baselines or trace rows."""
     skip = {"prompt", "token_ids", "token_logprobs", "scores"}
     row = {k: v for k, v in gen.items() if k not in skip}
     row.update({k: v for k, v in grade.items() if k != "id"})
     row.update({k: v for k, v in score.items() if k != "id"})
+    if trace is not None:
+        row.update({k: v for k, v in trace.items() if k != "id"})
     if samples is not None:
         row["cost_samples_s"] = samples["cost_samples_s"]
         row["samples"] = [x["text"] for x in samples["samples"]]
