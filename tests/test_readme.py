@@ -50,28 +50,47 @@ def test_llm_snippet_runs_as_written():
 
 
 def test_readme_qa_table_is_the_committed_metrics():
-    """Every AUROC cell of the README's QA table is the committed results/qa/*/metrics.json."""
+    """Every cell of the README's QA table is the committed results/qa/<dataset>/metrics.json:
+    n, accuracy, positives, and each method's AUROC (with its n where it ran on a subset)."""
     import json
 
-    keys = {"P(True)": "p_true", "semantic entropy": "semantic_entropy",
-            "naive entropy": "naive_entropy", "aleatoric p(1−p)": "aleatoric",
-            "epistemic ‖g‖²": "epistemic",
-            "epistemic & aleatoric combined (rank mean)": "combined",
-            "combined, logistic regression (5-fold CV, supervised)": "combined_logreg_cv",
-            "maximum sequence probability": "msp", "mean token entropy": "mean_token_entropy"}
-    lines = _section(README.read_text(), "Results").splitlines()
-    head = next(x for x in lines if x.startswith("| method | [TriviaQA"))
-    dirs = re.findall(r"\]\((results/qa/[^/]+)/report\.md\)", head)
-    assert len(dirs) == 4
+    from isograd.evaluate.paper import SCORE_LABELS, SIGNALS, method_label
+    from isograd.qa.baselines import BASELINES
+
+    names = {method_label(n): n for n in [*SCORE_LABELS, *BASELINES]}
+    text = README.read_text()
+    a, b = text.index("<!-- qa-table -->"), text.index("<!-- /qa-table -->")
+    lines = text[a:b].splitlines()[1:]
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    dirs = [re.fullmatch(r"\[[^]]+\]\((results/qa/[^/]+)/report\.md\)", c).group(1) for c in head[1:5]]
+    assert [Path(d).name for d in dirs] == ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
     metrics = [json.loads((README.parent / d / "metrics.json").read_text()) for d in dirs]
-    checked = 0
-    for line in lines:
+    # the issue's sizes: TriviaQA >= 1,000, all 817 TruthfulQA, NQ-open >= 1,000
+    assert metrics[0]["n"] >= 1000 and metrics[1]["n"] == 817 and metrics[3]["n"] >= 1000
+    seen = set()
+    for line in lines[2:]:
         cells = [c.strip() for c in line.strip("|").split("|")]
-        if cells[0] not in keys:
-            continue
-        for m, got in zip(metrics, cells[1:5]):
-            e = m["methods"].get(keys[cells[0]])
-            want = f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e else "–"
-            assert got == want, (cells[0], m["dataset"], got, want)
-            checked += 1
-    assert checked == 4 * len(keys)
+        if cells[0] == "questions (accuracy)":
+            assert cells[1:5] == [f"{m['n']} ({m['accuracy']:.3f})" for m in metrics]
+        elif cells[0] == "incorrect answers (positives)":
+            assert cells[1:5] == [str(m["n_incorrect"]) for m in metrics]
+        elif cells[0] in names:
+            name = names[cells[0]]
+            for m, got in zip(metrics, cells[1:5]):
+                e = m["methods"].get(name)
+                want = "–"
+                if e and e.get("auroc_mean") is not None:
+                    want = f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}"
+                    want += f" (n = {e['n']})" if e["n"] != m["n"] else ""
+                assert got == want, (cells[0], m["dataset"], got, want)
+            seen.add(name)
+    paper_six = {"p_true", "semantic_entropy", "naive_entropy", "aleatoric", "epistemic", "combined"}
+    assert paper_six | set(SIGNALS) <= seen
+    for m in (metrics[0], metrics[1], metrics[3]):  # the generation runs list every new method
+        assert paper_six | {"grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers",
+                            "embedding_grad", "epistemic_token_max"} <= set(m["methods"])
+        assert m["second_labelling"] and all("aurac" in e for e in m["methods"].values())
+    for d, m in zip(dirs, metrics):  # each report shows AURAC and, where aliases exist, both labels
+        report = (README.parent / d / "report.md").read_text()
+        assert "AURAC" in report
+        assert ("## Two labellings" in report) == bool(m["second_labelling"])

@@ -2,7 +2,7 @@
 
 Runs LM-Polygraph 0.7.0's stat calculators and estimators (MSP, mean token entropy, P(True),
 lexical similarity; semantic entropy is attempted) on exactly the SmolLM2-135M-Instruct answers
-and samples of results/qa/truthfulqa-gen/scores.jsonl, and puts their AUROCs (same labels, same
+and samples of results/qa/truthfulqa-gen-200/scores.jsonl, and puts their AUROCs (same labels, same
 300-resample bootstrap, seed 0) beside isograd's committed ones.
 
 The committed answer texts are tokenized as continuations of their prompts and checked to be
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[2]
-RUN = ROOT / "results/qa/truthfulqa-gen"
+RUN = ROOT / "results/qa/truthfulqa-gen-200"
 OUT = Path(__file__).resolve().parent
 # both define these as the same number (−Σ log p of the answer tokens; mean next-token entropy);
 # P(True) differs in prompt and read-out, so only its ranking is compared
@@ -197,7 +197,7 @@ def main() -> None:
     table.append(semantic)
 
     result = {"lm_polygraph_version": lm_polygraph.__version__ if hasattr(lm_polygraph, "__version__")
-              else "0.7.0", "torch_version": torch.__version__, "run": "results/qa/truthfulqa-gen",
+              else "0.7.0", "torch_version": torch.__version__, "run": "results/qa/truthfulqa-gen-200",
               "n": len(rows), "n_incorrect": int(y.sum()), "not_greedy": mismatched,
               "seconds_answers": round(t_answers, 1), "table": table}
     (OUT / "crosscheck.json").write_text(json.dumps(result, indent=2) + "\n")

@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Full QA runs on SmolLM2-135M-Instruct (resumable: rerun to continue; a finished run only
-# re-evaluates). Settings chosen to fit a 2-core CPU machine (README, "Results"): 16 answer tokens, K=5 samples, semantic entropy clustered by character-3-gram
-# similarity, one torch thread. Each run writes results/qa/<dataset>/ (one JSONL per stage,
-# scores.jsonl, metrics.json, report.md, roc.png, config.json); logs go to results/qa/<dataset>.log.
-# Usage: results/qa/run_all.sh [dataset ...]   (default: all four, one after the other)
+# re-evaluates). Settings chosen to fit a 2-core CPU machine (README, "Results"): 16 answer
+# tokens, K=5 samples, semantic entropy clustered by character-3-gram similarity, one torch
+# thread, 8 questions per batch. The gradient scores cover every question; the costly stages
+# run on the first questions only (--subset 500: samples and baselines; --trace-subset: the
+# per-token trace, ~T times the score). Each run writes results/qa/<dataset>/ (one JSONL per
+# stage, scores.jsonl, metrics.json, report.md, roc.png, risk_coverage.png, token_profile.png,
+# config.json); logs go to results/qa/<dataset>.log. Stages of one dataset can also run one at a
+# time (--stage generate|grade|score|trace|baselines|evaluate), e.g. datasets side by side.
+# Usage: results/qa/run_all.sh [dataset ...]   (default: the four of the README table)
+# The earlier, smaller runs (triviaqa-150, truthfulqa-gen-200, nq-open-500) are kept as they
+# were; results/qa/<name>/report.md states the command of each.
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1
+COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1 --batch-size 8
         --option semantic_entropy.entailment=ngram)
+COSTLY=(--trace --subset 500 --trace-subset ${TRACE_SUBSET:-TRACE_N})
 run() {  # dataset, extra args...
   local ds=$1; shift
   # folders written before isograd qa had stages: split into stage files first (no recompute)
@@ -18,13 +26,13 @@ run() {  # dataset, extra args...
   nice -n 10 .venv/bin/isograd qa --dataset "$ds" "${COMMON[@]}" "$@" --out "results/qa/$ds" \
     > "results/qa/$ds.log" 2>&1 || echo "run $ds failed, see results/qa/$ds.log"
 }
-for ds in "${@:-triviaqa-150 truthfulqa-gen truthfulqa-mc1 nq-open}"; do
+for ds in "${@:-triviaqa truthfulqa-gen truthfulqa-mc1 nq-open}"; do
   for d in $ds; do
     case $d in
-      triviaqa-150) run triviaqa-150 --limit 150 ;;
-      truthfulqa-gen) run truthfulqa-gen --limit 200 ;;
+      triviaqa) run triviaqa --limit 1000 "${COSTLY[@]}" ;;
+      truthfulqa-gen) run truthfulqa-gen "${COSTLY[@]}" ;;
       truthfulqa-mc1) run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives ;;
-      nq-open) run nq-open --limit 500 --no-alternatives ;;
+      nq-open) run nq-open --limit 1000 --no-alternatives "${COSTLY[@]}" ;;
       *) echo "unknown dataset $d" ;;
     esac
   done

@@ -1,55 +1,100 @@
 """Print the cross-dataset AUROC table of the committed QA runs (markdown), beside the paper.
 
-Usage: .venv/bin/python results/qa/summarize.py   (reads results/qa/<dataset>/metrics.json and
-scores.jsonl). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer length;
-the ways of combining epistemic and aleatoric, measured on the same rows; and, when
+Usage: .venv/bin/python results/qa/summarize.py [--readme]   (reads results/qa/<dataset>/
+metrics.json and scores.jsonl). ``--readme`` writes the table into README.md between its
+``<!-- qa-table -->`` markers instead of printing it (tests/test_readme.py holds every cell to
+the metrics.json files). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer
+length; the ways of combining epistemic and aleatoric, measured on the same rows; and, when
 results/qa/prompts/ holds runs (results/qa/prompts/run.sh), the prompt-style comparison.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 from isograd.evaluate import PAPER_TABLE2, method_label, paper_order, read_scores
+from isograd.evaluate.paper import SIGNALS
 from isograd.qa.baselines import BASELINES
 
 HERE = Path(__file__).parent
-DATASETS = ["triviaqa-150", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
+README = HERE.parents[1] / "README.md"
+DATASETS = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
+TITLES = {"triviaqa": "TriviaQA", "truthfulqa-gen": "TruthfulQA gen",
+          "truthfulqa-mc1": "TruthfulQA MC1", "nq-open": "NQ-open"}
+MARK = ("<!-- qa-table -->", "<!-- /qa-table -->")
 
 
-def cell(e: dict | None) -> str:
+def cell(e: dict | None, n: int | None = None) -> str:
+    """AUROC mean ± std; with `n` (the run's questions), the method's own n when it differs."""
     if not e or e.get("auroc_mean") is None:
         return "–"
-    return f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}"
+    own = e.get("n")
+    tail = f" (n = {own})" if n is not None and own is not None and own != n else ""
+    return f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}{tail}"
 
 
-def main() -> None:
-    runs = {d: json.loads((HERE / d / "metrics.json").read_text())
+def runs() -> dict[str, dict]:
+    return {d: json.loads((HERE / d / "metrics.json").read_text())
             for d in DATASETS if (HERE / d / "metrics.json").exists()}
-    heads = [f"{d} (n={m['n']}, acc={m['accuracy']:.2f})" for d, m in runs.items()]
-    print("| method | " + " | ".join(heads) + " | paper TriviaQA | paper TruthfulQA |")
-    print("| --- |" + " --- |" * (len(runs) + 2))
-    # the paper's rows, our supervised combination, then the baselines the paper lacks
-    for name in paper_order(["combined_logreg_cv", *BASELINES], all_paper=True):
-        cells = [cell(m["methods"].get(name)) for m in runs.values()]
+
+
+def table() -> list[str]:
+    """The README table: every run's AUROCs, the paper's beside (one line per row)."""
+    rs = runs()
+    heads = [f"[{TITLES[d]}](results/qa/{d}/report.md)" for d in rs]
+    out = ["| method | " + " | ".join(heads) + " | TriviaQA, paper | TruthfulQA, paper |",
+           "| --- |" + " --- |" * (len(rs) + 2),
+           "| questions (accuracy) | " + " | ".join(f"{m['n']} ({m['accuracy']:.3f})"
+                                                 for m in rs.values()) + " | | |",
+           "| incorrect answers (positives) | " + " | ".join(str(m["n_incorrect"])
+                                                          for m in rs.values()) + " | | |"]
+    # the paper's rows, our supervised combination, the baselines the paper lacks, the signals
+    for name in paper_order(["combined_logreg_cv", *BASELINES, *SIGNALS], all_paper=True):
+        cells = [cell(m["methods"].get(name), m["n"]) for m in rs.values()]
         paper = PAPER_TABLE2.get(name, {})
         pc = [f"{paper[c][0]:.2f} ± {paper[c][1]:.2f}" if c in paper else "–"
               for c in ("TriviaQA", "TruthfulQA")]
-        print(f"| {method_label(name)} | " + " | ".join(cells + pc) + " |")
+        out.append(f"| {method_label(name)} | " + " | ".join(cells + pc) + " |")
+    sp = []
+    for m in rs.values():
+        v = m.get("spearman", {}).get("epistemic_vs_p_true")
+        sp.append("–" if v is None else f"{v:+.2f}".replace("-", "−"))
+    out.append("| Spearman(epistemic, P(True)) | " + " | ".join(sp) + " | ≈ −0.2 | ≈ −0.2 |")
+    return out
+
+
+def write_readme() -> None:
+    text = README.read_text(encoding="utf-8")
+    a, b = text.index(MARK[0]) + len(MARK[0]), text.index(MARK[1])
+    README.write_text(text[:a] + "\n" + "\n".join(table()) + "\n" + text[b:], encoding="utf-8")
+
+
+def main() -> None:
+    print("\n".join(table()))
+    rs = runs()
     print()
     print("| dataset | prediction p | epistemic | aleatoric | combined |")
     print("| --- | --- | --- | --- | --- |")
-    for d, m in runs.items():
+    for d, m in rs.items():
         for pred, v in m.get("predictions", {}).items():
             print(f"| {d} | {pred} | " + " | ".join(cell(v[n]) for n in
                                                   ("epistemic", "aleatoric", "combined")) + " |")
     print()
-    for d, m in runs.items():
-        sp = m.get("spearman", {}).get("epistemic_vs_p_true")
+    print("| dataset | method | AUROC, first label | AUROC, token F1 ≥ 0.5 |")
+    print("| --- | --- | --- | --- |")
+    for d, m in rs.items():
+        sec = m.get("second_labelling") or {}
+        for name, e in sec.get("methods", {}).items():
+            first = "–" if e["auroc_first"] is None else f"{e['auroc_first']:.2f}"
+            second = ("–" if e.get("auroc_second_mean") is None
+                      else f"{e['auroc_second_mean']:.2f} ± {e['auroc_second_std']:.2f}")
+            print(f"| {d} | {method_label(name)} | {first} | {second} |")
+    print()
+    for d, m in rs.items():
         cost = {k: v.get("cost_s") for k, v in m["methods"].items() if v.get("cost_s") is not None}
-        print(f"{d}: Spearman(epistemic, P(True)) = {sp if sp is None else round(sp, 2)}; "
-              f"s/question: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
+        print(f"{d}: s/question: " + ", ".join(f"{k} {v:.2f}" for k, v in cost.items()))
 
 
 def diagnostics() -> None:
@@ -108,12 +153,13 @@ def combinations() -> None:
 
 
 def prompts() -> None:
-    """Prompt styles: `short` = the full runs; the others from results/qa/prompts/<ds>-<style>."""
+    """Prompt styles: `short` = the runs on the same questions (triviaqa-150, truthfulqa-gen-200);
+    the others from results/qa/prompts/<ds>-<style>."""
     import numpy as np
 
     runs = {}
-    for d in ("triviaqa-150", "truthfulqa-gen"):
-        for style, path in [("short", HERE / d),
+    for d, short in (("triviaqa-150", "triviaqa-150"), ("truthfulqa-gen", "truthfulqa-gen-200")):
+        for style, path in [("short", HERE / short),
                             *((st, HERE / "prompts" / f"{d}-{st}") for st in ("plain", "fewshot"))]:
             if (path / "metrics.json").exists():
                 runs[(d, style)] = path
@@ -132,6 +178,9 @@ def prompts() -> None:
 
 
 if __name__ == "__main__":
+    if "--readme" in sys.argv[1:]:
+        write_readme()
+        sys.exit(0)
     main()
     diagnostics()
     combinations()

@@ -112,6 +112,8 @@ def test_subset_runs_the_costly_stages_on_the_first_questions(lm, nq_file, tmp_p
     assert m2["methods"]["p_true"]["n"] == 5 and m2["methods"]["epistemic_token_max"]["n"] == 5
     with pytest.raises(ValueError, match="subset must be >= 1"):
         run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, subset=0, **KW)
+    with pytest.raises(ValueError, match="stage 'trace' runs only with trace=True"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, stage="trace", **KW)
     with pytest.raises(ValueError, match="needs trace=True"):
         run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, trace_subset=2, **KW)
 

@@ -330,8 +330,10 @@ def run_qa(
         if v is not None and v < 1:
             raise ValueError(f"{name} must be >= 1, got {v}")
     if trace_subset is not None and not trace:
-        raise ValueError("trace_subset is the trace stage's subset: it needs trace=True")
+        raise ValueError("trace_subset (--trace-subset) is the trace stage's subset: it needs trace=True (--trace)")
     which = Stage.parse(stage)
+    if which == Stage.TRACE and not trace:
+        raise ValueError("stage 'trace' runs only with trace=True (--trace)")
     prompt = PromptStyle.parse(prompt).value
     cfg = QAConfig(model=model, dataset=dataset, data=str(data) if data else None,
                    methods=tuple(methods), prediction=prediction, prompt=prompt,
