@@ -1,4 +1,4 @@
-"""The QA pipeline behind ``isograd qa``: generate -> grade -> score -> baselines -> evaluate.
+"""The QA pipeline behind ``isograd qa``: generate -> grade -> score -> trace -> baselines -> evaluate.
 
 Each stage writes its own ``DIR/<stage>.jsonl`` (one row per question id) and
 ``DIR/<stage>.config.json`` (the options that determine its rows and the fingerprints of the
