@@ -32,6 +32,10 @@ def test_full_run_records_and_evaluates_the_signals(full_run):
               "epistemic_last_layers", "embedding_grad"):
         assert m in meth and meth[m]["aurac"] == pytest.approx(1 - meth[m]["aurc"]), m
     assert "epistemic_token_max" not in meth
+    for m in ("grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers", "embedding_grad"):
+        # the same pass as epistemic: its cost, not a missing one
+        assert meth[m]["cost_s"] == meth["epistemic"]["cost_s"] is not None, m
+        assert meth[m]["cost_fwd"] == meth["epistemic"]["cost_fwd"] == 3.0, m
     assert metrics["base_rate"] == pytest.approx(metrics["n_incorrect"] / metrics["n"])
     grades = read_rows(out / "grade.jsonl")
     answers = {r["id"]: r["answer"] for r in read_rows(out / "generate.jsonl")}

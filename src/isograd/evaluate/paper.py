@@ -42,8 +42,9 @@ SCORE_LABELS = {
 }
 # the other signals of the same pass as epistemic (isograd.lm.score): added methods under their
 # own names beside the paper's, never in place of one; higher = more uncertain for all
-SIGNALS = ("grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers", "embedding_grad",
-           "epistemic_token_max", "epistemic_token_mean")
+PASS_SIGNALS = ("grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers", "embedding_grad")
+"""The signals computed by the very pass of ``epistemic`` (they cost what it costs)."""
+SIGNALS = (*PASS_SIGNALS, "epistemic_token_max", "epistemic_token_mean")
 
 
 def method_label(name: str) -> str:

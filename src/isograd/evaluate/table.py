@@ -21,7 +21,7 @@ import numpy as np
 from . import metrics as M
 from .combine import log_features, logistic_cv, rank_mean
 from .labellings import second_labelling
-from .paper import PAPER_COLUMN, PAPER_TABLE2, method_label
+from .paper import PAPER_COLUMN, PAPER_TABLE2, PASS_SIGNALS, method_label
 
 REFERENCE = "combined"
 COMBINED_DEFINITION = ("combined = mean of the normalised mid-ranks of epistemic and aleatoric over "
@@ -157,10 +157,13 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
                          aurc=M.aurc(yy, ss) if len(yy) else None,
                          aurac=M.aurac(yy, ss) if len(yy) else None)
         src = ("epistemic", "aleatoric") if m in ("combined", "combined_logreg_cv") and combine else (m,)
+        if m in PASS_SIGNALS:
+            src = ("epistemic",)
         for kind in ("s", "fwd"):
             own = _cost(rows, m, kind)
             parts = [_cost(rows, k, kind) for k in src]
-            # both terms come from the same forward/backward pass: the combination costs the larger
+            # both terms (and the other signals of that pass) come from the same forward and
+            # backward: a combination costs the larger, a signal of the pass what the pass costs
             derived = max(parts) if src != (m,) and all(p is not None for p in parts) else None
             entry[f"cost_{kind}"] = own if own is not None else derived
         if column and m in PAPER_TABLE2:
