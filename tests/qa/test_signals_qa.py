@@ -37,6 +37,10 @@ def test_full_run_records_and_evaluates_the_signals(full_run):
         assert meth[m]["cost_s"] == meth["epistemic"]["cost_s"] is not None, m
         assert meth[m]["cost_fwd"] == meth["epistemic"]["cost_fwd"] == 3.0, m
     assert metrics["base_rate"] == pytest.approx(metrics["n_incorrect"] / metrics["n"])
+    # the report names the first labelling's grader beside the second
+    methods_used = {r["grade_method"] for r in read_rows(out / "grade.jsonl")}
+    assert metrics["grading"] == "grader " + ", ".join(sorted(methods_used))
+    assert f"First: {metrics['grading']} (" in (out / "report.md").read_text()
     grades = read_rows(out / "grade.jsonl")
     answers = {r["id"]: r["answer"] for r in read_rows(out / "generate.jsonl")}
     for g in grades:

@@ -457,9 +457,11 @@ def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
 
     seed = config.get("seed", 0)
     methods = run_methods(rows, config)
+    graders = sorted({str(r["grade_method"]) for r in rows if r.get("grade_method")})
     extra = {"config": dict(config),
              "predictions": alternative_metrics(rows, config["prediction"],
-                                                [p.value for p in Prediction], seed=seed)}
+                                                [p.value for p in Prediction], seed=seed),
+             "grading": f"grader {', '.join(graders)}" if graders else None}
     return evaluate(rows, methods, seed=seed, model=config.get("model"),
                     dataset=config.get("dataset"), command=command, extra=extra)
 
