@@ -216,6 +216,24 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     return fn
 
 
+def _checked_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[Answer], verb: str,
+                   *, padding_side: str, sigma2: float,
+                   **counts: int) -> list[tuple[list[int], list[int]]]:
+    """The encoded (prompt ids, answer ids) pairs, after the argument checks `score` and
+    `token_trace` share (`counts`: options that must be >= 1, by name)."""
+    if padding_side not in ("left", "right"):
+        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+    for name, v in counts.items():
+        if v < 1:
+            raise ValueError(f"{name} must be >= 1, got {v}")
+    if sigma2 < 0:
+        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    pairs = encode_pairs(tokenizer, prompts, answers)
+    if not pairs:
+        raise ValueError(f"no (prompt, answer) pairs to {verb}")
+    return pairs
+
+
 def _trace_pairs(model: nn.Module, pairs: list[tuple[list[int], list[int]]], sigma2: float,
                  **run: Any) -> tuple[tuple[TokenTrace, ...], torch.Tensor, torch.Tensor]:
     """The per-token profiles of encoded pairs: their prefix rows through one `_norm_pass`."""
@@ -250,15 +268,8 @@ def token_trace(
     Returns:
         (one `TokenTrace` per pair, float64 [B] max_t U_E(t), float64 [B] mean_t U_E(t)).
     """
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if sigma2 < 0:
-        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
-    pairs = encode_pairs(tokenizer, prompts, answers)
-    if not pairs:
-        raise ValueError("no (prompt, answer) pairs to trace")
+    pairs = _checked_pairs(tokenizer, prompts, answers, "trace", padding_side=padding_side,
+                           sigma2=sigma2, batch_size=batch_size)
     return _trace_pairs(model, pairs, sigma2, pad=pad_id(tokenizer), padding_side=padding_side,
                         batch_size=batch_size, method=method, params=params)
 
@@ -320,19 +331,9 @@ def score(
     pred = Prediction.parse(prediction)
     cov = Covariance.parse(covariance)
     rule = LayerScale.parse(layer_scale)
-    if padding_side not in ("left", "right"):
-        raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    if trace_batch_size < 1:
-        raise ValueError(f"trace_batch_size must be >= 1, got {trace_batch_size}")
-    if sigma2 < 0:
-        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
-    if last_layers < 1:
-        raise ValueError(f"last_layers must be >= 1, got {last_layers}")
-    pairs = encode_pairs(tokenizer, prompts, answers)
-    if not pairs:
-        raise ValueError("no (prompt, answer) pairs to score")
+    pairs = _checked_pairs(tokenizer, prompts, answers, "score", padding_side=padding_side,
+                           sigma2=sigma2, batch_size=batch_size,
+                           trace_batch_size=trace_batch_size, last_layers=last_layers)
     run = dict(pad=pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,
                method=method, params=params)
     res = _norm_pass(model, pairs, pred, by_param=True, embedding=True, **run)
