@@ -66,3 +66,24 @@ def test_cli_quick_writes_every_output_and_resumes(tmp_path):
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     assert json.loads((out / "agreement.json").read_text()) == rows
+
+
+def test_study_setup_checks_names_and_restores_threads(tmp_path):
+    """The start both studies share: a bad problem name fails before anything is written, and
+    torch's thread count comes back whatever happens inside."""
+    import torch
+
+    from isograd.validate.study import StudyConfig, study_setup
+
+    before = torch.get_num_threads()
+    with pytest.raises(ValueError, match="unknown problem 'nope'"):
+        with study_setup(StudyConfig(problems=("nope",)), tmp_path / "a"):
+            pass
+    assert not (tmp_path / "a").exists()
+    cfg = StudyConfig(problems=("binary_linear",))
+    with pytest.raises(RuntimeError, match="inside"):
+        with study_setup(cfg, tmp_path / "b") as (runs, fp, _):
+            assert runs == tmp_path / "b" / "runs" and runs.is_dir()
+            assert fp == cfg.fingerprint() and torch.get_num_threads() == 1
+            raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

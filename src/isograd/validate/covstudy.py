@@ -18,8 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .mcmc import configure_jax
-from .problems import PROBLEMS, Problem, make_problem
+from .problems import Problem, make_problem
 from .study import (
     COVARIANCE_STUDY,
     RHAT_OK,
@@ -28,6 +27,7 @@ from .study import (
     correlations,
     fit_config,
     run_configs,
+    study_setup,
 )
 
 # name -> what it is (the order of the report's columns)
@@ -225,18 +225,8 @@ def run_covariance_study(
         The records of covariance.json.
     """
     cfg = cfg or COVARIANCE_STUDY
-    for p in cfg.problems:
-        if p not in PROBLEMS:
-            raise ValueError(f"unknown problem {p!r}; allowed: {', '.join(PROBLEMS)}")
-    configure_jax(2)
     out = Path(out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    fp = cfg.fingerprint()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    t_start = time.perf_counter()
-    try:
+    with study_setup(cfg, out) as (runs, fp, t_start):
         # smallest nets first, every problem at each size: an interrupted run covers all problems
         todo = [(p, d, w) for w in sorted(cfg.widths) for d in sorted(cfg.depths)
                 for p in cfg.problems if _n_params(p, d, w) <= cfg.max_params]
@@ -264,6 +254,4 @@ def run_covariance_study(
         (out / "spectra.json").write_text(json.dumps(spectra, indent=1))
         write_covariance_report(out, rows, spectra, cfg, command=command, skipped=skipped,
                                 seconds=time.perf_counter() - t_start)
-    finally:
-        torch.set_num_threads(threads)
     return rows

@@ -10,9 +10,10 @@ with the same settings skips finished configurations, so an interrupted run resu
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -262,6 +263,29 @@ def _run_id(problem: str, depth: int, width: int) -> str:
     return f"{problem}-d{depth}-w{width}"
 
 
+@contextlib.contextmanager
+def study_setup(cfg: StudyConfig, out: Path) -> Iterator[tuple[Path, dict[str, Any], float]]:
+    """The shared start of a study run: check `cfg`'s problem names, set up JAX, create
+    ``out/runs`` and pin torch to one thread (chains and workers share the cores; torch work
+    here is small), restored on exit whatever happens.
+
+    Yields:
+        (the runs folder, ``cfg.fingerprint()``, the start time for the report's seconds).
+    """
+    for p in cfg.problems:
+        if p not in PROBLEMS:
+            raise ValueError(f"unknown problem {p!r}; allowed: {', '.join(PROBLEMS)}")
+    configure_jax(2)
+    runs = out / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield runs, cfg.fingerprint(), time.perf_counter()
+    finally:
+        torch.set_num_threads(threads)
+
+
 def run_configs(todo: list[tuple[str, int, int]], runs: Path, fp: dict, cfg: Any,
                 compute: Callable[[Problem, int, int], tuple[dict, dict]], *, desc: str,
                 progress: bool, summary: Callable[[dict], str]) -> list[dict]:
@@ -311,18 +335,8 @@ def run_study(
     from .report import write_report
 
     cfg = cfg or StudyConfig()
-    for p in cfg.problems:
-        if p not in PROBLEMS:
-            raise ValueError(f"unknown problem {p!r}; allowed: {', '.join(PROBLEMS)}")
-    configure_jax(2)
     out = Path(out)
-    runs = out / "runs"
-    runs.mkdir(parents=True, exist_ok=True)
-    fp = cfg.fingerprint()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # chains and workers share the cores; torch work here is small
-    t_start = time.perf_counter()
-    try:
+    with study_setup(cfg, out) as (runs, fp, t_start):
         conj_path = out / "conjugate.json"
         conj = json.loads(conj_path.read_text()) if conj_path.exists() else None
         if conj is None or conj.get("settings") != fp:
@@ -344,8 +358,6 @@ def run_study(
         (out / "agreement.json").write_text(json.dumps(rows, indent=1))
         write_report(out, rows, cfg, conj, command=command,
                      seconds=time.perf_counter() - t_start)
-    finally:
-        torch.set_num_threads(threads)
     return rows
 
 
