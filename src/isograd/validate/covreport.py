@@ -163,10 +163,9 @@ def covariance_md(rows: list[dict], spectra: list[dict], cfg: Any, *, command: s
 
 
 def plot_spectra(spectra: list[dict], rows: list[dict], path: Path) -> None:
-    import matplotlib
+    from ..evaluate.curves import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     trend = _trend(spectra, rows)
     fig, axes = plt.subplots(1, 3, figsize=(14, 4))
@@ -193,10 +192,9 @@ def plot_spectra(spectra: list[dict], rows: list[dict], path: Path) -> None:
 
 def plot_distortion(arrays: dict, title: str, path: Path) -> None:
     """log10(Σ-variance / MCMC variance) on the grid for `MAP_COVARIANCES` (training points)."""
-    import matplotlib
+    from ..evaluate.curves import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n_grid = int(arrays["n_grid"])
     shape = tuple(int(s) for s in arrays["grid_shape"])

@@ -165,10 +165,9 @@ def table_md(rows: list[dict], cfg: Any, conj: dict, *, command: str | None, sec
 
 def plot_trend(rows: list[dict], path: Path, estimator: str = "gn") -> None:
     """ρ (top) and r (bottom) against n_params, one line per problem, one column per depth."""
-    import matplotlib
+    from ..evaluate.curves import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
     import matplotlib.ticker
 
     depths = sorted({r["depth"] for r in rows})
@@ -205,10 +204,9 @@ def plot_trend(rows: list[dict], path: Path, estimator: str = "gn") -> None:
 
 def plot_map(arrays: dict, title: str, path: Path) -> None:
     """MCMC vs GN (and Laplace, and the aleatoric pair) side by side for one configuration."""
-    import matplotlib
+    from ..evaluate.curves import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     n_grid = int(arrays["n_grid"])
     shape = tuple(int(s) for s in arrays["grid_shape"])
