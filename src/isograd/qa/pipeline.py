@@ -162,18 +162,21 @@ def _dependents(name: str, out: Path) -> list[str]:
     return found
 
 
+_SINGLE_STAGES = ("generate", "grade", "score", "trace", "samples")  # one file each
+
+
 def _force(out: Path, names: Sequence[str], configs: dict[str, StageConfig]) -> None:
     """Redo the named stages ("baselines" = every baseline; a method name = its baseline):
     delete their rows and those of every stage that reads them."""
     for n in names:
         if n == "baselines":
             targets = [s for s in configs if s.startswith("baseline-")]
-        elif n in ("generate", "grade", "score", "trace", "samples"):
+        elif n in _SINGLE_STAGES:
             targets = [n]
         elif f"baseline-{n}" in configs:
             targets = [f"baseline-{n}"]
         else:
-            allowed = ["generate", "grade", "score", "trace", "samples", "baselines",
+            allowed = [*_SINGLE_STAGES, "baselines",
                        *(s[len("baseline-"):] for s in configs if s.startswith("baseline-"))]
             raise ValueError(f"--force-stage {n!r}: allowed: {', '.join(allowed)}")
         for t in targets:
