@@ -63,3 +63,20 @@ def test_sigma2_is_the_least_squares_solution():
     assert fit_sigma2(p, glp, (rng.uniform(size=n) < p).astype(int)).sigma2 >= 0.0
     with pytest.raises(DetectorError, match="equal length"):
         fit_sigma2(p, glp[:5], y)
+
+
+def test_sigma2_fit_reliability_and_figure(tmp_path):
+    rng = np.random.default_rng(3)
+    n = 2000
+    p = rng.uniform(0.05, 0.95, n)
+    glp = rng.lognormal(0, 1, n)
+    y = (rng.uniform(size=n) < p).astype(int)
+    fit = fit_sigma2(p, glp, y)
+    rel = fit.reliability(bins=5)
+    assert rel.count.sum() == n
+    # per bin: the mean total and the mean squared error of that bin's rows
+    order = np.argsort(fit.total, kind="stable")
+    assert rel.mean_prob[0] == pytest.approx(fit.total[order[:rel.count[0]]].mean())
+    assert rel.error_rate[0] == pytest.approx(fit.squared_error[order[:rel.count[0]]].mean())
+    fit.plot(tmp_path / "sigma2.png")
+    assert (tmp_path / "sigma2.png").stat().st_size > 1000

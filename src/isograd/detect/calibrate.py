@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -140,6 +141,23 @@ class Sigma2Fit:
     squared_error: NDArray[np.float64]
     mse: float
     mse_aleatoric_only: float
+
+    def reliability(self, bins: int = 10) -> Any:
+        """`isograd.evaluate.calibration.Reliability` of `total` against (y − p)²: mean total
+        and mean squared error per bin (equal-count bins); its ``ece`` is the weighted gap."""
+        from ..evaluate.calibration import binned
+
+        return binned(self.squared_error, self.total, bins=bins, binning="quantile")
+
+    def plot(self, path: str | Path, *, bins: int = 10, title: str = "") -> None:
+        """The calibration figure of `total`: mean (y − p)² against mean total per bin."""
+        from ..evaluate.calibration import plot_binned
+
+        rel = self.reliability(bins)
+        plot_binned(path, {f"total, σ² = {self.sigma2:.3g} (gap {rel.ece:.3f})": rel},
+                    xlabel="mean total = p(1−p) + σ²‖∇p‖² in the bin",
+                    ylabel="mean (y − p)² in the bin",
+                    title=title or "Is the σ²-fitted total the expected squared error?")
 
 
 def fit_sigma2(p: ArrayLike, grad_log_p: ArrayLike, correct: ArrayLike) -> Sigma2Fit:
