@@ -27,8 +27,10 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from ..lm.score import scalar_fields
 
 GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
 
@@ -47,22 +49,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def scalar_fields(result: Any, j: int) -> dict[str, Any]:
-    """Every per-row scalar of a dataclass result batch (tensors of shape [B]): row `j`'s value.
-
-    Generic on purpose: a field added to `isograd.lm.score`'s result flows into the rows.
-    """
-    import torch
-
-    out: dict[str, Any] = {}
-    for f in fields(result):
-        v = getattr(result, f.name)
-        if isinstance(v, torch.Tensor) and v.ndim == 1:
-            x = v[j].item()
-            out[f.name] = float(x) if isinstance(x, float) else int(x)
-    return out
 
 
 def _greedy_batch(env: Env, prompts: list[str]) -> list[Any]:
