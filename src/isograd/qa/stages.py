@@ -83,10 +83,10 @@ def _mc_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
                                        batch_size=env.batch_size))
     rows = []
     for j, q in enumerate(questions):
-        pick, p = int(s.pick[j]), float(s.p[j])
-        scores = {"p": p, "log_p": math.log(p) if p > 0 else None,
-                  "epistemic": float(s.epistemic[j]), "aleatoric": float(s.aleatoric[j]),
-                  "total": float(s.total[j]), "n_tokens": len(s.pick_token_ids[j]),
+        pick = int(s.pick[j])
+        # the generated-answer path's fields (score_choices' row: p, log p, ‖∇ log p‖², the
+        # embedding gradient, the per-block vector, ...)
+        scores = {**s.row(j),
                   # scoring the options is the prediction itself: K forwards + one backward
                   "cost_epistemic_s": t / len(questions),
                   "cost_epistemic_fwd": len(q.options) + 2.0,
