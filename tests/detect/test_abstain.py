@@ -115,3 +115,26 @@ def test_candidates_answering_no_row_do_not_block_the_others():
     thr = choose_threshold(s, w, alpha=0.2, delta=0.1)
     assert thr.threshold is not None and thr.threshold >= 0.4
     assert thr.error <= 0.2
+
+
+def test_answered_rows_are_those_mapie_certified():
+    import warnings
+
+    from mapie.risk_control import BinaryClassificationController
+
+    rng = np.random.default_rng(5)
+    # P(wrong) values sitting on and next to the grid points
+    s = np.concatenate([np.array(GRID) + e for e in (-1e-16, 0.0, 1e-16)])
+    s = np.clip(np.repeat(s, 10), 0.0, 1.0)
+    w = (rng.uniform(size=len(s)) < s / 2).astype(int)
+    thr = choose_threshold(s, w, alpha=0.2, delta=0.1)
+    assert thr.threshold in GRID
+    # MAPIE's own controller, calibrated on the same rows, predicts "correct" (answers) there
+    ctl = BinaryClassificationController(lambda x: np.column_stack([x, 1 - x]), "precision", 0.8,
+                                         confidence_level=0.9,
+                                         list_predict_params=np.array([1.0 - t for t in GRID]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ctl.calibrate(s, 1 - w)
+    assert ctl.best_predict_param == pytest.approx(1.0 - thr.threshold)
+    np.testing.assert_array_equal(thr.answers(s), ctl.predict(s) == 1)

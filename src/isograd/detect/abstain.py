@@ -12,9 +12,12 @@ most is chosen.
 Why Bonferroni–Holm (MAPIE's default) and not fixed-sequence testing: fixed sequence tests the
 strictest t first and stops at the first failure, so when the strictest thresholds answer no
 row at all (a detector whose P(wrong) never falls below, say, 0.2) it certifies nothing even
-where a looser t would pass. Holm costs a little coverage instead (measured on synthetic data
-with 4,000 calibration rows: 83% of the oracle's coverage, against 83% for fixed sequence at
-2,000 rows), and never fails that way.
+where a looser t would pass. Holm costs some coverage instead. Measured on synthetic data
+(s ~ U(0, 1), P(wrong | s) = s, α = 0.2, δ = 0.1, 200 calibration draws each): with 2,000
+calibration rows Holm answers 74% of what the oracle threshold answers and fixed sequence 83%;
+with 4,000 rows Holm reaches 83% (and 84% over the 1,000 draws of the test suite at 5,000).
+A candidate that answers no calibration row counts as not certified (MAPIE gives it a NaN
+p-value, which would stop its Holm loop: `_holm`).
 
 When no t is certified, the threshold is None and every row abstains: the caller is told
 plainly instead of answering everything.
@@ -22,6 +25,7 @@ plainly instead of answering everything.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Mapping
@@ -59,11 +63,15 @@ class Threshold:
     error: float | None
 
     def answers(self, p_error: ArrayLike) -> NDArray[np.bool_]:
-        """[N] True where a row is answered (never when `threshold` is None)."""
+        """[N] True where a row is answered (never when `threshold` is None).
+
+        P(wrong) <= t is evaluated as 1 − P(wrong) >= 1 − t, MAPIE's own comparison, so that
+        the rows answered are exactly those the certificate counted (no rounding gap).
+        """
         pe = np.asarray(p_error, dtype=np.float64)
         if self.threshold is None:
             return np.zeros(pe.shape, dtype=bool)
-        return pe <= self.threshold
+        return (1.0 - pe) >= (1.0 - self.threshold)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (the detector file's ``threshold`` block)."""
@@ -142,10 +150,12 @@ def choose_threshold(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float = 0.3
         warnings.simplefilter("ignore", UserWarning)
         ctl.calibrate(pe, 1 - w)
     lam = ctl.best_predict_param
-    t = None if lam is None else round(1.0 - float(lam), 10)
-    ans = pe <= t if t is not None else np.zeros(len(pe), dtype=bool)
+    # back to the grid value t (1 − (1 − t) may differ from t in the last bit)
+    t = None if lam is None else min(GRID, key=lambda g: abs((1.0 - g) - float(lam)))
+    out = Threshold(t, a, d, len(pe), 0.0, None)
+    ans = out.answers(pe)
     err = float(w[ans].mean()) if ans.any() else None
-    return Threshold(t, a, d, len(pe), float(ans.mean()), err)
+    return dataclasses.replace(out, coverage=float(ans.mean()), error=err)
 
 
 @dataclass(frozen=True)

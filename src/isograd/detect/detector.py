@@ -12,6 +12,7 @@ is documented on `Detector.to_dict`.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
@@ -322,7 +323,7 @@ def fit_detector(
         n_fit=len(fit_idx), isograd_version=__version__,
     )
     thr = choose_threshold(det.p_error(raw_cal), wrong_cal, alpha=alpha, delta=delta)
-    return Detector(**{**det.__dict__, "threshold": thr})
+    return dataclasses.replace(det, threshold=thr)
 
 
 def _fit_logistic(X: NDArray[np.float64], wrong: NDArray[np.int64], seed: int) -> tuple[Any, NDArray[np.float64]]:
