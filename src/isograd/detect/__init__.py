@@ -11,6 +11,8 @@ nothing from `isograd.lm` or `isograd.qa`, so that `isograd.lm.answer` can apply
 - `fit_sigma2`: σ² of the paper's total = p(1−p) + σ²‖∇p‖² against (y − p)².
 - `choose_threshold`: the certified answering threshold (MAPIE learn-then-test);
   `split_check`: the guarantee checked on random calibration/test splits.
+- `within_set`: out-of-fold AUROC, Brier, ECE, log-loss of the detector, the detector without
+  its gradient features (with a paired bootstrap), calibrated single scores, the σ² total.
 """
 
 from .abstain import GRID, SplitCheck, Threshold, choose_threshold, split_check
@@ -34,11 +36,13 @@ from .features import (
     MissingFeatureError,
     feature_names,
 )
+from .study import oof_calibrated, oof_detector, oof_sigma2_total, within_set, without_gradient
 
 __all__ = [
     "CALIBRATION_SHARE", "FORMAT_VERSION", "GRID", "SCALAR_FEATURES", "Calibration",
     "CalibrationMap", "Detector", "SplitCheck", "DetectorError", "DetectorFileError", "DetectorOutput",
     "Feature", "FeatureSet", "MissingFeatureError", "ModelMismatchError", "Sigma2Fit",
     "Threshold", "choose_threshold", "feature_names", "fit_calibrator", "fit_detector",
-    "fit_sigma2", "load_detector", "split_check", "wrong_labels",
+    "fit_sigma2", "load_detector", "oof_calibrated", "oof_detector", "oof_sigma2_total",
+    "split_check", "within_set", "without_gradient", "wrong_labels",
 ]

@@ -12,6 +12,7 @@ on labelled rows; `isograd.evaluate.calibration` then says how well calibrated `
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,7 +114,10 @@ def fit_calibrator(score: ArrayLike, wrong: ArrayLike, *,
         from sklearn.isotonic import IsotonicRegression
 
         iso = IsotonicRegression(out_of_bounds="clip", increasing="auto", y_min=0.0, y_max=1.0)
-        iso.fit(s, w)
+        with warnings.catch_warnings():
+            # a score unrelated to the labels is a result to report, not a warning per fold
+            warnings.filterwarnings("ignore", message=".*Determination of ``increasing``")
+            iso.fit(s, w)
         return CalibrationMap(kind, tuple(map(float, iso.X_thresholds_)),
                               tuple(map(float, iso.y_thresholds_)))
     from sklearn.linear_model import LogisticRegression

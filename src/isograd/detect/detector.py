@@ -312,9 +312,16 @@ def fit_detector(
         raw_cal = raw_matrix(calibration_rows, names)
         wrong_cal = wrong_labels(calibration_rows, calibration_labels)
     feats = make_features(names, raw[fit_idx])
-    model, oof = _fit_logistic(transform(feats, raw[fit_idx]), wrong[fit_idx], seed)
+    X, y = transform(feats, raw[fit_idx]), wrong[fit_idx]
+    model = fit_logistic(X, y, seed=seed)
     scaler, lr = model.named_steps["standardscaler"], model.named_steps["logisticregression"]
-    cmap = fit_calibrator(oof, wrong[fit_idx], method=cal_kind)
+    if cal_kind is Calibration.NONE:
+        cmap = CalibrationMap(cal_kind)
+    else:  # the map is fitted on out-of-fold predictions at the chosen C
+        from sklearn.model_selection import cross_val_predict
+
+        oof = cross_val_predict(model, X, y, cv=inner_cv(y, seed), method="predict_proba")[:, 1]
+        cmap = fit_calibrator(oof, y, method=cal_kind)
     det = Detector(
         features=tuple(feats), mean=_floats(scaler.mean_), scale=_floats(scaler.scale_),
         coef=_floats(lr.coef_[0]), intercept=float(lr.intercept_[0]), C=float(lr.C),
@@ -326,23 +333,32 @@ def fit_detector(
     return dataclasses.replace(det, threshold=thr)
 
 
-def _fit_logistic(X: NDArray[np.float64], wrong: NDArray[np.int64], seed: int) -> tuple[Any, NDArray[np.float64]]:
-    """The standardised L2 logistic regression with C chosen by inner CV (log-loss), refitted
-    on all of X, and its out-of-fold P(wrong) at that C."""
+def inner_cv(wrong: NDArray[np.int64], seed: int) -> Any:
+    """The stratified folds of the inner cross-validation (`FOLDS`, fewer for a rare class).
+
+    Raises:
+        DetectorError: fewer than 2 rows of either class.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    minority = int(min(wrong.sum(), len(wrong) - wrong.sum()))
+    if minority < 2:
+        raise DetectorError(f"fitting needs at least 2 correct and 2 wrong answers among the "
+                            f"fitting rows, got {minority} of the rarer class")
+    return StratifiedKFold(n_splits=min(FOLDS, minority), shuffle=True, random_state=seed)
+
+
+def fit_logistic(X: NDArray[np.float64], wrong: NDArray[np.int64], *, seed: int = 0) -> Any:
+    """The standardised L2 logistic regression of `wrong` on features `X` [N, F], its C chosen
+    from `C_GRID` by inner stratified CV (log-loss) and refitted on all rows: a scikit-learn
+    pipeline (``standardscaler``, ``logisticregression``)."""
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import GridSearchCV, StratifiedKFold, cross_val_predict
+    from sklearn.model_selection import GridSearchCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    minority = int(min(wrong.sum(), len(wrong) - wrong.sum()))
-    k = min(FOLDS, minority)
-    if k < 2:
-        raise DetectorError(f"fitting needs at least 2 correct and 2 wrong answers among the "
-                            f"fitting rows, got {minority} of the rarer class")
-    cv = StratifiedKFold(n_splits=k, shuffle=True, random_state=seed)
     pipe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=5000))
-    search = GridSearchCV(pipe, {"logisticregression__C": list(C_GRID)}, cv=cv,
-                          scoring="neg_log_loss")
+    search = GridSearchCV(pipe, {"logisticregression__C": list(C_GRID)},
+                          cv=inner_cv(wrong, seed), scoring="neg_log_loss")
     search.fit(X, wrong)
-    oof = cross_val_predict(search.best_estimator_, X, wrong, cv=cv, method="predict_proba")[:, 1]
-    return search.best_estimator_, oof
+    return search.best_estimator_
