@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from isograd import distributed as dd
+from isograd.lm.fsdp import Shard, shard_model
+from isograd.rows import ranks as dd
 
 
 def write(path, ids, extra=""):
@@ -59,6 +60,6 @@ def test_outside_torchrun_one_rank_and_no_sharding(monkeypatch):
     assert dd.device_for("cuda", dd.Rank()) == "cuda"
     assert dd.device_for("cuda", dd.Rank(1, 2, 1)) == "cuda:1"
     with pytest.raises(ValueError, match="torchrun"):
-        dd.shard_model(object(), dd.Rank())
+        shard_model(object(), dd.Rank())
     with pytest.raises(ValueError, match="none.*fsdp"):
-        dd.Shard.parse("zero3")
+        Shard.parse("zero3")

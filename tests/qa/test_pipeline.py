@@ -17,8 +17,12 @@ import pytest
 
 import isograd.qa.stages as S
 from isograd.lm import qa_prompt, score
-from isograd.qa.pipeline import RunMismatchError, convert_run, read_rows, run_qa, score_file
-from isograd.qa.stagefiles import RunLockedError, run_lock
+from isograd.qa.legacy import convert_run
+from isograd.qa.pipeline import run_qa
+from isograd.qa.score_pairs import score_file
+from isograd.rows.files import read_rows
+from isograd.rows.lock import RunLockedError, run_lock
+from isograd.rows.stagefiles import RunMismatchError
 
 from .conftest import KW, METHODS, QUESTIONS, STAGE_FILES, no_cost, stage_rows
 

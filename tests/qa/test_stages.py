@@ -10,7 +10,9 @@ import shutil
 import pytest
 
 import isograd.qa.stages as S
-from isograd.qa.pipeline import RunMismatchError, read_rows, run_qa
+from isograd.qa.pipeline import run_qa
+from isograd.rows.files import read_rows
+from isograd.rows.stagefiles import RunMismatchError
 
 from .conftest import KW, METHODS, QUESTIONS, no_cost
 
