@@ -22,10 +22,10 @@ def quieted(quiet: bool) -> Iterator[None]:
         return
     saved_env = os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS")
     os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] = "1"
+    bars = _hf_bars(False)  # first: importing transformers configures its loggers
     levels = {name: logging.getLogger(name).level for name in _LOGGERS}
     for name in _LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
-    bars = _hf_bars(False)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
