@@ -91,7 +91,7 @@ def score_file(input: str | Path, out: str | Path, *,
 
     o = SCORE.resolve(options)
     pred, cov, rule = o["prediction"], o["covariance"], o["layer_scale"]
-    style = (o["prompt"] or SCORE["prompt"].legacy) if o["as_question"] else None
+    style = o["prompt"] if o["as_question"] else None
     load = load_options(o, check_device_=False)
     sharded = Shard.parse(o["shard"]) is Shard.FSDP
     if sharded and load.get("device_map") is not None:
