@@ -52,8 +52,8 @@ class Option:
         flag: the command-line flag, when not derived from `name`.
         cli: offered on the command line.
         cli_default: the command-line default, when it differs from `default`.
-        parse: the command line's value -> the Python value (e.g. "a,b" -> ("a", "b")).
-        check: a parse-time check of the command-line value (raise ValueError to refuse).
+        parse: the command line's value -> the Python value (e.g. "a,b" -> ("a", "b")); run
+            while parsing too, so a ValueError it raises refuses the value there.
         coerce: a Python value -> its canonical form, checked (e.g. a list of names -> a
             tuple, each known); applied by `Options.resolve`.
     """
@@ -72,7 +72,6 @@ class Option:
     cli: bool = True
     cli_default: Any = NEW
     parse: Callable[[Any], Any] | None = None
-    check: Callable[[Any], Any] | None = None
     coerce: Callable[[Any], Any] | None = None
 
     @property
@@ -237,8 +236,8 @@ def _factory(value: Any) -> Callable[[], Any]:
 
 
 def _callback(o: Option, extra: Callable[[Any], Any] | None) -> Callable[[Any], Any] | None:
-    """The parse-time check of `o`: its Choice, range and own check, then `extra`."""
-    if o.choice is None and not o.positive and o.check is None and extra is None:
+    """The parse-time check of `o`: its Choice, range and `parse`, then `extra`."""
+    if o.choice is None and not o.positive and o.parse is None and extra is None:
         return None
 
     def check(value: Any) -> Any:
@@ -250,8 +249,8 @@ def _callback(o: Option, extra: Callable[[Any], Any] | None) -> Callable[[Any], 
                     o.choice.parse(value)
                 if o.positive and not value > 0:
                     raise ValueError(f"must be > 0, got {value}")
-                if o.check is not None:
-                    o.check(value)
+                if o.parse is not None:
+                    o.parse(value)
             except ValueError as e:
                 raise typer.BadParameter(str(e)) from None
         return extra(value) if extra is not None else value

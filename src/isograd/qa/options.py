@@ -100,7 +100,7 @@ QA = Options((
            "$ISOGRAD_DATA, else the packaged copy).", stages=("generate",), recorded=True),
     Option("limit", None, "Only the first N questions (file order).", type=int, min=1),
     Option("methods", ALL_METHODS, "Comma-separated baselines, 'all' or 'none'.",
-           recorded=True, cli_default="all", parse=method_names, check=method_names,
+           recorded=True, cli_default="all", parse=method_names,
            coerce=method_names),
     SCORING["prediction"],
     SCORING["prompt"],
@@ -125,7 +125,7 @@ QA = Options((
     SCORING["last_layers"],
     Option("baseline_options", {}, "Baseline option METHOD.KEY=VALUE (repeatable), e.g. "
            "semantic_entropy.entailment=embedding.", type=list[str], flag="--option",
-           recorded=True, cli_default=None, parse=parse_options, check=parse_options),
+           recorded=True, cli_default=None, parse=parse_options),
     Option("subset", None, "Run the costly stages (trace, samples, baselines) on the first N "
            "questions only; each method is evaluated on the questions that have it.", type=int,
            min=1, recorded=True),
