@@ -117,7 +117,7 @@ QA = Options((
     LOAD["dtype"],
     LOAD["device"],
     SCORING["norm_method"],
-    Option("judge", "auto", "Grading rule (see isograd.qa.grading.Judge)", choice=Judge,
+    Option("judge", "auto", "Grading rule (isograd.qa.grading.Judge)", choice=Judge,
            stages=("grade",), recorded=True),
     SCORING["trace"].replace(help="Also score every answer token (the trace stage: methods "
                              "epistemic_token_max/mean, per-row profiles); ~T times the score."),
