@@ -293,7 +293,7 @@ def fit_detector(
     Returns:
         The fitted `Detector`.
     """
-    from .. import __version__
+    from .._version import __version__
 
     check_level("alpha", alpha)
     check_level("delta", delta)

@@ -30,7 +30,7 @@ from torch import nn
 
 from ..norms.api import Method, sq_grad_norms
 from .batching import encode_pairs, input_device, logits_at, pad_id, pair_batch, to_device
-from .score import scalar_fields, token_logprobs
+from .score import answer_token_logprobs, scalar_fields
 from .signals import capture_embedding_grad, group_norms
 
 
@@ -100,7 +100,7 @@ def _rows_fn(saved: dict[str, Any]):
     """fn(model, batch) -> log softmax-probability of the picked option [Q] (rows layout)."""
 
     def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, mask = token_logprobs(m, b)
+        tok, mask = answer_token_logprobs(m, b)
         ll = tok.sum(1)  # [R] summed log-likelihood of each option row
         out = []
         for q in range(b["question"].shape[0]):
@@ -220,7 +220,7 @@ def _packed_works(model: nn.Module, item: tuple[list[int], list[list[int]]], pad
         with torch.no_grad():
             ll, _ = _packed_logliks(model, _packed_batch([item], pad, dtype, device))
             b = _rows_batch([item], pad, device)
-            ref = token_logprobs(model, b)[0].sum(1)
+            ref = answer_token_logprobs(model, b)[0].sum(1)
         ok = bool(torch.allclose(ll[0].double(), ref.double(), rtol=1e-4, atol=1e-4))
     except Exception:  # noqa: BLE001 - any failure means: use the rows path
         ok = False

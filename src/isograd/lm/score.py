@@ -149,7 +149,7 @@ def scalar_fields(result: Any, j: int) -> dict[str, Any]:
     return out
 
 
-def token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def answer_token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities [B, T] of the tokens at the answer positions and their mask [B, T]."""
     ans = batch["answer_mask"]
     # logits at position t predict token t+1: keep only the span that predicts answer tokens
@@ -227,7 +227,7 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     """fn(model, batch) -> log p [B] for sq_grad_norms; stashes detached values in `saved`."""
 
     def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, mask = token_logprobs(m, b)
+        tok, mask = answer_token_logprobs(m, b)
         saved["tok"], saved["mask"] = tok.detach(), mask
         lp = _log_p(tok, mask, pred)
         saved["log_p"] = lp.detach().double()

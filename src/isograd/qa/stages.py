@@ -2,7 +2,7 @@
 
 Each ``*_rows`` function takes a batch of questions (and the upstream rows it needs) and returns
 one row per question, keyed by ``id``; `isograd.qa.pipeline` runs them through the one stage
-loop (`isograd.distributed.run_rows`). Row fields per stage:
+loop (`isograd.rows.runner.run_rows`). Row fields per stage:
 
 * ``generate``: ``question, prompt, answer, token_ids, token_logprobs, empty_answer,
   cost_generate_s``; multiple choice (MC1) adds ``pick, label, option_logliks`` and, since
@@ -24,6 +24,7 @@ Costs are per question: a batch's seconds divided by its size.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -43,6 +44,12 @@ class Env:
     tokenizer: Any
     cfg: Any  # QAConfig
     batch_size: int = 1
+
+
+def question_seed(seed: int, qid: str) -> int:
+    """Per-question seed: independent of order, limit and interruptions."""
+    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
+    return h % (2**31 - 1)
 
 
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -80,7 +87,7 @@ def _mc_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
     prompts = [mc_prompt(env.tokenizer, q.question, env.cfg.prompt) for q in questions]
     s, t = timed(lambda: score_choices(env.model, env.tokenizer, prompts,
                                        [list(q.options) for q in questions],
-                                       batch_size=env.batch_size))
+                                       batch_size=env.batch_size, method=env.cfg.norm_method))
     rows = []
     for j, q in enumerate(questions):
         pick = int(s.pick[j])
@@ -197,7 +204,7 @@ def _alternatives(env: Env, prompts: list[str], ids: list[list[int]], s: Any,
 
 def _prompt(g: dict[str, Any]) -> str:
     if "prompt" not in g or "token_ids" not in g:
-        from .runfiles import RunMismatchError
+        from ..rows.stagefiles import RunMismatchError
 
         raise RunMismatchError(f"question {g['id']}: its generate row (converted from the earlier "
                                "format) lacks the prompt and token ids; pass --force-stage generate")
@@ -208,7 +215,6 @@ def sample_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) 
     """The ``samples`` stage: K sampled answers per question, shared by the sampling methods;
     a per-question seed makes them independent of order and interruptions."""
     from ..lm import sample_answers
-    from .runfiles import question_seed
 
     cfg = env.cfg
     out = []
