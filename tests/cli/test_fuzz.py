@@ -34,6 +34,9 @@ NO_CUDA = not torch.cuda.is_available()
 # {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model
 SCORE = ["score", "--quiet", "--model", "{M}"]
 QA = ["qa", "--quiet", "--model", "{M}", "--out", "{T}/new-run"]
+# {DONE}: a finished run of the tiny model on {DONE_QS}, copied into the test's folder
+DONE = ["qa", "--quiet", "--model", "{M}", "--dataset", "{DONE_QS}", "--methods", "none",
+        "--max-new-tokens", "4", "--out", "{DONE}"]
 CASES: list[tuple[str, list[str], list[str]]] = [
     # ---- isograd score: the --input file
     ("score-truncated-jsonl", [*SCORE, "--input", "{F}/pairs_truncated.jsonl", "--out", "{T}/o.jsonl"],
@@ -151,6 +154,28 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("qa-model-not-a-model", ["qa", "--dataset", "{QS}", "--out", "{T}/r", "--model", "{NOTMODEL}"],
      ["'--model'", "not a model folder"]),
     ("qa-missing-dataset", ["qa", "--out", "{T}/r"], ["'--dataset'"]),
+    # ---- detectors: isograd qa --detector on a finished run, isograd score --detector,
+    # isograd fit-detector
+    *[(f"qa-detector-{name}", [*DONE, "--detector", f"{{F}}/{file}"], expect)
+      for name, file, expect in (
+          ("corrupt", "detector_corrupt.json", ["corrupt detector file"]),
+          ("future-version", "detector_future_version.json", ["format 99", "newer"]),
+          ("missing-feature", "detector_missing_feature.json", ["'no_such_field'", "missing"]),
+          ("other-model", "detector_other_model.json", ["'other-model'", "allow_model_mismatch"]))],
+    ("score-detector-corrupt", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                "--detector", "{F}/detector_corrupt.json"], ["corrupt detector file"]),
+    ("score-detector-other-model", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                    "--detector", "{F}/detector_other_model.json"], ["'other-model'"]),
+    ("fit-detector-unlabelled-run", ["fit-detector", "{F}/run_unlabelled", "--out", "{T}/d.json"],
+     ["run_unlabelled", "no 'correct' label"]),
+    ("fit-detector-missing-feature", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                      "{T}/d.json", "--features", "model-agnostic"],
+     ["'grad_log_p'", "missing"]),
+    ("fit-detector-not-a-run", ["fit-detector", "{T}", "--out", "{T}/d.json"], ["no scores.jsonl"]),
+    ("fit-detector-alpha-above-one", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                      "{T}/d.json", "--alpha", "1.5"], ["alpha"]),
+    ("fit-detector-unknown-features", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                       "{T}/d.json", "--features", "all"], ["'--features'", "model-agnostic"]),
     # ---- isograd validate
     ("validate-unknown-problem", ["validate", "--out", "{T}/v", "--problems", "binary_linear,moons"],
      ["'--problems'", "moons", "binary_xor"]),
@@ -168,8 +193,22 @@ def model_dir(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.fixture(scope="module")
+def finished(model_dir, tmp_path_factory):
+    """A finished `isograd qa` run of the tiny model (the questions file, the run folder)."""
+    from isograd.qa.pipeline import run_qa
+
+    root = tmp_path_factory.mktemp("finished")
+    qs = root / "qs.jsonl"
+    qs.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answers": [str(2 * i)]})
+                          + "\n" for i in range(4)))
+    run_qa(root / "run", model=str(model_dir), dataset=str(qs), methods=(), max_new_tokens=4,
+           progress=False)
+    return qs, root / "run"
+
+
 @pytest.fixture
-def world(tmp_path, model_dir):
+def world(tmp_path, model_dir, finished):
     """The corpus copy, valid inputs and the existing outputs a failing command must not touch."""
     corpus = tmp_path / "fuzz"
     shutil.copytree(CORPUS, corpus)
@@ -190,7 +229,9 @@ def world(tmp_path, model_dir):
     notmodel = tmp_path / "notmodel"
     notmodel.mkdir()
     (notmodel / "config.json").write_text('{"model_type": "llama"}')
+    shutil.copytree(finished[1], tmp_path / "done")
     return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "RUN": str(run),
+            "DONE": str(tmp_path / "done"), "DONE_QS": str(finished[0]),
             "SCORED": str(scored), "PAIRS": str(pairs), "QS": str(qs),
             "BLOCK": str(tmp_path / "blocker"), "NOTMODEL": str(notmodel)}
 
@@ -227,7 +268,8 @@ def test_bad_input_one_line_exit_2_nothing_changed(world, tmp_path, monkeypatch,
     assert _snapshot(tmp_path) == before  # every file byte-identical, and no new file
 
 
-@pytest.mark.parametrize("case", ["score-truncated-jsonl", "qa-registered-dataset-bad-copy"])
+@pytest.mark.parametrize("case", ["score-truncated-jsonl", "qa-registered-dataset-bad-copy",
+                                  "fit-detector-unlabelled-run"])
 def test_real_process(world, tmp_path, case):
     """The installed entry point as a user runs it (a warning, if any, is one line too)."""
     args, expect = next(c[1:] for c in CASES if c[0] == case)

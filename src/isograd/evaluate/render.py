@@ -138,4 +138,26 @@ def render_report(metrics: Mapping[str, Any], labels: Mapping[str, str] | None =
         text += "\n" + section2
     default = (metrics.get("config") or {}).get("prediction", "")
     section = predictions_markdown(metrics.get("predictions") or {}, default)
-    return text + "\n" + section if section else text
+    text = text + "\n" + section if section else text
+    det = metrics.get("detector")
+    return text + "\n" + detector_markdown(det) if det else text
+
+
+def detector_markdown(det: Mapping[str, Any]) -> str:
+    """The detector section of report.md (``metrics["detector"]``): calibration and abstention."""
+    t = det["threshold"]
+    rule = (f"answer when P(wrong) <= {t:.2f}" if t is not None else
+            f"no threshold met alpha = {det['alpha']:g}: every question abstains")
+    err = det["error_answered"]
+    lines = ["## Detector: P(wrong) and abstention", "",
+             f"Features: {', '.join(det['features'])}. Threshold chosen on "
+             f"{det['n_calibration']} calibration rows for an error rate among the answered "
+             f"of at most alpha = {det['alpha']:g} with probability >= 1 - delta = "
+             f"{1 - det['delta']:g}: {rule}.", "",
+             "| n | ECE | Brier | log-loss | coverage (share answered) | error among answered |",
+             "| --- | --- | --- | --- | --- | --- |",
+             f"| {det['n']} | {det['ece']:.3f} | {det['brier']:.3f} | {det['log_loss']:.3f} | "
+             f"{det['coverage']:.3f} | {_fmt(err, 3)} |", "",
+             "Reliability diagram: reliability.png; risk–coverage with the alpha line and the "
+             "chosen threshold: risk_coverage.png.", ""]
+    return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The files of an evaluated run: metrics.json, report.md and the figures (roc.png,
-risk_coverage.png, token_profile.png when rows hold per-token profiles); reading scores.jsonl.
+risk_coverage.png, token_profile.png when rows hold per-token profiles, reliability.png with a
+detector); reading scores.jsonl.
 
 The numbers come from :mod:`isograd.evaluate.table`, the text and plot from
 :mod:`isograd.evaluate.render`; this module only writes and reads.
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import plot_reliability
 from .curves import plot_risk_coverage, plot_token_profiles
 from .paper import method_label
 from .render import plot_roc, render_report
@@ -63,8 +65,17 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
         plot_roc(p, y, oriented, title, labels)
         written.append(p)
         p = out / "risk_coverage.png"
-        plot_risk_coverage(p, y, oriented, {m: method_label(m, labels) for m in oriented}, title)
+        det = metrics.get("detector")
+        chosen = ({"detector's threshold": (det["coverage"], det["error_answered"])}
+                  if det and det["error_answered"] is not None else None)
+        plot_risk_coverage(p, y, oriented, {m: method_label(m, labels) for m in oriented}, title,
+                           alpha=det["alpha"] if det else None, chosen=chosen)
         written.append(p)
+        if det and "p_error" in oriented:
+            p = out / "reliability.png"
+            plot_reliability(p, y, {method_label("p_error", labels): oriented["p_error"]},
+                             title=f"Reliability · {title}")
+            written.append(p)
         p = out / "token_profile.png"
         if plot_token_profiles(p, rows, title):
             written.append(p)

@@ -89,6 +89,14 @@ THREADS = Option("threads", None, "Torch CPU threads for the call (1 is fastest 
                  "machine; keep it fixed within a run: it can change float rounding).", type=int,
                  min=1)
 
+DETECTOR = Options((
+    Option("detector", None, "A detector file (isograd fit-detector): adds p_error and abstain "
+           "to every row; on a finished run only these and the report are computed."),
+    Option("allow_model_mismatch", False, "Apply a detector fitted on another model (the "
+           "model check only; a missing feature still stops).", type=bool),
+))
+"""The detector options of ``isograd qa`` and ``isograd score``."""
+
 # the order of the recorded options is that of a run's config.json
 QA = Options((
     LOAD["model"],
@@ -139,6 +147,7 @@ QA = Options((
     SCORING["batch_size"].replace(help="Questions per generation batch and per "
                                   "forward+backward of the score stage."),
     THREADS,
+    *DETECTOR,
     Option("progress", True, "Show a progress bar per stage.", type=bool, cli=False),
 ))
 """Every option of `isograd.qa.pipeline.run_qa` (and of ``isograd qa`` but ``--convert`` and
@@ -153,6 +162,7 @@ SCORE = (LOAD + SCORING.without("trace", "batch_size") + Options((
     Option("shard", "none", "Under torchrun: a model copy per rank, or FSDP2's split of the "
            "weights across the ranks", choice=Shard),
     THREADS,
+    *DETECTOR,
     Option("progress", True, "Show a progress bar.", type=bool, cli=False),
 ))).with_(prompt={"help": "With --as-question: prompt style", "stages": (),
                   "legacy": "short", "cli_default": None})

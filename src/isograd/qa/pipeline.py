@@ -23,6 +23,9 @@ the evaluate stage in `isograd.qa.evaluation`, the files and the one row loop in
 * ``evaluate`` joins the stage rows of the requested questions, computes the combined scores
   and the metrics, and writes the reports and a joined ``scores.jsonl`` view (with
   ``combined``); it never writes into a stage file.
+* ``detector``: a detector file (``isograd fit-detector``) adds each row's ``p_error`` and
+  ``abstain`` and the detector's section of the report; on a finished run that is all it
+  computes (every stage's rows are there: no model is loaded, no gradient recomputed).
 * ``DIR/run.lock`` refuses a second run on the same DIR while the first is alive.
 * A run folder of the earlier single-file format (scores.jsonl + config.json) is converted by
   `isograd.qa.legacy.convert_run` (``isograd qa --convert DIR``): its rows are split into stage files, nothing is
@@ -91,6 +94,12 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
     recorded = {k: v for k, v in o.items() if k in QAConfig.__dataclass_fields__}
     cfg = QAConfig(**{**recorded, "data": str(o["data"]) if o["data"] else None})
     baselines = make_baselines(cfg)  # unknown method names fail before anything is written
+    detector = None
+    if o["detector"]:  # a bad file or another model fails before anything is written
+        from ..detect import load_detector
+
+        detector = load_detector(o["detector"], model_id=cfg.model, revision=o["revision"],
+                                 allow_model_mismatch=o["allow_model_mismatch"])
     questions = load_dataset(cfg.dataset, data=o["data"], limit=o["limit"])
     outp = Path(out)
     saved_threads = torch.get_num_threads()
@@ -120,7 +129,8 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
             score_cfg = read_config(outp, "score")
             metrics = evaluate_run(outp, cfg.to_json(), [q.id for q in questions],
                                    score_prediction=score_cfg.options["prediction"]
-                                   if score_cfg else cfg.prediction, command=command)
+                                   if score_cfg else cfg.prediction, command=command,
+                                   detector=detector)
         barrier(rank)  # the job ends with the report written
         return metrics
 

@@ -79,6 +79,9 @@ def score_file(input: str | Path, out: str | Path, *,
     Under torchrun each rank scores its share into its own part file and rank 0 merges them into
     `out` in input order (`isograd.rows.ranks`); `shard` "fsdp" shards the model across ranks.
 
+    With `detector` (a file of ``isograd fit-detector``; ``allow_model_mismatch`` skips its
+    model check), every output row also gets ``p_error`` and ``abstain``.
+
     Returns:
         The number of pairs scored by this call (by all ranks together).
     """
@@ -100,6 +103,12 @@ def score_file(input: str | Path, out: str | Path, *,
     if sharded and Method.parse(o["norm_method"]) is Method.LOOP:
         raise ValueError("--shard fsdp needs --norm-method auto or ghost: the loop engine "
                          "cannot see one example's gradient when FSDP2 reduce-scatters it")
+    detector = None
+    if o["detector"]:  # a bad file or another model fails before anything is written
+        from ..detect import load_detector
+
+        detector = load_detector(o["detector"], model_id=o["model"], revision=o["revision"],
+                                 allow_model_mismatch=o["allow_model_mismatch"])
     pairs = _read_pairs(Path(input))
     outp = Path(out)
     recorded = {"prompt_style": style,
@@ -110,6 +119,7 @@ def score_file(input: str | Path, out: str | Path, *,
     _check_rows(rows, outp, recorded)
     if {r["id"] for r in rows} >= {p[0] for p in pairs}:
         ranks.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
+        _judge(outp, detector, rank)
         return 0
     loaded_: list[tuple[Any, Any]] = [loaded] if loaded is not None else []
 
@@ -136,10 +146,22 @@ def score_file(input: str | Path, out: str | Path, *,
     try:
         # FSDP2 gathers weights collectively: every rank runs as many batches as the
         # largest share needs
-        return run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=o["batch_size"],
-                        lockstep=sharded, desc="score", progress=o["progress"])
+        n = run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=o["batch_size"],
+                     lockstep=sharded, desc="score", progress=o["progress"])
     finally:
         torch.set_num_threads(saved)
+    _judge(outp, detector, rank)
+    return n
+
+
+def _judge(outp: Path, detector: Any, rank: Any) -> None:
+    """With a detector, every row of `outp` gets its ``p_error`` and ``abstain`` (rank 0 rewrites
+    the finished file; the scores stay, so a missing feature costs no recomputation)."""
+    if detector is None or not rank.main:
+        return
+    from ..rows.files import read_rows, rewrite_rows
+
+    rewrite_rows(outp, detector.annotate(read_rows(outp)))
 
 
 score_file.__signature__ = SCORE.signature(  # type: ignore[attr-defined]
