@@ -37,7 +37,7 @@ def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, tit
     ax.set_title(title, fontsize=10)
     ax.legend(**legend)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend outside the axes included
 
 
 def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],

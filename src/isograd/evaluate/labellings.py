@@ -73,17 +73,17 @@ def labellings_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str]) -
              f"The two labels agree on {sec['agreement']:.1%} of the answers.", "",
              ]
     subset = any(e.get("n", sec["n"]) != sec["n"] for e in sec["methods"].values())
-    lines += ["| method | n | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+    lines += ["| method | n | AUROC, first label | AUROC, token F1 (± bootstrap std) |",
               "| --- | --- | --- | --- |"] if subset else [
-              "| method | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+              "| method | AUROC, first label | AUROC, token F1 (± bootstrap std) |",
               "| --- | --- | --- |"]
 
     def f(x: float | None) -> str:
         return "–" if x is None else f"{x:.2f}"
 
     for m, e in sec["methods"].items():
-        second = (f"{e['auroc_second_mean']:.2f} ± {e['auroc_second_std']:.2f}"
-                  if e.get("auroc_second_mean") is not None else "–")
+        second = (f"{e['auroc_second']:.2f} ± {e['auroc_second_std']:.2f}"
+                  if e.get("auroc_second") is not None else "–")
         nv = f" {e.get('n', '?')} |" if subset else ""
         lines.append(f"| {labels.get(m, m)} |{nv} {f(e['auroc_first'])} | {second} |")
     return "\n".join(lines) + "\n"

@@ -20,8 +20,8 @@ import numpy as np
 from .calibration import plot_reliability
 from .curves import plot_risk_coverage, plot_token_profiles
 from .paper import method_label
-from .render import plot_roc, render_report
-from .table import oriented_columns
+from .render import answers_markdown, plot_roc, render_report
+from .table import REFERENCE, oriented_columns
 
 
 def _jsonable(x: Any) -> Any:
@@ -41,7 +41,8 @@ def _jsonable(x: Any) -> Any:
 def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
                  rows: Sequence[Mapping[str, Any]],
                  labels: Mapping[str, str] | None = None) -> list[Path]:
-    """Write metrics.json, report.md (`render_report`) and roc.png (roc.png skipped with a warning without matplotlib).
+    """Write metrics.json, report.md (`render_report`), answers.md (every question, worst
+    first: `answers_markdown`) and the figures (skipped with a warning without matplotlib).
 
     Args:
         labels: report names of methods this package does not name itself (`method_label`).
@@ -59,6 +60,12 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
     p.write_text(render_report(metrics, labels), encoding="utf-8")
     written.append(p)
     y, oriented = oriented_columns(rows, metrics)
+    by = next((m for m in ("p_error", REFERENCE, "epistemic") if m in oriented), None)
+    p = out / "answers.md"
+    worst = oriented[by] if by else np.zeros(len(rows))
+    p.write_text(answers_markdown(rows, worst, method_label(by, labels) if by else "file order",
+                                  "p_error" in oriented), encoding="utf-8")
+    written.append(p)
     try:
         p = out / "roc.png"
         title = f"{metrics.get('dataset') or ''} · {metrics.get('model') or ''}"
