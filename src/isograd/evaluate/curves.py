@@ -36,7 +36,8 @@ def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, tit
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(**legend)
-    fig.tight_layout()
+    if "bbox_to_anchor" not in legend:  # a legend outside keeps the axes' own size
+        fig.tight_layout()
     fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend outside the axes included
 
 

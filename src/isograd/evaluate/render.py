@@ -137,6 +137,7 @@ def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray]
     """ROC curve of each score (matplotlib, Agg backend); `labels` as in `method_label`."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.set_aspect("equal")
     colours = plt.get_cmap("tab20")
     try:
         ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls=(0, (1, 3)))
