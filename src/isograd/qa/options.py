@@ -101,7 +101,8 @@ DETECTOR = Options((
 QA = Options((
     LOAD["model"],
     Option("dataset", "truthfulqa-gen", "truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
-           "triviaqa-150 | nq-open, or the path of your own .jsonl/.csv (question + "
+           "triviaqa-150 | nq-open | arc-easy-train | arc-easy-validation | arc-easy-test, or "
+           "the path of your own .jsonl/.csv (question + "
            "answers/answer, or question + choices + label).", stages=("generate",),
            recorded=True, cli_default=None),
     Option("data", None, "Another copy of a registered dataset: a file or folder (default: "
