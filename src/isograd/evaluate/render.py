@@ -85,9 +85,13 @@ def render_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str] | None
         cfg = metrics.get("config") or {}
         ts = cfg.get("trace_subset")
         trace = f", the per-token trace on the first {ts} (`--trace-subset`)" if ts else ""
-        lines.append(f"\nn (incorrect): the questions each method was evaluated on. The costly "
-                     f"methods ran on the first {cfg.get('subset') or metrics['n']} questions "
-                     f"only (`--subset`){trace}, the gradient scores on all {metrics['n']}; "
+        per = cfg.get("method_subsets") or {}
+        ran = (f"The costly methods ran on the first {cfg.get('subset') or metrics['n']} "
+               "questions only (`--subset`)") if not per else (
+            "Each costly method ran on its own first questions (`--method-subset`: "
+            + ", ".join(f"{method_label(m, labels)} {n}" for m, n in per.items()) + ")")
+        lines.append(f"\nn (incorrect): the questions each method was evaluated on. {ran}"
+                     f"{trace}, the gradient scores on all {metrics['n']}; "
                      f"comparisons with the combined score use the questions both have.")
     if metrics.get("combined_definition"):
         lines.append(f"\n{metrics['combined_definition']}.")

@@ -11,7 +11,9 @@ the evaluate stage in `isograd.qa.evaluation`, the files and the one row loop in
   questions only, the others on all (``trace_subset`` sets the trace's own N, for its ~T times
   the score's cost); each method is then evaluated on the questions that have it, and the report
   gives every method's n. N is no stage option: a larger N later computes only the rows the
-  first run lacks.
+  first run lacks. ``method_subsets={"p_true": 500, ...}`` gives a costly baseline its own N
+  (the samples cover the largest N of the methods that read them); the others, MSP and mean
+  token entropy always among them, then cover every question.
 
 * Each stage can run alone (``stage=``); a rerun computes only the rows a stage lacks, so a
   kill at any point loses at most the batch in flight. Adding a baseline computes only that
@@ -94,6 +96,10 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
     recorded = {k: v for k, v in o.items() if k in QAConfig.__dataclass_fields__}
     cfg = QAConfig(**{**recorded, "data": str(o["data"]) if o["data"] else None})
     baselines = make_baselines(cfg)  # unknown method names fail before anything is written
+    unused = sorted(set(cfg.method_subsets) - set(cfg.methods))
+    if unused:
+        raise ValueError(f"method_subsets (--method-subset) names {', '.join(unused)}, which "
+                         "methods (--methods) does not run")
     detector = None
     if o["detector"]:  # a bad file or another model fails before anything is written
         from ..detect import load_detector
@@ -185,9 +191,11 @@ def run_stages(out: Path, cfg: Any, which: Stage, configs: dict[str, StageConfig
     def key(q: Any) -> str:
         return q.id
 
+    samplers = [m for m, b in baselines.items() if b.needs_samples]
+
     def go(name: str, compute: Any, bs: int = 1) -> None:
-        # the costly stages cover the first questions only (`run_qa`'s ``subset``)
-        run_rows(stage_path(out, name), questions[:cfg.subset_of(name)], compute, key=key,
+        # the costly stages cover the first questions only (``subset``, ``method_subsets``)
+        run_rows(stage_path(out, name), questions[:cfg.subset_of(name, samplers)], compute, key=key,
                  batch_size=bs, desc=f"{name} {cfg.dataset}", progress=progress)
 
     def open_stage(out: Path, new: StageConfig, **kw: Any) -> None:
