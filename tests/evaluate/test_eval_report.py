@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -192,16 +193,20 @@ def test_answers_worst_first_and_roc_styles(tmp_path, rows, metrics, monkeypatch
     real = R.finish
 
     def spy(fig, ax, path, **kw):
-        if str(path).endswith("roc.png"):
-            seen["styles"] = [(ln.get_color(), ln.get_linestyle()) for ln in ax.get_lines()[1:]]
-            seen["legend"] = kw["legend"]
+        name = Path(path).name
+        seen[name] = [(str(ln.get_color()), ln.get_linestyle()) for ln in ax.get_lines()[1:]]
+        seen["legend"] = kw["legend"]
         real(fig, ax, path, **kw)
 
+    import isograd.evaluate.curves as C
+
     monkeypatch.setattr(R, "finish", spy)
+    monkeypatch.setattr(C, "finish", spy)
     judged = [{**r, "p_error": float(k % 7) / 7} for k, r in enumerate(rows)]
     write_report(tmp_path, metrics, judged)
-    assert len(set(seen["styles"])) == len(seen["styles"]) >= 4  # no two curves alike
-    assert len({s for _, s in seen["styles"]}) > 1 and seen["legend"]["bbox_to_anchor"][0] > 1
+    for fig in ("roc.png", "risk_coverage.png"):  # no two curves alike, the legend outside
+        assert len(set(seen[fig])) == len(seen[fig]) >= 4 and len({s for _, s in seen[fig]}) > 1
+    assert seen["legend"]["bbox_to_anchor"][0] > 1
     table = [ln.split(" | ") for ln in (tmp_path / "answers.md").read_text().splitlines()
              if ln.startswith("| ") and ln[2].isdigit()]
     assert len(table) == len(rows)

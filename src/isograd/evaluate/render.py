@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from . import metrics as M
-from .curves import finish, pyplot
+from .curves import finish, line_style, pyplot
 from .labellings import labellings_markdown
 from .paper import PAPER_SOURCE, PAPER_TABLE2, method_label, paper_order
 from .table import MIN_PER_CLASS, REFERENCE
@@ -104,10 +104,6 @@ def render_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str] | None
     return "\n".join(lines) + "\n"
 
 
-STYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
-"""The ROC curves' line styles, cycled beside the colours."""
-
-
 def answers_markdown(rows: Sequence[Mapping[str, Any]], worst: np.ndarray, by: str,
                      p_error: bool) -> str:
     """answers.md: every question with its answer and verdict, worst first.
@@ -142,7 +138,6 @@ def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray]
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     ax.set_aspect("equal")
-    colours = plt.get_cmap("tab20")
     try:
         ax.plot([0, 1], [0, 1], color="0.7", lw=1, ls=(0, (1, 3)))
         for m in paper_order(list(oriented)):
@@ -152,8 +147,7 @@ def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray]
                 continue
             fpr, tpr = M.roc_curve(y[ok], s[ok])
             # a colour and a line style of its own: no two methods look alike
-            k = len(ax.get_lines()) - 1
-            ax.plot(fpr, tpr, lw=1.5, color=colours(k % 20), ls=STYLES[k % len(STYLES)],
+            ax.plot(fpr, tpr, lw=1.5, **line_style(plt, len(ax.get_lines()) - 1),
                     label=f"{method_label(m, labels)} ({M.auroc(y[ok], s[ok]):.2f})")
         finish(fig, ax, path, xlabel="false positive rate (correct answers flagged)",
                ylabel="true positive rate (incorrect answers flagged)",
