@@ -14,8 +14,9 @@ import numpy as np
 from . import metrics as M
 from .curves import finish, line_style, pyplot
 from .labellings import labellings_markdown
+from .metrics import MIN_PER_CLASS
 from .paper import PAPER_SOURCE, PAPER_TABLE2, method_label, paper_order
-from .table import MIN_PER_CLASS, REFERENCE
+from .table import REFERENCE
 
 
 def _fmt(x: float | None, nd: int = 2) -> str:

@@ -24,9 +24,6 @@ from .labellings import second_labelling
 from .paper import PAPER_COLUMN, PAPER_TABLE2, PASS_SIGNALS, method_label
 
 REFERENCE = "combined"
-MIN_PER_CLASS = 30
-"""A method evaluated on fewer labelled answers than this of either class (correct, incorrect)
-is flagged ``too_few`` (reports say "too few to rank" instead of an AUROC)."""
 COMBINED_DEFINITION = ("combined = mean of the normalised mid-ranks of epistemic and aleatoric over "
                        "the evaluated rows (unsupervised); combined_logreg_cv = out-of-fold P(error) "
                        "of a logistic regression on (log epistemic, log aleatoric), stratified "
@@ -126,7 +123,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc" (on the rows: the
         number reports show, ± "auroc_std"), "auroc_mean", "auroc_std" (bootstrap), "prr",
         "aurc", "aurac", "n", "n_incorrect" (the rows that have the method), "too_few" (fewer
-        than `MIN_PER_CLASS` of either class),
+        than `metrics.MIN_PER_CLASS` of either class),
         "higher_is_uncertain", "cost_s", "cost_fwd",
         ...}}, "base_rate", "n_incorrect", "comparisons", "spearman", "second_labelling"
         (AUROCs under token F1 >= 0.5 when every row has ``correct_f1``, else None), ...}``.
@@ -154,7 +151,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
                                  "n": int(ok.sum()), "n_missing": int((~ok).sum()),
                                  "n_incorrect": int(y[ok].sum())}
         yy, ss = y[ok], s[ok]
-        entry["too_few"] = min(int(yy.sum()), int(len(yy) - yy.sum())) < MIN_PER_CLASS
+        entry["too_few"] = M.too_few(yy)
         if 0 < yy.sum() < len(yy):
             mean, std = M.bootstrap_auroc(yy, ss, n=n_boot, seed=seed)
             entry.update(auroc_mean=mean, auroc_std=std, auroc=M.auroc(yy, ss),
@@ -266,6 +263,6 @@ def alternative_metrics(rows: Sequence[Mapping[str, Any]], prediction: str,
         c = rank_mean({"epistemic": e, "aleatoric": a})
         out[pred] = {n: {**dict(zip(("auroc_mean", "auroc_std"),
                                     M.bootstrap_auroc(y, v, n=n_boot, seed=seed))),
-                         "auroc": M.auroc(y, v)}
+                         "auroc": M.auroc(y, v), "too_few": M.too_few(y)}
                      for n, v in (("epistemic", e), ("aleatoric", a), ("combined", c))}
     return out
