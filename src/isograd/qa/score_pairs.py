@@ -109,6 +109,7 @@ def score_file(input: str | Path, out: str | Path, *,
 
         detector = load_detector(o["detector"], model_id=o["model"], revision=o["revision"],
                                  allow_model_mismatch=o["allow_model_mismatch"])
+        _check_features(detector)
     pairs = _read_pairs(Path(input))
     outp = Path(out)
     recorded = {"prompt_style": style,
@@ -152,6 +153,21 @@ def score_file(input: str | Path, out: str | Path, *,
         torch.set_num_threads(saved)
     _judge(outp, detector, rank)
     return n
+
+
+def _check_features(detector: Any) -> None:
+    """Refuse, before anything is scored, a detector reading a field no score row holds (the
+    rows hold `LMScores`' fields; the per-block groups are known only once scored)."""
+    from dataclasses import fields
+
+    from ..detect import MissingFeatureError
+    from ..lm.score import LMScores
+
+    known = {f.name for f in fields(LMScores)}
+    lacking = [n for n in detector.feature_names if n.split("/")[0] not in known]
+    if lacking:
+        raise MissingFeatureError(f"the detector reads {', '.join(map(repr, lacking))}, which "
+                                  "isograd score rows do not hold (an isograd qa baseline?)")
 
 
 def _judge(outp: Path, detector: Any, rank: Any) -> None:
