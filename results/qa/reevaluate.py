@@ -15,10 +15,9 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from isograd.qa.evaluation import evaluate_run
+from isograd.qa.evaluation import evaluate_run, recorded_prediction
 from isograd.qa.legacy import convert_run, is_legacy
 from isograd.rows.files import read_rows
-from isograd.rows.stagefiles import read_config
 
 HERE = Path(__file__).parent
 REPORTS = ("metrics.json", "report.md", "answers.md", "roc.png", "risk_coverage.png",
@@ -39,9 +38,8 @@ def reevaluate(run: Path) -> None:
                     shutil.copy(t / f, run / f)
         return
     config = json.loads((run / "config.json").read_text(encoding="utf-8"))
-    score = read_config(run, "score")
     evaluate_run(run, config, [r["id"] for r in read_rows(run / "scores.jsonl")],
-                 score_prediction=score.options["prediction"] if score else config["prediction"],
+                 score_prediction=recorded_prediction(run, config),
                  command=metrics.get("command"))
 
 

@@ -120,3 +120,23 @@ def test_cli_says_in_one_line_when_every_row_abstains(full_run, nq_file, tmp_pat
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and "no threshold" in err[0] and "abstain: true" in err[0]
     assert all(r["abstain"] for r in read_rows(out / "scores.jsonl"))
+
+
+def test_run_rows_join_the_stage_files_of_a_staged_run(full_run, tmp_path):
+    """run_rows takes the evaluate stage's join: a regrade not yet evaluated gives its labels."""
+    from isograd.qa.detector_rows import run_rows
+    from isograd.rows.files import rewrite_rows
+
+    src, _ = full_run
+    out = tmp_path / "run"
+    shutil.copytree(src, out)
+    joined = read_rows(out / "scores.jsonl")
+    rr = run_rows(out)
+    assert [r["id"] for r in rr.rows] == [r["id"] for r in joined]
+    assert rr.correct.tolist() == [r["correct"] for r in joined]
+    assert all(r[k] == j[k] for r, j in zip(rr.rows, joined) for k in r)  # the same join
+    grades = read_rows(out / "grade.jsonl")
+    grades[0] = {**grades[0], "correct": not grades[0]["correct"]}
+    rewrite_rows(out / "grade.jsonl", grades)
+    assert run_rows(out).correct[0] == (not joined[0]["correct"])
+    assert read_rows(out / "scores.jsonl") == joined  # only read

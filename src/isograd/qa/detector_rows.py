@@ -1,11 +1,12 @@
 """Finished ``isograd qa`` run folders as a detector's labelled rows (`run_rows`), and the
 ``isograd fit-detector`` front door (`fit_runs`, its options `FIT`).
 
-A finished run folder holds the joined rows its evaluate stage wrote (``scores.jsonl``: every
-stage's fields per question, ``correct`` from the grade stage; `isograd.qa.evaluation` is the
-one join of the stage rows) and the run's options (``config.json``: the ``model`` and, when
-recorded, its ``revision``). `run_rows` reads them for `isograd.detect.fit_detector`; it never
-joins stage files again or runs a model.
+A finished run folder holds its stage files, the questions its evaluate stage covered
+(``scores.jsonl``) and the run's options (``config.json``: the ``model`` and, when recorded, its
+``revision``). `run_rows` joins those questions' stage rows through the evaluate stage's own
+join (`isograd.qa.evaluation.join_rows`: every stage's fields, ``correct`` from the grade
+stage), or, for a run of the earlier single-file format, reads ``scores.jsonl``; it never runs
+a model.
 """
 
 from __future__ import annotations
@@ -59,6 +60,13 @@ def _one(run_dir: Path) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     except json.JSONDecodeError as e:
         raise RunLabelsError(f"{cfg_path}: invalid JSON: {e.msg}") from None
     rows = read_scores(scores)
+    if rows and (run_dir / "generate.config.json").is_file():
+        # a staged run: its questions joined afresh from the stage files (the evaluate
+        # stage's one join), so a regrade not yet evaluated still gives its labels
+        from .evaluation import join_rows, recorded_prediction
+
+        rows = join_rows(run_dir, cfg, [r["id"] for r in rows],
+                         score_prediction=recorded_prediction(run_dir, cfg))
     if not rows:
         raise RunLabelsError(f"{scores}: no rows")
     bad = [r.get("id", i) for i, r in enumerate(rows) if not isinstance(r.get("correct"), bool)]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rows.files import rewrite_rows
-from ..rows.stagefiles import RunMismatchError, rows_by_id
+from ..rows.stagefiles import RunMismatchError, read_config, rows_by_id
 from .options import QAConfig
 from .stages import headline, join_row
 
@@ -99,6 +99,34 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
     """
     from ..evaluate import score_columns, write_report
 
+    rows = join_rows(out, config, ids, score_prediction=score_prediction)
+    if detector is not None:
+        rows = detector.annotate(rows)
+    metrics = run_metrics(rows, config, command=command)
+    if detector is not None:
+        metrics["detector"] = detector_metrics(rows, detector)
+    _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))
+    view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
+    rewrite_rows(out / "scores.jsonl", view)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_report(out, metrics, rows, labels=method_labels())
+    return metrics
+
+
+def recorded_prediction(out: Path, config: dict[str, Any]) -> str:
+    """The definition of p the run's score rows hold as their headline (its score stage's)."""
+    score = read_config(out, "score")
+    return score.options["prediction"] if score else config["prediction"]
+
+
+def join_rows(out: Path, config: dict[str, Any], ids: Sequence[str], *,
+              score_prediction: str) -> list[dict[str, Any]]:
+    """The one join of a run's stage rows: one row per id of `ids` (every stage's fields, the
+    headline p under ``config["prediction"]``); only reads.
+
+    Raises:
+        RunMismatchError: a question lacks the rows of a stage that covers it.
+    """
     base = [f"baseline-{m}" for m in config["methods"]]
     stages = ["generate", "grade", "score", *(["trace"] if config.get("trace") else []), *base]
     parts = {s: rows_by_id(out, s) for s in stages}
@@ -116,17 +144,7 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
                          samples.get(qid), [parts[b][qid] for b in base if qid in parts[b]],
                          trace=parts["trace"].get(qid) if "trace" in parts else None)
         rows.append(headline(row, score_prediction, config["prediction"]))
-    if detector is not None:
-        rows = detector.annotate(rows)
-    metrics = run_metrics(rows, config, command=command)
-    if detector is not None:
-        metrics["detector"] = detector_metrics(rows, detector)
-    _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))
-    view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
-    rewrite_rows(out / "scores.jsonl", view)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    write_report(out, metrics, rows, labels=method_labels())
-    return metrics
+    return rows
 
 
 def print_table(metrics: dict[str, Any]) -> None:

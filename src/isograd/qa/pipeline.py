@@ -48,10 +48,10 @@ from typing import Any
 from ..rows.lock import run_lock
 from ..rows.ranks import barrier
 from ..rows.runner import run_rows
-from ..rows.stagefiles import RunMismatchError, StageConfig, read_config, rows_by_id, stage_path
+from ..rows.stagefiles import RunMismatchError, StageConfig, rows_by_id, stage_path
 from ..rows.stagefiles import open_stage as open_config
 from . import stages as S
-from .evaluation import evaluate_run
+from .evaluation import evaluate_run, recorded_prediction
 from .legacy import is_legacy
 from .options import QA, QAConfig, Stage
 from .stagerules import check_score, force, make_baselines, stage_configs
@@ -132,11 +132,9 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
             torch.set_num_threads(saved_threads)
         metrics = None
         if which in (Stage.ALL, Stage.EVALUATE) and rank.main:
-            score_cfg = read_config(outp, "score")
             metrics = evaluate_run(outp, cfg.to_json(), [q.id for q in questions],
-                                   score_prediction=score_cfg.options["prediction"]
-                                   if score_cfg else cfg.prediction, command=command,
-                                   detector=detector)
+                                   score_prediction=recorded_prediction(outp, cfg.to_json()),
+                                   command=command, detector=detector)
         barrier(rank)  # the job ends with the report written
         return metrics
 
