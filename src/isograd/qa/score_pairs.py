@@ -8,16 +8,25 @@ from pathlib import Path
 from typing import Any
 
 from ..options import NEW
+from ..rows.files import digest
 from ..rows.stagefiles import RunMismatchError
 from .options import SCORE
 from .records import read_text
 from .stages import scalar_fields
 
 
+def pair_id(prompt: str, answer: str, n: int = 1) -> str:
+    """The default id of a pair: from its content, not its line, so editing, inserting or
+    reordering other lines leaves it; the `n`-th copy of the same pair gets ``-<n>``."""
+    base = "pair-" + digest([prompt, answer])[:12]
+    return base if n == 1 else f"{base}-{n}"
+
+
 def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
     """(id, prompt, answer) per line of a pairs JSONL file; errors name the file and line."""
     out: list[tuple[str, str, str]] = []
     seen: dict[str, int] = {}
+    copies: dict[tuple[str, str], int] = {}
     for i, line in enumerate(read_text(path).split("\n"), 1):
         if not line.strip():
             continue
@@ -30,7 +39,12 @@ def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
         for key in ("prompt", "answer"):
             if not isinstance(rec.get(key), str) or not rec[key]:
                 raise ValueError(f"{path}:{i}: field {key!r} missing or not a non-empty string")
-        rid = str(rec.get("id", f"line-{i}"))
+        if "id" in rec:
+            rid = str(rec["id"])
+        else:
+            pair = (rec["prompt"], rec["answer"])
+            copies[pair] = copies.get(pair, 0) + 1
+            rid = pair_id(*pair, copies[pair])
         if rid in seen:
             raise ValueError(f"{path}:{i}: field 'id': duplicate id {rid!r} (first at line "
                              f"{seen[rid]})")
@@ -63,7 +77,7 @@ def score_file(input: str | Path, out: str | Path, *,
     """Score (prompt, answer) pairs from a JSONL file into another, resumably.
 
     Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
-    ``line-<n>``). The answer is appended to the prompt verbatim; with `as_question` the prompt
+    ``pair-<hash of prompt and answer>``, `pair_id`). The answer is appended to the prompt verbatim; with `as_question` the prompt
     is a bare question and is wrapped in `qa_prompt` of style `prompt` ("short" | "plain" |
     "fewshot"). Output lines: ``id, prompt, answer``, every per-row scalar of `score`'s result
     (``p, log_p, epistemic, aleatoric, total, n_tokens, grad_log_p``, ...),
@@ -83,6 +97,7 @@ def score_file(input: str | Path, out: str | Path, *,
         The number of pairs scored by this call (by all ranks together).
     """
     from ..lm import load_model, qa_prompt, score
+    from ..lm.batching import check_context, encode_pairs
     from ..lm.fsdp import Shard
     from ..lm.options import load_options
     from ..norms.api import Method
@@ -100,24 +115,35 @@ def score_file(input: str | Path, out: str | Path, *,
     if sharded and Method.parse(o["norm_method"]) is Method.LOOP:
         raise ValueError("--shard fsdp needs --norm-method auto or ghost: the loop engine "
                          "cannot see one example's gradient when FSDP2 reduce-scatters it")
+    if sharded and o["trace"]:
+        raise ValueError("--shard fsdp cannot run with --trace: the per-token passes depend on "
+                         "each rank's answer lengths, so the ranks would make different numbers "
+                         "of collective calls and hang; drop --trace or --shard fsdp")
     pairs = _read_pairs(Path(input))
     outp = Path(out)
     recorded = {"prompt_style": style,
                 **{opt.name: o[opt.name] for opt in SCORE if "pairs" in opt.stages}}
     rank = ranks.setup(o["device"])
     ranks.on_peer_failure(rank, outp)
-    rows = ranks.read_all(outp)
-    _check_rows(rows, outp, recorded)
-    if {r["id"] for r in rows} >= {p[0] for p in pairs}:
-        ranks.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
-        return 0
+    _check_rows(ranks.read_all(outp), outp, recorded)
     loaded_: list[tuple[Any, Any]] = [loaded] if loaded is not None else []
 
-    def compute(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
-        if not loaded_:  # loaded by the first batch: a rank without pairs loads nothing
+    def model() -> tuple[Any, Any]:
+        if not loaded_:  # loaded once there is work: a finished run loads nothing
             loaded_.append(_load(load_model, o["model"], o["dtype"], o["device"], rank,
                                  sharded, load))
-        m, tok = loaded_[0]
+        return loaded_[0]
+
+    def check(todo: list[tuple[str, str, str]]) -> None:
+        """Every pair to score fits the model's context (else refused before any row)."""
+        m, tok = model()
+        pairs = encode_pairs(tok, [qa_prompt(tok, p, style) if style else p for _, p, _ in todo],
+                             [a for _, _, a in todo])
+        check_context(m, [len(p) + len(a) for p, a in pairs],
+                      [f"{input}: pair {rid!r} (prompt + answer)" for rid, _, _ in todo])
+
+    def compute(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
+        m, tok = model()
         prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
         s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
                   method=o["norm_method"], batch_size=o["batch_size"], trace=o["trace"],
@@ -137,7 +163,11 @@ def score_file(input: str | Path, out: str | Path, *,
         # FSDP2 gathers weights collectively: every rank runs as many batches as the
         # largest share needs
         return run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=o["batch_size"],
-                        lockstep=sharded, desc="score", progress=o["progress"])
+                        lockstep=sharded, desc="score", progress=o["progress"],
+                        fingerprint=lambda x: digest({"prompt": x[1], "answer": x[2],
+                                                      "options": recorded}),
+                        legacy=lambda x, row: (row.get("prompt"), row.get("answer")) == x[1:],
+                        check=check)
     finally:
         torch.set_num_threads(saved)
 
