@@ -25,6 +25,7 @@ from .checks import (
     INPUT_ERRORS,
     debug,
     fail,
+    in_file,
     model_name,
     one_line_errors,
     optional,
@@ -192,7 +193,8 @@ def _commands() -> None:
     app.command(name="qa")(one_line_errors(qa_cli.typer_command(
         _qa, doc=_qa.__doc__ or "", callbacks={**CALLBACKS, "out": optional(out_dir)})))
     app.command(name="score")(one_line_errors(score_cli.typer_command(
-        _score, doc=_score.__doc__ or "", callbacks={**CALLBACKS, "out": out_file})))
+        _score, doc=_score.__doc__ or "",
+        callbacks={**CALLBACKS, "out": out_file, "input": in_file})))
 
 
 _commands()
