@@ -125,3 +125,48 @@ def test_qa_rows_of_an_edited_question_are_recomputed(lm, tmp_path):
         "Name the largest planet.")
     assert all("input_fp" not in r for r in read_rows(out / "scores.jsonl"))  # the view
     shutil.rmtree(fresh)
+
+
+def test_memory_budget_splits_batches_by_length_same_rows(lm, tmp_path, monkeypatch):
+    """A budget of 60 padded tokens: the batch of 4 is split (short pairs together, the long
+    one alone), and the rows equal those of batch size 1."""
+    import isograd.lm as lm_api
+    from isograd.lm.memory import bytes_per_token
+
+    model, tok = lm
+    pairs = [("Hi?", " yes"), ("Tell me something about the weather here", " no"),
+             ("Why?", " no"), ("Ok?", " ok")]
+    inp = tmp_path / "pairs.jsonl"
+    write(inp, pairs, ids=list("abcd"))
+    one = tmp_path / "one.jsonl"
+    score_file(inp, one, loaded=lm, progress=False, batch_size=1)
+    calls, real = [], lm_api.score
+
+    def watch(m, t, prompts, answers, **kw):
+        ids = [len(t(p + a, add_special_tokens=False)["input_ids"]) for p, a in zip(prompts, answers)]
+        calls.append(len(ids) * max(ids))
+        return real(m, t, prompts, answers, **kw)
+
+    monkeypatch.setattr(lm_api, "score", watch)
+    out = tmp_path / "split.jsonl"
+    score_file(inp, out, loaded=lm, progress=False, batch_size=4,
+               memory_budget=60 * bytes_per_token(model))
+    assert len(calls) >= 2 and max(calls) <= 60
+    got, want = read_rows(out), read_rows(one)
+    assert [r["id"] for r in got] == list("abcd")
+    for g, w in zip(got, want):
+        for k in ("p", "epistemic", "aleatoric"):
+            assert g[k] == pytest.approx(w[k], rel=1e-5), (g["id"], k)
+
+
+def test_pair_too_large_for_the_budget_refused_before_any_row(lm, tmp_path):
+    from isograd.lm.memory import bytes_per_token
+
+    inp, out = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
+    write(inp, [("Hi?", " yes"), ("Tell me something about the weather here", " no")],
+          ids=["short", "long"])
+    with pytest.raises(ValueError, match=r"pair 'long' .* tokens, more than the memory budget "
+                                         r"allows in one pass \(20 tokens of"):
+        score_file(inp, out, loaded=lm, progress=False,
+                   memory_budget=20.5 * bytes_per_token(lm[0]))
+    assert not out.exists()

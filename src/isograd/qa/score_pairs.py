@@ -99,9 +99,11 @@ def score_file(input: str | Path, out: str | Path, *,
     from ..lm import load_model, qa_prompt, score
     from ..lm.batching import check_context, encode_pairs
     from ..lm.fsdp import Shard
+    from ..lm.memory import bytes_per_token, plan_batches, token_budget
     from ..lm.options import load_options
     from ..norms.api import Method
     from ..rows import ranks
+    from ..rows.ranks import device_for
     from ..rows.runner import run_rows
 
     o = SCORE.resolve(options)
@@ -134,25 +136,54 @@ def score_file(input: str | Path, out: str | Path, *,
                                  sharded, load))
         return loaded_[0]
 
+    def sizes(chunk: list[tuple[str, str, str]]) -> tuple[list[str], list[int], list[str]]:
+        """The prompts as scored, each pair's tokens, and how an error names each pair."""
+        _, tok = model()
+        prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
+        pairs = encode_pairs(tok, prompts, [a for _, _, a in chunk])
+        return (prompts, [len(p) + len(a) for p, a in pairs],
+                [f"{input}: pair {rid!r} (prompt + answer)" for rid, _, _ in chunk])
+
+    budget_: list[tuple[int, str]] = []
+
+    def budget() -> tuple[int, str]:
+        """Padded tokens per pass (`isograd.lm.memory.token_budget`, taken once, when the
+        model is loaded) and how an error says it."""
+        if not budget_:
+            m, mb = model()[0], o["memory_budget"]
+            n = token_budget(m, mb, device_for(o["device"], rank))
+            budget_.append((n, (f" of {mb / 1e9:.3g} GB" if mb else " of half the available "
+                                "memory") + f" at {bytes_per_token(m) / 1e6:.3g} MB per token"))
+        return budget_[0]
+
     def check(todo: list[tuple[str, str, str]]) -> None:
-        """Every pair to score fits the model's context (else refused before any row)."""
-        m, tok = model()
-        pairs = encode_pairs(tok, [qa_prompt(tok, p, style) if style else p for _, p, _ in todo],
-                             [a for _, _, a in todo])
-        check_context(m, [len(p) + len(a) for p, a in pairs],
-                      [f"{input}: pair {rid!r} (prompt + answer)" for rid, _, _ in todo])
+        """Every pair to score fits the model's context and, alone, the memory budget (else
+        refused before any row)."""
+        _, lengths, names = sizes(todo)
+        check_context(model()[0], lengths, names)
+        plan_batches(lengths, 1, budget()[0], names, budget()[1])
 
     def compute(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
         m, tok = model()
-        prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
-        s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
-                  method=o["norm_method"], batch_size=o["batch_size"], trace=o["trace"],
-                  covariance=cov, layer_scale=rule, last_layers=o["last_layers"])
-        return [{"id": rid, "prompt": p, "answer": a, **scalar_fields(s, j),
-                 **s.row_vectors(j), "token_logprobs": list(s.token_logprobs[j]),
-                 "covariance": cov, "layer_scale": rule, "last_layers": o["last_layers"],
-                 "model": o["model"], "prediction": pred, "prompt_style": style}
-                for j, (rid, p, a) in enumerate(chunk)]
+        prompts, lengths, names = sizes(chunk)
+        # a batch over the memory budget is split, pairs grouped by length; under FSDP2 every
+        # rank must make the same calls, so a sharded run keeps its batches whole
+        groups = ([list(range(len(chunk)))] if sharded else
+                  plan_batches(lengths, len(chunk), budget()[0], names, budget()[1]))
+        rows: dict[int, dict[str, Any]] = {}
+        for g in groups:
+            s = score(m, tok, [prompts[i] for i in g], [chunk[i][2] for i in g],
+                      prediction=pred, method=o["norm_method"], batch_size=len(g),
+                      trace=o["trace"], covariance=cov, layer_scale=rule,
+                      last_layers=o["last_layers"])
+            for j, i in enumerate(g):
+                rid, p, a = chunk[i]
+                rows[i] = {"id": rid, "prompt": p, "answer": a, **scalar_fields(s, j),
+                           **s.row_vectors(j), "token_logprobs": list(s.token_logprobs[j]),
+                           "covariance": cov, "layer_scale": rule,
+                           "last_layers": o["last_layers"], "model": o["model"],
+                           "prediction": pred, "prompt_style": style}
+        return [rows[i] for i in range(len(chunk))]
 
     import torch
 
