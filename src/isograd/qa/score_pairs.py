@@ -77,18 +77,24 @@ def score_file(input: str | Path, out: str | Path, *,
     """Score (prompt, answer) pairs from a JSONL file into another, resumably.
 
     Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
-    ``pair-<hash of prompt and answer>``, `pair_id`). The answer is appended to the prompt verbatim; with `as_question` the prompt
-    is a bare question and is wrapped in `qa_prompt` of style `prompt` ("short" | "plain" |
-    "fewshot"). Output lines: ``id, prompt, answer``, every per-row scalar of `score`'s result
-    (``p, log_p, epistemic, aleatoric, total, n_tokens, grad_log_p``, ...),
-    ``by_layer`` (block -> σ²‖∇p‖²), with `trace` ``token_epistemic, token_aleatoric`` (one
-    value per answer token), ``token_logprobs, covariance, layer_scale, last_layers, model,
-    prediction, prompt_style`` (null without `as_question`). `covariance` picks which term is
-    ``epistemic`` ("isotropic" | "layer-scaled"; both are written). Ids already in `out` are
-    skipped; rows made with another model, prediction, prompt style or signal option are
-    refused. The options are those of `isograd.qa.options.SCORE` (declared there once, with
-    their defaults and help; ``isograd score --help`` lists them); the load options (dtype,
-    device, device_map, revision, ...) go to `load_model`.
+    ``pair-<hash of prompt and answer>``, `pair_id`). The answer is appended to the prompt
+    verbatim; with `as_question` the prompt is a bare question and is wrapped in `qa_prompt` of
+    style `prompt` ("short" | "plain" | "fewshot"). Output lines: ``id, prompt, answer``, every
+    per-row scalar of `score`'s result (``p, log_p, epistemic, aleatoric, total, n_tokens,
+    grad_log_p``, ...), ``by_layer`` (block -> σ²‖∇p‖²), with `trace` ``token_epistemic,
+    token_aleatoric`` (one value per answer token), ``token_logprobs, covariance, layer_scale,
+    last_layers, model, prediction, prompt_style`` (null without `as_question`), ``input_fp``.
+    `covariance` picks which term is ``epistemic`` ("isotropic" | "layer-scaled"; both are
+    written). Ids already in `out` are skipped unless the row's ``input_fp`` (the digest of its
+    prompt, answer and the options that change it) differs from the pair's: such a row is
+    recomputed (a row written before ``input_fp`` existed is checked by the prompt and answer
+    it stores). Rows made with another model, prediction, prompt style or signal option are
+    refused. Before any row is written, a pair longer than a learned position table or, alone,
+    over the memory budget (`memory_budget` bytes, default half the available memory) is
+    refused by name; a batch over the budget is split, pairs grouped by length. The options
+    are those of `isograd.qa.options.SCORE` (declared there once, with their defaults and
+    help; ``isograd score --help`` lists them); the load options (dtype, device, device_map,
+    revision, ...) go to `load_model`.
 
     Under torchrun each rank scores its share into its own part file and rank 0 merges them into
     `out` in input order (`isograd.rows.ranks`); `shard` "fsdp" shards the model across ranks.
