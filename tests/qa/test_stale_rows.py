@@ -170,3 +170,20 @@ def test_pair_too_large_for_the_budget_refused_before_any_row(lm, tmp_path):
         score_file(inp, out, loaded=lm, progress=False,
                    memory_budget=20.5 * bytes_per_token(lm[0]))
     assert not out.exists()
+
+
+def test_output_with_line_number_ids_of_earlier_versions_is_refused(lm, tmp_path):
+    """An output of an earlier version (default ids ``line-<n>``, no ``input_fp``) would be
+    scored again beside its old rows under the content ids: refused, naming the way out."""
+    inp, out = tmp_path / "pairs.jsonl", tmp_path / "out.jsonl"
+    write(inp, PAIRS, ids=["line-1", "line-2", "line-3"])
+    score_file(inp, out, loaded=lm, progress=False)
+    old = [{k: v for k, v in r.items() if k != "input_fp"} for r in read_rows(out)]
+    out.write_text("".join(json.dumps(r) + "\n" for r in old))
+    before = out.read_bytes()
+    write(inp, PAIRS)  # no ids: now pair-<hash>
+    with pytest.raises(ValueError, match=r"line-number ids \(e\.g\. 'line-1'\).*\"id\""):
+        score_file(inp, out, loaded=lm, progress=False)
+    assert out.read_bytes() == before
+    write(inp, PAIRS, ids=["line-1", "line-2", "line-3"])  # the way out: resumes, nothing to do
+    assert score_file(inp, out, loaded=lm, progress=False) == 0

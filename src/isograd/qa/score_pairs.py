@@ -72,6 +72,19 @@ def _check_rows(rows: list[dict[str, Any]], outp: Path, want: dict[str, Any]) ->
                 + ", ".join(f"{k}={v!r}" for k, v in have.items()) + "; use another --out")
 
 
+def _check_line_ids(rows: list[dict[str, Any]], ids: set[str], outp: Path) -> None:
+    """Refuse an output whose rows carry the line-number ids of earlier versions (``line-<n>``,
+    no ``input_fp``) that the input no longer names: resumed under the content ids, every pair
+    would be scored again beside its old row."""
+    old = [r["id"] for r in rows if "input_fp" not in r and str(r["id"]).startswith("line-")
+           and r["id"] not in ids]
+    if old:
+        raise RunMismatchError(
+            f"{outp} holds rows with line-number ids (e.g. {old[0]!r}), the default of earlier "
+            "versions; ids now come from each pair's content. Give the input lines those ids "
+            "(\"id\": \"line-<n>\") to resume, or use another --out")
+
+
 def score_file(input: str | Path, out: str | Path, *,
                loaded: tuple[Any, Any] | None = None, **options: Any) -> int:
     """Score (prompt, answer) pairs from a JSONL file into another, resumably.
@@ -133,7 +146,9 @@ def score_file(input: str | Path, out: str | Path, *,
                 **{opt.name: o[opt.name] for opt in SCORE if "pairs" in opt.stages}}
     rank = ranks.setup(o["device"])
     ranks.on_peer_failure(rank, outp)
-    _check_rows(ranks.read_all(outp), outp, recorded)
+    done = ranks.read_all(outp)
+    _check_rows(done, outp, recorded)
+    _check_line_ids(done, {rid for rid, _, _ in pairs}, outp)
     loaded_: list[tuple[Any, Any]] = [loaded] if loaded is not None else []
 
     def model() -> tuple[Any, Any]:
