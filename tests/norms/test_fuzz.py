@@ -67,11 +67,6 @@ def check_engines(spec: Spec) -> None:
         assert ((auto - ref).abs() <= tol).all(), f"auto wrong: {auto} vs loop {ref}"
 
 
-# before the layout fix (issue 22) the property fails: B == T with a batch-free tensor
-BEFORE_FIX = pytest.mark.xfail(strict=True, reason="layout read from shapes (issue 22)")
-
-
-@BEFORE_FIX
 @seed(22)
 @settings(max_examples=300, deadline=None, database=None, derandomize=False,
           suppress_health_check=[HealthCheck.too_slow])
@@ -106,12 +101,7 @@ REGRESSIONS = {
 }
 
 
-FAILING = {"batch_free_position_B_eq_T", "batch_free_linear_B_eq_T", "time_major_B_eq_T"}
-
-
-@pytest.mark.parametrize(
-    "name", [pytest.param(n, marks=BEFORE_FIX) if n in FAILING else n for n in REGRESSIONS]
-)
+@pytest.mark.parametrize("name", list(REGRESSIONS))
 def test_regressions(name: str) -> None:
     check_engines(REGRESSIONS[name])
 

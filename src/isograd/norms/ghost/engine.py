@@ -38,7 +38,8 @@ from .._common import (
 )
 from . import factors as fx
 from .graph import local_edges, walk
-from .layout import BROADCAST, Layout, classify, expand_output, record
+from .layout import BROADCAST, Layout, classify, expand_output
+from .provenance import Provenance
 from .rules import GENERIC, Rule, rule_for
 
 
@@ -142,7 +143,7 @@ class _Run:
     def __init__(self, owners: list[_Owner], names: list[str], budget: int) -> None:
         self.owners = owners
         self.budget = budget
-        self.proven: dict[Any, int] = {}  # grad_fn of example-major flattened outputs -> rows
+        self.prov: Provenance | None = None  # which tensors come from the batch, and how
         self.index = {n: j for j, n in enumerate(names)}
         self.recording = True
         self.calls: list[_Call] = []
@@ -179,14 +180,13 @@ class _Run:
             if not taps or first is None:
                 return None  # no differentiable output (e.g. under no_grad): no gradient here
             layout = classify(owner.name, owner.rule.rows, args, kwargs, output, self.batch,
-                              self.proven)
+                              self.prov)
             ctx = layout.ctx(owner.rule.capture(module, args, kwargs, output))
             new = None
             if layout.k == BROADCAST:  # each example's output gradient then has its own row
                 new = expand_output(output, self.batch)
                 tensors = [x for x in tree_flatten(new)[0] if isinstance(x, Tensor)]
                 taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
-            record(output, layout, self.proven)
             last = _seq() or first  # nodes of this call (the expand too) are in [first, last)
             # FSDP2 swaps in unsharded tensors for the forward: the graph holds those
             used = {id(module._parameters[a]): n for a, n in owner.attrs.items()}
@@ -385,7 +385,9 @@ def ghost_sq_grad_norms(
     try:
         run.install()
         run.batch = infer_batch_size(batch)  # the layouts need it during the forward
-        out = check_output(fn(model, batch), run.batch)
+        run.prov = Provenance(batch, run.batch)
+        with run.prov:
+            out = check_output(fn(model, batch), run.batch)
         run.recording = False
         n = out.shape[0]
         run.batch = n
