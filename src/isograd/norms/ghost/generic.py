@@ -20,15 +20,36 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from .._common import GhostUnsupported
 from .factors import Dense, Factor
+from .provenance import current
 
 MAX_BYTES = 2 * 1024**3
 """Largest total size of materialised per-example gradients the generic rule accepts."""
 
 
 def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-    """The call's arguments and which output leaves are tensors (references only)."""
+    """The call's arguments, which output leaves are tensors, and which argument leaves hold
+    one row per example (from their provenance; references only)."""
     leaves, _ = tree_flatten(output)
-    return args, kwargs, [isinstance(x, Tensor) for x in leaves]
+    return args, kwargs, [isinstance(x, Tensor) for x in leaves], example_rows(module, args, kwargs)
+
+
+def example_rows(module: nn.Module, args: tuple, kwargs: dict) -> list[bool] | None:
+    """Per argument leaf: sliced per example (True) or passed whole (False); None outside the
+    ghost forward (then a leading size equal to the batch decides)."""
+    prov = current()
+    if prov is None:
+        return None
+    rows = []
+    for x in tree_flatten((args, kwargs))[0]:
+        tag = prov.tag(x) if isinstance(x, Tensor) else None
+        if tag is not None and tag != 1:
+            raise GhostUnsupported(
+                f"the generic rule for {type(module).__name__} got an argument of shape "
+                f"{list(x.shape)} whose rows are not proven to be the examples; use method='loop'"
+            )
+        # batch-free size-1 leaves are expanded under the broadcast layout: slicing is harmless
+        rows.append(isinstance(x, Tensor) and (tag == 1 or (x.dim() > 0 and x.shape[0] == 1)))
+    return rows
 
 
 def _output_tensors(out: Any, is_tensor: Sequence[bool]) -> tuple[Tensor, ...]:
@@ -42,7 +63,7 @@ def generic_factors(
     """Per-example gradients of the module's own parameters `attrs`, each Dense [B, *shape]."""
     if grads is None or all(g is None for g in grads):
         return {}
-    args, kwargs, is_tensor = ctx
+    args, kwargs, is_tensor, rows = ctx
     n = next(g.shape[0] for g in grads if g is not None)
     own = dict(module.named_parameters(recurse=False))
     size = sum(own[a].numel() * own[a].element_size() for a in attrs) * n
@@ -55,6 +76,7 @@ def generic_factors(
     flat, spec = tree_flatten((args, kwargs))
     batched = [
         i for i, x in enumerate(flat) if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == n
+        and (rows is None or rows[i])
     ]
     fixed = {k: v.detach() for k, v in own.items() if k not in attrs}
     primals = {a: own[a].detach() for a in attrs}
@@ -77,6 +99,14 @@ def generic_factors(
 
     ex = [flat[i].detach() for i in batched]
     g_in = [grads[j].detach() for j in present]
-    with torch.no_grad():  # torch.func still differentiates; plain autograd records nothing
-        per = vmap(one, in_dims=(None, 0, 0))(primals, ex, g_in)
+    try:
+        with torch.no_grad():  # torch.func still differentiates; plain autograd records nothing
+            per = vmap(one, in_dims=(None, 0, 0))(primals, ex, g_in)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:  # an op vmap cannot batch (data-dependent control flow, .item())
+        raise GhostUnsupported(
+            f"the generic per-example rule cannot run {type(module).__name__} under vmap "
+            f"({str(e).splitlines()[0][:200]}); use method='loop'"
+        ) from e
     return {a: Dense(per[a]) for a in attrs}

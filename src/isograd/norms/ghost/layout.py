@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .._common import GhostUnsupported
@@ -67,6 +67,16 @@ class Layout:
         if g is None or self.k <= 1 or g.dim() == 0 or g.shape[0] != self.batch * self.k:
             return g
         return g.reshape(self.batch, self.k, *g.shape[1:])
+
+
+def require_batch_dim(module: nn.Module, x: Tensor, dims: int, exact: bool = False) -> None:
+    """`GhostUnsupported` unless `x` has at least (or, with `exact`, exactly) `dims` dimensions:
+    a rule's input without its batch dimension (an unbatched call) has no per-example rows."""
+    if x.dim() < dims or (exact and x.dim() != dims):
+        raise GhostUnsupported(
+            f"ghost needs a batch dimension first; {type(module).__name__} got shape "
+            f"{list(x.shape)}. Use method='loop'"
+        )
 
 
 def classify(

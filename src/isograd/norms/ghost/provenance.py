@@ -79,8 +79,24 @@ def _dims(arg: Any, ndim: int) -> list[int] | None:
     return [d % ndim if ndim else 0 for d in items]
 
 
+_ACTIVE: list[Provenance] = []
+
+
+def current() -> Provenance | None:
+    """The `Provenance` of the forward running now (None outside the ghost engine's forward)."""
+    return _ACTIVE[-1] if _ACTIVE else None
+
+
 class Provenance(TorchFunctionMode):
     """Tags the tensors of one forward pass (see the module docstring)."""
+
+    def __enter__(self) -> Provenance:
+        _ACTIVE.append(self)
+        return super().__enter__()
+
+    def __exit__(self, *exc: Any) -> None:
+        _ACTIVE.remove(self)
+        super().__exit__(*exc)
 
     def __init__(self, batch: Any, size: int | None) -> None:
         super().__init__()

@@ -1,0 +1,76 @@
+"""Every "ghost cannot" path raises `GhostUnsupported` (which ``method="auto"`` catches), and
+the layouts are read from provenance, not from shapes (issue 22)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from isograd import sq_grad_norms
+from isograd.norms import GhostUnsupported
+from isograd.norms.ghost import conv, embedding, linear, norms
+from tests.problems import refused_then_loop, rel_err
+
+
+@pytest.mark.parametrize("module, rule, x, g", [
+    (nn.Linear(3, 2), linear.linear_factors, torch.randn(3), torch.ones(2)),
+    (nn.Embedding(5, 2), embedding.embedding_factors, torch.tensor(1), torch.ones(2)),
+    (nn.Conv1d(2, 2, 3), conv.conv_factors, torch.randn(2, 5), torch.ones(2, 3, 1)),
+    (nn.LayerNorm(3), norms.layer_norm_factors, torch.randn(3), torch.ones(3)),
+    (nn.GroupNorm(1, 2), norms.group_norm_factors, torch.randn(2), torch.ones(2)),
+], ids=["linear", "embedding", "conv", "layer-norm", "group-norm"])
+def test_rule_without_batch_dimension_raises_ghost_unsupported(module, rule, x, g):
+    with pytest.raises(GhostUnsupported, match="batch dimension first"):
+        rule(module, x, [g], ["weight"])
+
+
+class _ItemGate(nn.Module):
+    """A module without a rule whose forward reads a value (vmap cannot batch `.item()`)."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 3, dtype=torch.float64))
+
+    def forward(self, x):
+        return x @ self.w if x.sum().item() > -1e9 else x
+
+
+def _sum_fn(model, x):
+    return model(x).sum(-1)
+
+
+def test_generic_rule_that_vmap_cannot_run_is_refused_and_auto_uses_loop():
+    torch.manual_seed(0)
+    refused_then_loop(_ItemGate(), _sum_fn, torch.randn(4, 3, dtype=torch.float64),
+                      "cannot run _ItemGate under vmap", "no exact ghost rule")
+
+
+class _Memory(nn.Module):
+    """A rule-less module reading the examples and a batch-free memory bank of M rows."""
+
+    def __init__(self, m: int):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(3, 3, dtype=torch.float64))
+        self.register_buffer("bank", torch.randn(m, 3, dtype=torch.float64))
+
+    def forward(self, x, bank):
+        return torch.tanh(x @ self.w) + (bank @ self.w).mean(0)
+
+
+class _WithMemory(nn.Module):
+    def __init__(self, m: int):
+        super().__init__()
+        self.mem = _Memory(m)
+
+    def forward(self, x):
+        return self.mem(x, self.mem.bank)
+
+
+@pytest.mark.parametrize("m", [4, 5], ids=["M==B", "M!=B"])
+def test_generic_rule_passes_a_batch_free_argument_whole_even_when_its_size_is_B(m):
+    torch.manual_seed(0)
+    model, x = _WithMemory(m), torch.randn(4, 3, dtype=torch.float64)
+    ref = sq_grad_norms(model, _sum_fn, x, method="loop")
+    got = sq_grad_norms(model, _sum_fn, x, method="ghost")
+    assert rel_err(got, ref) <= 1e-10
