@@ -142,7 +142,7 @@ def _dispatch(model: nn.Module, fn: Callable, batch: Any, m: Method, selected: d
         with model_state_guard(model, selected):
             return loop_sq_grad_norms(model, fn, batch, selected, by_param)
     from .ghost import ghost_sq_grad_norms, unsupported_params
-    from .ghost.engine import coverage
+    from .ghost.plan import coverage
 
     why = ""
     if m is Method.AUTO:

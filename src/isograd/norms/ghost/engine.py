@@ -39,23 +39,13 @@ from .._common import (
 from . import factors as fx
 from .graph import local_edges, walk
 from .layout import BROADCAST, Layout, classify, expand_output
+from .plan import Owner, plan
 from .provenance import Provenance
-from .rules import GENERIC, Rule, rule_for
-
-
-@dataclass(eq=False)
-class _Owner:
-    """A module owning selected parameters directly: attr -> selected name."""
-
-    name: str
-    module: nn.Module
-    rule: Rule
-    attrs: dict[str, str]
 
 
 @dataclass(eq=False)
 class _Call:
-    owner: _Owner
+    owner: Owner
     ctx: Any
     grads: list[Tensor | None]
     taps: list[tuple[int, Any]]  # (index among tensor outputs, GradientEdge)
@@ -84,63 +74,10 @@ def _seq() -> int | None:
     return None if view.grad_fn is None else view.grad_fn._sequence_nr() + 1
 
 
-def plan(
-    model: nn.Module, selected: Mapping[str, nn.Parameter], *, generic_ok: bool
-) -> list[_Owner]:
-    """The modules owning selected parameters, each with its rule (raises when none is exact)."""
-    ids = {id(p): n for n, p in selected.items()}
-    owners = []
-    for mname, m in model.named_modules():
-        attrs = {a: ids[id(p)] for a, p in m._parameters.items() if p is not None and id(p) in ids}
-        if not attrs:
-            continue
-        rule = rule_for(m)
-        label = f"{mname or '<root>'} ({type(m).__name__})"
-        if rule is None:
-            if not generic_ok:
-                raise GhostUnsupported(f"ghost has no rule for module {label}")
-            rule = GENERIC
-        reason = rule.refuse(m)
-        if reason:
-            raise GhostUnsupported(
-                f"ghost cannot compute exact per-example gradients for module {label}: {reason}; "
-                "use method='loop'"
-            )
-        owners.append(_Owner(label, m, rule, attrs))
-    return owners
-
-
-def unsupported_params(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> list[str]:
-    """Names of selected parameters owned by a module with no dedicated exact rule."""
-    ids = {id(p): n for n, p in selected.items()}
-    bad: list[str] = []
-    for m in model.modules():
-        rule = rule_for(m)
-        ok = rule is not None and rule.refuse(m) is None
-        for p in m._parameters.values():
-            if p is not None and id(p) in ids and not ok and ids[id(p)] not in bad:
-                bad.append(ids[id(p)])
-    return bad
-
-
-def coverage(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> dict[str, str]:
-    """Which rule each selected parameter goes through ("a+b" for a parameter with two owners)."""
-    ids = {id(p): n for n, p in selected.items()}
-    used: dict[str, list[str]] = defaultdict(list)
-    for m in model.modules():
-        rule = rule_for(m)
-        reason = rule.refuse(m) if rule is not None else None
-        label = (rule or GENERIC).name if reason is None else f"refused: {reason}"
-        for p in m._parameters.values():
-            if p is not None and id(p) in ids:
-                used[ids[id(p)]].append(label)
-    return {n: "+".join(used[n]) for n in selected}
-
-
 class _Run:
     """State of one ghost call: recorded module calls, accumulated norms, hook handles."""
 
-    def __init__(self, owners: list[_Owner], names: list[str], budget: int) -> None:
+    def __init__(self, owners: list[Owner], names: list[str], budget: int) -> None:
         self.owners = owners
         self.budget = budget
         self.prov: Provenance | None = None  # which tensors come from the batch, and how
@@ -162,14 +99,14 @@ class _Run:
             self.handles.append(m.register_forward_pre_hook(self._pre(owner), with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post(owner), with_kwargs=True))
 
-    def _pre(self, owner: _Owner) -> Callable:
+    def _pre(self, owner: Owner) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if self.recording:
                 self.starts[id(owner)].append(_seq())
 
         return hook
 
-    def _post(self, owner: _Owner) -> Callable:
+    def _post(self, owner: Owner) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.recording:
                 return
