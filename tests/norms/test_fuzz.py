@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from isograd import sq_grad_norms
 from isograd.norms import EngineFallbackWarning, GhostUnsupported
+from isograd.norms.loop import Isolation
 from tests.norms.fuzz_models import BLOCKS, HEADS, POSITIONS, Spec, build, logprob
 
 RTOL = 1e-8
@@ -113,3 +114,27 @@ def test_exact_cases_stay_on_ghost(name: str) -> None:
     ref = sq_grad_norms(model, logprob, batch, method="loop")
     got = sq_grad_norms(model, logprob, batch, method="ghost")
     assert ((got - ref).abs() <= RTOL * ref).all()
+
+
+@seed(23)
+@settings(max_examples=100, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(spec=specs(), data=st.data())
+def test_loop_isolation_of_non_finite_examples_never_changes_the_others(spec, data, monkeypatch):
+    """The loop engine zeroes a non-finite example's rows in the saved tensors proven to hold
+    the examples; marking a finite example so must leave every number as it was."""
+    torch.set_num_threads(1)
+    model, batch = build(spec)
+    ref = sq_grad_norms(model, logprob, batch, method="loop")
+    marked = data.draw(st.integers(0, spec.batch - 1))
+    start = Isolation.start
+
+    def marking(self, bad_out):
+        bad = bad_out.clone()
+        bad[marked] = True
+        start(self, bad)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(Isolation, "start", marking)
+        got = sq_grad_norms(model, logprob, batch, method="loop")
+    assert ((got - ref).abs() <= RTOL * ref).all(), f"{got} vs {ref}"

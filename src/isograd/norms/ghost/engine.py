@@ -34,7 +34,6 @@ from .._common import (
     check_output,
     infer_batch_size,
     memory_budget,
-    warn_non_finite,
 )
 from . import factors as fx
 from .graph import local_edges, walk
@@ -300,7 +299,7 @@ def ghost_sq_grad_norms(
     selected: Mapping[str, nn.Parameter],
     by_param: bool,
     budget: int | None = None,
-) -> tuple[Tensor, dict[str, Tensor] | None]:
+) -> tuple[Tensor, dict[str, Tensor] | None, Tensor]:
     """Per-example squared gradient norms, all examples in one weightless backward.
 
     Must run inside `model_state_guard` (selected params require grad, nothing else does).
@@ -311,8 +310,9 @@ def ghost_sq_grad_norms(
             then processed in slices); None: `memory_budget()`'s default.
 
     Returns:
-        total [B] float64 on the CPU, and with `by_param` a dict name -> [B] float64 that sums
-        to it.
+        total [B] float64 on the CPU, with `by_param` a dict name -> [B] float64 that sums
+        to it, and the mask [B] of examples whose output was not finite (their norms NaN).
+        Examples are independent here: one example's NaN leaves the others' norms exact.
 
     Raises:
         GhostUnsupported: on any condition under which ghost cannot give an exact number.
@@ -343,6 +343,5 @@ def ghost_sq_grad_norms(
     per = run.per.cpu()
     bad = ~finite.cpu()
     per[:, bad] = float("nan")
-    warn_non_finite(bad)
     total = per.sum(0)
-    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None)
+    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None), bad

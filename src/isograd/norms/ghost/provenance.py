@@ -54,6 +54,8 @@ _OVER_DIM = frozenset("""
 sum mean amax amin max min prod var std logsumexp softmax log_softmax cumsum cumprod argmax
 argmin any all count_nonzero nansum nanmean var_mean std_mean
 """.split())
+# ops whose saved internals [rows, ...] of dim >= 2 are per-row statistics (mean, rstd, logsumexp)
+_ROW_INTERNALS = frozenset({"layer_norm", "rms_norm", "group_norm", "scaled_dot_product_attention"})
 _RESHAPES = frozenset({"view", "reshape", "view_as", "reshape_as", "flatten", "unflatten"})
 _SPLITS = frozenset({"split", "chunk", "unbind", "tensor_split", "split_with_sizes"})
 
@@ -102,6 +104,9 @@ class Provenance(TorchFunctionMode):
         super().__init__()
         self.size = size
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.saved: list[list[Any]] | None = None
+        """Entries ``[tensor, ..., op tag]`` appended by saved-tensor hooks during an op: a
+        tensor an op saves for its backward (layer norm's statistics) gets the op's tag."""
         for t in tree_flatten(batch)[0]:
             if isinstance(t, Tensor):
                 self.tags[t] = 1 if t.dim() > 0 and t.shape[0] == size else UNKNOWN
@@ -112,6 +117,7 @@ class Provenance(TorchFunctionMode):
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: Any = None):
         kwargs = kwargs or {}
+        mark = len(self.saved) if self.saved is not None else 0
         out = func(*args, **kwargs)
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
         tagged = [(t, self.tags.get(t)) for t in ins]
@@ -131,6 +137,12 @@ class Provenance(TorchFunctionMode):
             k = UNKNOWN
         for t in outs:
             self.tags[t] = k
+        if self.saved is not None and k != UNKNOWN and name in _ROW_INTERNALS:
+            # the per-row statistics these ops save (not their inputs: weights may be [B, ...])
+            own = {id(t) for t in ins}
+            for entry in self.saved[mark:]:
+                if id(entry[0]) not in own and entry[0].dim() >= 2:
+                    entry[-1] = k
         return out
 
     def _setitem(self, args: tuple, src: list) -> int:
