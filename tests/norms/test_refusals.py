@@ -74,3 +74,73 @@ def test_generic_rule_passes_a_batch_free_argument_whole_even_when_its_size_is_B
     ref = sq_grad_norms(model, _sum_fn, x, method="loop")
     got = sq_grad_norms(model, _sum_fn, x, method="ghost")
     assert rel_err(got, ref) <= 1e-10
+
+
+class _Bilinear(nn.Module):
+    """A rule-less module: the generic rule materialises [B, 4, 4] per-example gradients."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.randn(4, 4, dtype=torch.float64))
+
+    def forward(self, x):
+        return torch.tanh(x @ self.w)
+
+
+def test_generic_rule_follows_memory_budget():
+    torch.manual_seed(0)
+    model, x = _Bilinear(), torch.randn(3, 4, dtype=torch.float64)
+    need = 3 * 16 * 8  # B x 4 x 4 float64
+    ref = sq_grad_norms(model, _sum_fn, x, method="loop")
+    got = sq_grad_norms(model, _sum_fn, x, method="ghost", memory_budget=need)
+    assert rel_err(got, ref) <= 1e-12
+    with pytest.raises(GhostUnsupported, match=f"{need:,} bytes of per-example gradients"):
+        sq_grad_norms(model, _sum_fn, x, method="ghost", memory_budget=need - 1)
+
+
+class _Tied(nn.Module):
+    """One Linear called on two inputs of different lengths: a cross term between its uses."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4, bias=False).double()
+
+    def forward(self, x):
+        return self.lin(x).sum((1, 2)) * self.lin(torch.tanh(x[:, :3])).sum((1, 2))
+
+
+def test_tied_cross_terms_follow_memory_budget():
+    torch.manual_seed(0)
+    model, x = _Tied(), torch.randn(2, 5, 4, dtype=torch.float64)
+    ref = sq_grad_norms(model, lambda m, b: m(b), x, method="loop")
+    got = sq_grad_norms(model, lambda m, b: m(b), x, method="ghost")
+    assert rel_err(got, ref) <= 1e-10
+    # each use alone fits (a materialised 4 x 4 gradient and its square: 256 bytes per
+    # example); the cross term's two Grams [B, 5, 3] (480 bytes) do not
+    with pytest.raises(GhostUnsupported, match="cross term between two uses of a tied"):
+        sq_grad_norms(model, lambda m, b: m(b), x, method="ghost", memory_budget=300)
+
+
+class _ModifiesInput(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 3).double()
+        self.out = nn.Linear(3, 1).double()
+
+    def forward(self, x):
+        h = self.lin(x)
+        y = self.out(h)  # out captures h ...
+        h.mul_(2)  # ... which is modified in place (nothing saved by autograd reads it)
+        return y[:, 0]
+
+
+@pytest.mark.filterwarnings("ignore::isograd.norms.EngineFallbackWarning")
+def test_input_modified_in_place_after_capture_is_refused():
+    """Ghost refuses (it would read the new values); the loop engine, as autograd, raises."""
+    torch.manual_seed(0)
+    model, x = _ModifiesInput(), torch.randn(3, 3, dtype=torch.float64)
+    with pytest.raises(GhostUnsupported, match=r"out \(Linear\) read in the forward.*in place"):
+        sq_grad_norms(model, lambda m, b: m(b), x, method="ghost")
+    for method in ("loop", "auto"):
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            sq_grad_norms(model, lambda m, b: m(b), x, method=method)

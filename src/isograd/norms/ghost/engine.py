@@ -36,6 +36,7 @@ from .._common import (
     memory_budget,
 )
 from . import factors as fx
+from . import generic
 from .graph import local_edges, walk
 from .layout import BROADCAST, Layout, classify, expand_output
 from .plan import Owner, plan
@@ -52,6 +53,7 @@ class _Call:
     last: int
     layout: Layout
     params: dict[int, str]  # id of each selected parameter as the forward used it -> name
+    versions: list[tuple[Tensor, int]]  # captured tensors and their versions at capture
     pending: int = 0
     done: bool = False
 
@@ -118,6 +120,7 @@ class _Run:
             layout = classify(owner.name, owner.rule.rows, args, kwargs, output, self.batch,
                               self.prov)
             ctx = layout.ctx(owner.rule.capture(module, args, kwargs, output))
+            versions = [(t, t._version) for t in tree_flatten(ctx)[0] if isinstance(t, Tensor)]
             new = None
             if layout.k == BROADCAST:  # each example's output gradient then has its own row
                 new = expand_output(output, self.batch)
@@ -127,7 +130,8 @@ class _Run:
             # FSDP2 swaps in unsharded tensors for the forward: the graph holds those
             used = {id(module._parameters[a]): n for a, n in owner.attrs.items()}
             self.calls.append(
-                _Call(owner, ctx, [None] * len(tensors), taps, first, last, layout, used))
+                _Call(owner, ctx, [None] * len(tensors), taps, first, last, layout, used,
+                      versions))
             return new
 
         return hook
@@ -203,6 +207,12 @@ class _Run:
 
     def _process(self, call: _Call) -> None:
         owner = call.owner
+        changed = [list(t.shape) for t, v in call.versions if t._version != v]
+        if changed:  # the rule would read the new values, not those the forward used
+            raise GhostUnsupported(
+                f"a tensor module {owner.name} read in the forward (shape {changed[0]}) was "
+                "modified in place afterwards; use method='loop' (or avoid the in-place op)"
+            )
         call.grads = [call.layout.grad(g) for g in call.grads]
         for g in call.grads:
             if g is not None and (g.dim() == 0 or g.shape[0] != self.batch):
@@ -235,6 +245,7 @@ class _Run:
         for dc, _ in tied.done:
             p = tied.partials.pop((id(dc), id(call)), None)
             if p is not None and full is not None:
+                self._cross_budget(p.factor, full, call)
                 row += 2 * fx.finish(p, full).to(row.device)
         tied.done.append((call, attr))
         if f is None:
@@ -243,7 +254,19 @@ class _Run:
             if wc is call or wc.done:
                 continue
             fw = wc.owner.rule.factors(wc.owner.module, wc.ctx, None, [wa]).get(wa)
+            if fw is not None:
+                self._cross_budget(f, fw, call)
             tied.partials[(id(call), id(wc))] = fx.Partial(f) if fw is None else fx.partial(f, fw)
+
+    def _cross_budget(self, a: fx.Factor, b: fx.Factor, call: _Call) -> None:
+        """Refuse a tied parameter's cross term whose transient terms exceed the budget."""
+        need = fx.cross_bytes(a, b)
+        if need > self.budget:
+            raise GhostUnsupported(
+                f"ghost would need {need:,} bytes for the cross term between two uses of a tied "
+                f"parameter of module {call.owner.name}, over the memory budget of "
+                f"{self.budget:,} bytes (memory_budget= or $ISOGRAD_MEMORY_BUDGET)"
+            )
 
     def _sq_norm(self, f: fx.Factor, call: _Call) -> Tensor:
         """‖G_b‖² [B], over slices of examples that keep the transient terms under the budget.
@@ -319,6 +342,7 @@ def ghost_sq_grad_norms(
     """
     names = list(selected)
     run = _Run(plan(model, selected, generic_ok=True), names, memory_budget(budget))
+    token = generic.BUDGET.set(run.budget)
     try:
         run.install()
         run.batch = infer_batch_size(batch)  # the layouts need it during the forward
@@ -339,6 +363,7 @@ def ghost_sq_grad_norms(
         run.finish(grads)
         del out, grads
     finally:
+        generic.BUDGET.reset(token)
         run.close()
     per = run.per.cpu()
     bad = ~finite.cpu()

@@ -4,13 +4,15 @@ For a module whose own parameters have no dedicated rule, each example's input i
 the module again (``functional_call`` on a batch of one) and its output gradient is pulled back
 to the module's direct parameters with `torch.func.vjp`; `torch.func.vmap` batches this over
 examples. The per-example gradients are materialised ([B, *shape] per parameter), so the rule
-refuses, with the figure, when that would exceed `MAX_BYTES`. Exact whenever the module treats
+refuses, with the figure, when that would exceed the memory budget of the call (`BUDGET`,
+set by the engine to ``memory_budget``). Exact whenever the module treats
 examples independently (which the ghost engine assumes of the whole model anyway).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -18,12 +20,12 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .._common import GhostUnsupported
+from .._common import GhostUnsupported, memory_budget
 from .factors import Dense, Factor
 from .provenance import current
 
-MAX_BYTES = 2 * 1024**3
-"""Largest total size of materialised per-example gradients the generic rule accepts."""
+BUDGET: ContextVar[int | None] = ContextVar("isograd_ghost_budget", default=None)
+"""Bytes the materialised per-example gradients of one call may take (the engine sets it)."""
 
 
 def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
@@ -67,11 +69,14 @@ def generic_factors(
     n = next(g.shape[0] for g in grads if g is not None)
     own = dict(module.named_parameters(recurse=False))
     size = sum(own[a].numel() * own[a].element_size() for a in attrs) * n
-    if size > MAX_BYTES:
+    limit = BUDGET.get()
+    limit = memory_budget() if limit is None else limit
+    if size > limit:
         raise GhostUnsupported(
             f"the generic per-example rule for {type(module).__name__} would materialise "
-            f"{size / 1024**3:.1f} GiB of per-example gradients (limit {MAX_BYTES / 1024**3:.0f} "
-            "GiB); select fewer parameters or use method='loop'"
+            f"{size:,} bytes of per-example gradients, over the memory budget of {limit:,} "
+            "bytes (memory_budget= or $ISOGRAD_MEMORY_BUDGET); select fewer parameters or use "
+            "method='loop'"
         )
     flat, spec = tree_flatten((args, kwargs))
     batched = [
