@@ -11,7 +11,7 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-architectures lint clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: install
 test: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	$(BIN)/python -m pytest -q
+
+# every causal LM of the installed transformers built tiny, ghost/auto against the loop engine
+# (about 196 models, one thread; the table is docs/architectures.md)
+test-architectures: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m architectures tests/architectures
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)

@@ -21,7 +21,7 @@ BLOCKS = (
     "linear", "layernorm", "rmsnorm", "conv", "attn", "mha", "mha_seq_first", "shared",
     "batch_major", "time_major", "batch_free_linear",
 )
-POSITIONS = ("none", "batch_free", "broadcast")
+POSITIONS = ("none", "batch_free", "broadcast", "expanded")
 HEADS = ("linear", "tied")
 
 
@@ -96,6 +96,8 @@ class FuzzModel(nn.Module):
             h = h + self.pos(torch.arange(t))  # [T, d]: no batch dimension at all
         elif self.spec.position == "broadcast":
             h = h + self.pos(torch.arange(t)[None])  # [1, T, d]
+        elif self.spec.position == "expanded":  # BART's positions: batch-free rows, B of them
+            h = h + self.pos(torch.arange(t).expand(b, -1))
         for kind, layer in zip(self.spec.blocks, self.layers):
             if kind == "linear":
                 h = torch.tanh(layer(h))

@@ -97,6 +97,7 @@ REGRESSIONS = {
     # exact today and must stay so
     "broadcast_position_B_eq_T": _spec(position="broadcast", left_pad=True, lengths=(2, 3, 3)),
     "batch_major_B_eq_T": _spec(blocks=("batch_major",)),
+    "expanded_position_B_eq_T": _spec(position="expanded", left_pad=True, lengths=(2, 3, 3)),
     "tied_shared_attn": _spec(blocks=("shared", "attn"), head="tied", width=2, heads=2, batch=2,
                               lengths=(3, 2)),
 }
@@ -107,7 +108,8 @@ def test_regressions(name: str) -> None:
     check_engines(REGRESSIONS[name])
 
 
-@pytest.mark.parametrize("name", ["broadcast_position_B_eq_T", "batch_major_B_eq_T"])
+@pytest.mark.parametrize("name", ["broadcast_position_B_eq_T", "batch_major_B_eq_T",
+                                  "expanded_position_B_eq_T"])
 def test_exact_cases_stay_on_ghost(name: str) -> None:
     """Refusing more is not a fix: these layouts are proven batched, ghost must answer."""
     model, batch = build(REGRESSIONS[name])

@@ -144,3 +144,31 @@ def test_input_modified_in_place_after_capture_is_refused():
     for method in ("loop", "auto"):
         with pytest.raises(RuntimeError, match="modified by an inplace operation"):
             sq_grad_norms(model, lambda m, b: m(b), x, method=method)
+
+
+class _ReturnsWeights(nn.Module):
+    """A rule-less attention-like module returning (output, weights), the output computed from
+    the weights: the gradient reaching the weights includes their internal use."""
+
+    def __init__(self):
+        super().__init__()
+        self.s = nn.Parameter(torch.randn(3, dtype=torch.float64))
+
+    def forward(self, x):
+        w = torch.softmax(x * self.s, -1)
+        return w * x, w
+
+
+class _UsesFirst(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.att = _ReturnsWeights()
+
+    def forward(self, x):
+        return self.att(x)[0].sum(-1)
+
+
+def test_output_also_used_inside_the_module_is_refused_not_counted_twice():
+    torch.manual_seed(0)
+    refused_then_loop(_UsesFirst(), lambda m, b: m(b), torch.randn(3, 3, dtype=torch.float64),
+                      "also used to compute another of its outputs", "no exact ghost rule")

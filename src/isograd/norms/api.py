@@ -91,8 +91,10 @@ def sq_grad_norms(
         on_oom: an `OnOOM` or its value ("raise", "split").
 
     Returns:
-        Tensor[B] float64 on the CPU of squared norms (NaN for examples whose output is not
-        finite, with a `NonFiniteOutputWarning`), or ``(total, per_param)`` when `by_param`.
+        Tensor[B] float64 on the CPU of squared norms, or ``(total, per_param)`` when
+        `by_param`. An example whose output is not finite gets NaN, one whose gradient is not
+        (a NaN/inf input that the output does not show) NaN or inf; one
+        `NonFiniteOutputWarning` names exactly those examples, and the others stay exact.
 
     Raises:
         ValueError: empty batch, empty selection, `fn` output of the wrong shape or not

@@ -37,7 +37,7 @@ from .._common import (
 )
 from . import factors as fx
 from . import generic
-from .graph import local_edges, walk
+from .graph import feeds_another, local_edges, walk
 from .layout import BROADCAST, Layout, classify, expand_output
 from .plan import Owner, plan
 from .provenance import Provenance
@@ -163,6 +163,14 @@ class _Run:
                     "tensor directly) has no rule. Use method='loop'"
                 )
         self.calls = [c for c in self.calls if any(e.node in reachable for _, e in c.taps)]
+        for c in self.calls:
+            nodes = [e.node for _, e in c.taps]
+            if len(set(nodes)) > 1 and feeds_another(nodes, c.first, c.last, reachable):
+                raise GhostUnsupported(
+                    f"module {c.owner.name} returns a tensor that it also used to compute "
+                    "another of its outputs (e.g. attention weights): the gradient reaching "
+                    "that output includes the internal use, counted twice. Use method='loop'"
+                )
         for c in self.calls:
             c.pending = sum(e.node in reachable for _, e in c.taps)
             for a, n in c.owner.attrs.items():
@@ -349,6 +357,13 @@ def ghost_sq_grad_norms(
         run.prov = Provenance(batch, run.batch)
         with run.prov:
             out = check_output(fn(model, batch), run.batch)
+        for label, use in run.prov.misaligned():
+            raise GhostUnsupported(
+                f"ghost needs the examples on dimension 0 of every layer's output; module "
+                f"{label} produced a batch-free output with B rows that is not used row by row "
+                f"with the examples ({use}: e.g. a [T, d] position table at B == T). "
+                "Use method='loop'"
+            )
         run.recording = False
         n = out.shape[0]
         run.batch = n

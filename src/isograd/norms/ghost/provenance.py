@@ -56,6 +56,11 @@ argmin any all count_nonzero nansum nanmean var_mean std_mean
 """.split())
 # ops whose saved internals [rows, ...] of dim >= 2 are per-row statistics (mean, rstd, logsumexp)
 _ROW_INTERNALS = frozenset({"layer_norm", "rms_norm", "group_norm", "scaled_dot_product_attention"})
+# ops whose result's values do not depend on their tensor input (only its shape or dtype)
+_CONSTANT = frozenset("""
+zeros_like ones_like empty_like full_like rand_like randn_like randint_like new_zeros new_ones
+new_empty new_full new_tensor
+""".split())
 _RESHAPES = frozenset({"view", "reshape", "view_as", "reshape_as", "flatten", "unflatten"})
 _SPLITS = frozenset({"split", "chunk", "unbind", "tensor_split", "split_with_sizes"})
 
@@ -104,12 +109,52 @@ class Provenance(TorchFunctionMode):
         super().__init__()
         self.size = size
         self.tags: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        self.groups: list[list[Any]] = []
+        self.watched: WeakIdKeyDictionary = WeakIdKeyDictionary()
+        """Batch-free module outputs with one row per example (`watch`) -> their group
+        ``[label, why a use does not line row b up with example b, or None]``."""
         self.saved: list[list[Any]] | None = None
-        """Entries ``[tensor, ..., op tag]`` appended by saved-tensor hooks during an op: a
-        tensor an op saves for its backward (layer norm's statistics) gets the op's tag."""
+        """Entries ``[tensor, copy, version, op tag]`` appended by saved-tensor hooks during an
+        op: a tensor an op saves for its backward (layer norm's statistics) gets the op's tag,
+        and its version is taken once the op is done (an in-place op saves its result)."""
         for t in tree_flatten(batch)[0]:
             if isinstance(t, Tensor):
                 self.tags[t] = 1 if t.dim() > 0 and t.shape[0] == size else UNKNOWN
+
+    def watch(self, t: Tensor, label: str) -> None:
+        """Follow the uses of a batch-free output [B, ...] (``arange(T).expand(B, -1)`` into a
+        position embedding): its rows are the examples only if every use lines row b up with
+        example b (an elementwise op with an example-major operand of the same shape)."""
+        group = [label, None]
+        self.groups.append(group)  # outlives the tensors (weakly held in `watched`)
+        self.watched[t] = group
+
+    def misaligned(self) -> list[tuple[str, str]]:
+        """(module, the use) of every watched output used other than row by row."""
+        return [(g[0], g[1]) for g in self.groups if g[1] is not None]
+
+    def _uses(self, name: str, args: tuple, ins: list[Tensor], from_batch: list, out: Any
+              ) -> None:
+        outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        for t in ins:
+            group = self.watched.get(t)
+            if group is None:
+                continue
+            rows = bool(outs) and all(o.dim() > 0 and o.shape[0] == t.shape[0] for o in outs)
+            if name in _ROW_LAYERS:
+                rows = rows and args[:1] and args[0] is t
+            elif name == "getitem":
+                rows = rows and _keeps_rows(t, args[1], [(t, 1)])
+            else:
+                rows = rows and name in _ELEMENTWISE and all(o.dim() == t.dim() for o in outs)
+            if not rows:
+                group[1] = group[1] or f"{name} on its output of shape {list(t.shape)}"
+                continue
+            aligned = any(k == 1 and s.dim() == outs[0].dim() and s.shape[0] == outs[0].shape[0]
+                          for s, k in from_batch)
+            if not aligned:  # e.g. dropout or a cast: the result's own uses decide
+                for o in outs:
+                    self.watched[o] = group
 
     def tag(self, t: Tensor) -> int | None:
         """None (batch-free), UNKNOWN, or the example-major row factor k."""
@@ -119,12 +164,17 @@ class Provenance(TorchFunctionMode):
         kwargs = kwargs or {}
         mark = len(self.saved) if self.saved is not None else 0
         out = func(*args, **kwargs)
+        if self.saved is not None:
+            for entry in self.saved[mark:]:  # as autograd: the version once the op is done
+                entry[2] = entry[0]._version
         ins = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)]
         tagged = [(t, self.tags.get(t)) for t in ins]
         from_batch = [(t, k) for t, k in tagged if k is not None]
+        name = _base(func)
+        if len(self.watched) and any(t in self.watched for t in ins):
+            self._uses(name, args, ins, from_batch, out)
         if not from_batch:
             return out
-        name = _base(func)
         if name == "setitem" and args and isinstance(args[0], Tensor):
             self.tags[args[0]] = self._setitem(args, from_batch)
             return out
@@ -150,15 +200,24 @@ class Provenance(TorchFunctionMode):
         x, key = args[0], args[1]
         k = self.tags.get(x)
         value = args[2] if len(args) > 2 else None
+        if k is None and src and all(kk == src[0][1] for _, kk in src) and src[0][1] != UNKNOWN \
+                and x.shape[0] == self.size * src[0][1]:
+            k = src[0][1]  # a batch-free buffer (zeros_like) filled row by row with examples
         if k is None or k == UNKNOWN or any(kk != k for _, kk in src):
             return UNKNOWN
         if isinstance(value, Tensor) and self.tags.get(value) is not None and not (
                 value.dim() == x.dim() and value.shape[0] == x.shape[0]):
             return UNKNOWN
+        if isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == x.shape and (
+                not isinstance(value, Tensor) or self.tags.get(value) is None):
+            return k  # x[mask] = constant: elementwise, as masked_fill
         return k if _keeps_rows(x, key, [(x, k)]) else UNKNOWN
 
-    def _rule(self, name: str, args: tuple, kwargs: dict, src: list, outs: list[Tensor]) -> int:
+    def _rule(self, name: str, args: tuple, kwargs: dict, src: list, outs: list[Tensor]
+              ) -> int | None:
         """The tag of every output of one op with batch-derived inputs `src` [(tensor, tag)]."""
+        if name in _CONSTANT:
+            return None  # the values do not depend on the input: batch-free
         ks = {k for _, k in src}
         if UNKNOWN in ks or len(ks) != 1:
             return UNKNOWN
@@ -192,6 +251,8 @@ class Provenance(TorchFunctionMode):
                 return k
             only_left = all(t is left for t, _ in src)
             return k if out.dim() == 2 and only_left and left.dim() == 2 else UNKNOWN
+        if name in {"max", "min"} and len(args) > 1 and isinstance(args[1], Tensor):
+            return k if aligned else UNKNOWN  # elementwise max/min of two tensors
         if name in _OVER_DIM:
             dim = args[1] if len(args) > 1 else kwargs.get("dim")
             dims = _dims(dim, x.dim()) if x is not None else None
@@ -206,7 +267,9 @@ class Provenance(TorchFunctionMode):
             if name in _SPLITS and len(args) > 2 and isinstance(args[2], int):
                 dim = args[2]
             ok = isinstance(dim, int) and dim % max(ref.dim() + (name == "stack"), 1) != 0
-            return k if ok and aligned else UNKNOWN
+            rows = all(t.shape[0] == out.shape[0] and t.dim() == out.dim() - (name == "stack")
+                       for t, _ in src)
+            return k if ok and rows else UNKNOWN
         if name in {"transpose", "swapaxes", "swapdims", "movedim", "moveaxis"}:
             a, b = (list(args[1:3]) + [None, None])[:2]
             if isinstance(a, int) and isinstance(b, int) and x is not None:
