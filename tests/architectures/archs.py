@@ -27,7 +27,7 @@ RTOL = 1e-8
 # in their norms, attention or logits): the engines then agree only to float32 accuracy
 FLOAT32_INSIDE: dict[str, str] = {}
 FLOAT32_RTOL = 1e-4
-MAX_PARAMS = 2_000_000
+MAX_PARAMS = 30_000_000
 
 # the sizes every tiny config gets, under each name a config may use for them
 _SIZES = dict(
@@ -56,10 +56,26 @@ class Outcome:
     seconds: float = 0.0
 
 
-def _shrink(cfg) -> None:
-    """Set the tiny sizes on `cfg` and its sub-configs (where the attribute exists and can be
-    set: some are derived properties)."""
-    for key, value in _SIZES.items():
+_KEEP_DIMS = {"head_dim", "kv_lora_rank", "q_lora_rank", "qk_rope_head_dim", "qk_nope_head_dim",
+              "v_head_dim", "sliding_window", "first_k_dense_replace", "moe_intermediate_size",
+              "shared_expert_intermediate_size"}
+_LAYERS_ONLY = {"vocab_size", "num_hidden_layers", "n_layer", "num_layers", "n_layers",
+                "decoder_layers", "encoder_layers", "num_experts", "n_routed_experts",
+                "num_local_experts", "pad_token_id", "bos_token_id", "eos_token_id",
+                "decoder_start_token_id"}
+TIERS = (
+    ("tiny", {}),
+    ("tiny, the config's own head and rope dims", {k: None for k in _KEEP_DIMS}),
+    ("the config's own sizes, 2 layers", {k: None for k in _SIZES if k not in _LAYERS_ONLY}),
+)
+"""Configs tried in turn: a failure is reported with the last one's error (the architecture's
+own defaults), not with a size this file chose."""
+
+
+def _shrink(cfg, sizes: dict) -> None:
+    """Set `sizes` on `cfg` and its sub-configs (where the attribute exists and can be set:
+    some are derived properties)."""
+    for key, value in sizes.items():
         if value is None or not hasattr(cfg, key):
             continue
         try:
@@ -77,19 +93,31 @@ def _shrink(cfg) -> None:
 
     for name, inner in list(vars(cfg).items()):  # every sub-config (text, encoder, patcher...)
         if isinstance(inner, PretrainedConfig) and name != "parent":
-            _shrink(inner)
+            _shrink(inner, sizes)
 
 
 def build(model_type: str) -> nn.Module:
-    """The tiny float64 causal LM of `model_type` in eval mode (raises when it cannot be)."""
+    """The tiny float64 causal LM of `model_type` in eval mode, from the first of `TIERS` that
+    builds and runs (raises the last tier's error when none does)."""
+    error: Exception | None = None
+    for drop in (d for _, d in TIERS):
+        sizes = {k: v for k, v in _SIZES.items() if drop.get(k, v) is not None}
+        try:
+            return _build(model_type, sizes)
+        except Exception as e:  # noqa: BLE001 - the next tier, then the reason
+            error = e
+    raise RuntimeError(f"{TIERS[-1][0]}: {type(error).__name__}: {error}") from error
+
+
+def _build(model_type: str, sizes: dict) -> nn.Module:
     from transformers import AutoModelForCausalLM
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     cls = CONFIG_MAPPING[model_type]
     known = cls().to_dict()
     # sizes passed to the constructor, so that values derived from them there follow
-    cfg = cls(**{k: v for k, v in _SIZES.items() if k in known and v is not None})
-    _shrink(cfg)
+    cfg = cls(**{k: v for k, v in sizes.items() if k in known})
+    _shrink(cfg, sizes)
     if hasattr(cfg, "is_decoder"):
         cfg.is_decoder = True
     cfg._experts_implementation = "eager"  # grouped_mm kernels take no float64
@@ -98,8 +126,7 @@ def build(model_type: str) -> nn.Module:
     with torch.device("meta"):  # count first: a size the shrinking missed stays huge
         n = sum(p.numel() for p in AutoModelForCausalLM.from_config(cfg).parameters())
     if n > MAX_PARAMS:
-        raise ValueError(f"{n:,} parameters after shrinking every size the config names "
-                         f"(limit {MAX_PARAMS:,})")
+        raise ValueError(f"{n:,} parameters (limit {MAX_PARAMS:,})")
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float64)
     model = model.double().eval()
@@ -107,10 +134,10 @@ def build(model_type: str) -> nn.Module:
         for n, p in model.named_parameters():
             if "norm" in n.lower() or p.dim() == 1:
                 p.add_(0.05 * torch.randn_like(p))
-        try:  # a tiny config its own forward cannot run is not built
+        try:  # a config whose own forward cannot run is not built
             plain_logprob(model, batch("right", 2, 5))
         except Exception as e:  # noqa: BLE001 - re-raised with where it failed
-            raise RuntimeError(f"its forward fails on the tiny config: {type(e).__name__}: "
+            raise RuntimeError(f"its forward fails: {type(e).__name__}: "
                                f"{str(e).splitlines()[0] if str(e) else ''}") from e
     return model
 

@@ -49,8 +49,10 @@ def example_rows(module: nn.Module, args: tuple, kwargs: dict) -> list[bool] | N
                 f"the generic rule for {type(module).__name__} got an argument of shape "
                 f"{list(x.shape)} whose rows are not proven to be the examples; use method='loop'"
             )
-        # batch-free size-1 leaves are expanded under the broadcast layout: slicing is harmless
-        rows.append(isinstance(x, Tensor) and (tag == 1 or (x.dim() > 0 and x.shape[0] == 1)))
+        # batch-free leaves whose rows are all one (size 1, expanded under the broadcast
+        # layout, or an expand's stride 0): slicing them is harmless
+        rows.append(isinstance(x, Tensor) and (tag == 1 or (x.dim() > 0 and (
+            x.shape[0] == 1 or x.stride(0) == 0))))
     return rows
 
 

@@ -98,7 +98,7 @@ def classify(
     if outs and all(k is None for k in tags + ins) and all(n == 1 for n in _leading((
             args, kwargs, output))):
         return Layout(BROADCAST, batch)
-    if outs and all(k is None for k in tags + ins) and all(t.shape[0] == batch for t in outs):
+    if outs and all(k is None for k in tags) and all(t.shape[0] == batch for t in outs):
         # batch-free rows, one per example (BART's arange(T).expand(B, -1) positions): exact
         # when every use lines row b up with example b, checked once the forward is done
         for t in outs:

@@ -136,6 +136,8 @@ class Provenance(TorchFunctionMode):
     def _uses(self, name: str, args: tuple, ins: list[Tensor], from_batch: list, out: Any
               ) -> None:
         outs = [t for t in tree_flatten(out)[0] if isinstance(t, Tensor)]
+        if not outs:
+            return  # t.shape, t._version, t.dim(): no values move
         for t in ins:
             group = self.watched.get(t)
             if group is None:
@@ -205,13 +207,18 @@ class Provenance(TorchFunctionMode):
             k = src[0][1]  # a batch-free buffer (zeros_like) filled row by row with examples
         if k is None or k == UNKNOWN or any(kk != k for _, kk in src):
             return UNKNOWN
-        if isinstance(value, Tensor) and self.tags.get(value) is not None and not (
-                value.dim() == x.dim() and value.shape[0] == x.shape[0]):
+        from_value = isinstance(value, Tensor) and self.tags.get(value) is not None
+        if isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == x.shape:
+            return UNKNOWN if from_value else k  # x[mask] = constant: as masked_fill
+        if any(self.tags.get(t) is not None for t in tree_flatten(key)[0]
+               if isinstance(t, Tensor)):
+            return UNKNOWN  # positions chosen by the batch: rows may mix
+        if not _keeps_rows(x, key, [(x, k)]):
             return UNKNOWN
-        if isinstance(key, Tensor) and key.dtype == torch.bool and key.shape == x.shape and (
-                not isinstance(value, Tensor) or self.tags.get(value) is None):
-            return k  # x[mask] = constant: elementwise, as masked_fill
-        return k if _keeps_rows(x, key, [(x, k)]) else UNKNOWN
+        # the value fills x[key] row by row: same rows, same number of dimensions
+        part = x[key]
+        ok = not from_value or (value.dim() == part.dim() and value.shape[0] == part.shape[0])
+        return k if ok else UNKNOWN
 
     def _rule(self, name: str, args: tuple, kwargs: dict, src: list, outs: list[Tensor]
               ) -> int | None:
@@ -230,6 +237,12 @@ class Provenance(TorchFunctionMode):
         aligned = all(t.dim() == out.dim() and t.shape[0] == out.shape[0] for t, _ in src)
         if name in _ELEMENTWISE:
             return k if aligned else UNKNOWN
+        if name == "gather" and x is not None:  # out[b, ...] = x[b, index[b, ...]] (dim > 0)
+            dim = args[1] if len(args) > 1 else kwargs.get("dim")
+            index = args[2] if len(args) > 2 else kwargs.get("index")
+            ok = isinstance(dim, int) and dim % x.dim() != 0 and isinstance(index, Tensor)
+            ok = ok and all(t.dim() == out.dim() and t.shape[0] == out.shape[0] for t, _ in src)
+            return k if ok and x.shape[0] == out.shape[0] else UNKNOWN
         if name in _ROW_LAYERS:
             # the first argument carries the rows (embedding: the ids; gather: the source);
             # attention's q, k, v, mask and gather's index must be example-major alike
@@ -244,6 +257,8 @@ class Provenance(TorchFunctionMode):
         if name in {"addmm", "addmv"}:  # bias + rows of the second argument times a matrix
             mat = args[1] if len(args) > 1 else kwargs.get("mat1")
             return k if all(t is mat for t, _ in src) and mat.dim() == 2 else UNKNOWN
+        if name == "baddbmm":  # input + batch1 @ batch2, all batched on dim 0
+            return k if out.dim() == 3 and aligned else UNKNOWN
         if name in {"matmul", "bmm"}:
             # batched matmul keeps leading dims; 2-D: rows of the left operand
             left = args[0] if args else None
@@ -262,10 +277,9 @@ class Provenance(TorchFunctionMode):
             n = int(out.shape[0])
             return n // self.size if n % self.size == 0 and n >= self.size else UNKNOWN
         if name in _SPLITS or name in {"cat", "concat", "concatenate", "stack"}:
-            dim = args[1] if len(args) > 1 and isinstance(args[1], int) else kwargs.get("dim", 0)
+            at = 1 if name in {"unbind", "cat", "concat", "concatenate", "stack"} else 2
+            dim = args[at] if len(args) > at else kwargs.get("dim", 0)
             ref = x if x is not None else src[0][0]
-            if name in _SPLITS and len(args) > 2 and isinstance(args[2], int):
-                dim = args[2]
             ok = isinstance(dim, int) and dim % max(ref.dim() + (name == "stack"), 1) != 0
             rows = all(t.shape[0] == out.shape[0] and t.dim() == out.dim() - (name == "stack")
                        for t, _ in src)
