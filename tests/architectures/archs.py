@@ -47,7 +47,8 @@ _SIZES = dict(
 
 @dataclass(frozen=True)
 class Outcome:
-    """One architecture's result: `kind` is exact, fallback, cannot-build, wrong or crash."""
+    """One architecture's result: `kind` is exact, fallback, cannot-build, non-finite (the
+    model's own gradients are NaN on the tiny config, in the loop engine too), wrong or crash."""
 
     model_type: str
     kind: str
@@ -99,14 +100,15 @@ def _shrink(cfg, sizes: dict) -> None:
 def build(model_type: str) -> nn.Module:
     """The tiny float64 causal LM of `model_type` in eval mode, from the first of `TIERS` that
     builds and runs (raises the last tier's error when none does)."""
-    error: Exception | None = None
-    for drop in (d for _, d in TIERS):
+    errors = []
+    for tier, drop in TIERS:
         sizes = {k: v for k, v in _SIZES.items() if drop.get(k, v) is not None}
         try:
             return _build(model_type, sizes)
-        except Exception as e:  # noqa: BLE001 - the next tier, then the reason
-            error = e
-    raise RuntimeError(f"{TIERS[-1][0]}: {type(error).__name__}: {error}") from error
+        except Exception as e:  # noqa: BLE001 - the next tier, then every tier's reason
+            first = str(e).splitlines()[0][:150] if str(e) else ""
+            errors.append(f"{tier}: {type(e).__name__}: {first}")
+    raise RuntimeError(" / ".join(errors))
 
 
 def _build(model_type: str, sizes: dict) -> nn.Module:
@@ -134,11 +136,12 @@ def _build(model_type: str, sizes: dict) -> nn.Module:
         for n, p in model.named_parameters():
             if "norm" in n.lower() or p.dim() == 1:
                 p.add_(0.05 * torch.randn_like(p))
-        try:  # a config whose own forward cannot run is not built
-            plain_logprob(model, batch("right", 2, 5))
-        except Exception as e:  # noqa: BLE001 - re-raised with where it failed
-            raise RuntimeError(f"its forward fails: {type(e).__name__}: "
-                               f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    try:  # a config whose own forward or backward (eval mode) cannot run is not built
+        plain_logprob(model, batch("right", 2, 5)).sum().backward()
+    except Exception as e:  # noqa: BLE001 - re-raised with where it failed
+        raise RuntimeError(f"its forward/backward in eval mode fails: {type(e).__name__}: "
+                           f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    model.zero_grad(set_to_none=True)
     return model
 
 
@@ -198,7 +201,7 @@ def check(model_type: str, right_b_eq_t: bool = False) -> Outcome:
     try:
         model = build(model_type)
     except Exception as e:  # noqa: BLE001 - the reason is the result
-        return Outcome(model_type, "cannot-build", f"{type(e).__name__}: {e}".splitlines()[0][:200])
+        return Outcome(model_type, "cannot-build", str(e).replace("\n", " ")[:600])
     rtol = FLOAT32_RTOL if model_type in FLOAT32_INSIDE else RTOL
     note = ""
     try:
@@ -208,7 +211,11 @@ def check(model_type: str, right_b_eq_t: bool = False) -> Outcome:
             # the model's own forward is NaN on a fully padded row (float64 masks that
             # overflow): the engines are then compared on right padding
             note = f"left padding: {e}; compared on right padding. "
-            kind, err, detail = compare(model, batch("right", 2, 5), rtol)
+            try:
+                kind, err, detail = compare(model, batch("right", 2, 5), rtol)
+            except FloatingPointError as e2:  # plain autograd itself gives NaN: the model's
+                return Outcome(model_type, "non-finite", note + str(e2), None,
+                               time.perf_counter() - start)
         if right_b_eq_t and kind != "wrong":
             kind2, err2, detail2 = compare(model, batch("right", 4, 4), rtol)
             if kind2 == "wrong" or (kind2 == "fallback" and kind == "exact"):
@@ -238,7 +245,7 @@ def main(out: str = "docs/architectures.md") -> None:
               flush=True)
         rows.append(res)
     counts = {k: sum(r.kind == k for r in rows) for k in
-              ("exact", "fallback", "cannot-build", "wrong", "crash")}
+              ("exact", "fallback", "cannot-build", "non-finite", "wrong", "crash")}
     lines = [
         "# Every causal LM of transformers against the norm engines",
         "",
@@ -248,8 +255,11 @@ def main(out: str = "docs/architectures.md") -> None:
         "left-padded batch (B = 2, T = 5; every fourth one also right-padded with B = T = 4), "
         "called without `position_ids`. **exact**: ghost within 1e-8 relative of the loop "
         "engine and auto equal to it; **fallback**: ghost refuses (`GhostUnsupported`) and auto "
-        "returns the loop engine's result with a warning; **cannot-build**: the tiny config "
-        "cannot be instantiated (the architecture's own error). Regenerate with "
+        "returns the loop engine's result with a warning; **cannot-build**: no config builds "
+        "and runs (tried in turn: all sizes tiny; tiny with the config's own head and rope "
+        "dims; the config's own sizes with 2 layers, up to 30M parameters), with the last "
+        "one's error; **non-finite**: the model's own gradients are NaN on both paddings "
+        "(the loop engine, plain autograd, too). Regenerate with "
         "`python -m tests.architectures.archs` (1 thread).",
         "",
         "| result | count |", "|---|---|",
