@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from .batching import (
-    accepts,
+    batchable,
     cache_arg,
     encode_prompt,
     eval_mode,
+    forward_inputs,
     input_device,
     logits_to_keep_arg,
     pad,
@@ -174,14 +175,14 @@ def decode(
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if not accepts(model, "position_ids") and len({len(p) for p in prompts}) > 1:
+    if not batchable(model, prompts):
         return [s for p in prompts
                 for s in decode(model, tokenizer, [p], temperature=temperature,
                                 max_new_tokens=max_new_tokens, seed=seed)]
     device = input_device(model)
     batch = pad(prompts, pad_id(tokenizer), side="left", device=device)
-    inp, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-    b = inp.shape[0]
+    step = forward_inputs(model, batch)  # position ids only where the forward takes them
+    b = batch["input_ids"].shape[0]
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
     # the stop mask, the generator and the finished flags live where the logits come out (the
@@ -190,12 +191,9 @@ def decode(
     past = None
     cache_kw, keep = cache_arg(model), logits_to_keep_arg(model)
     extra = {keep: 1} if keep else {}
-    if accepts(model, "position_ids"):
-        extra["position_ids"] = pos
     with eval_mode(model):
         for _ in range(max_new_tokens):
-            out = model(input_ids=inp, attention_mask=mask, use_cache=True, **{cache_kw: past},
-                        **extra)
+            out = model(**step, use_cache=True, **{cache_kw: past}, **extra)
             past = out.get("cache", None) or out.get("past_key_values", None)
             logits = out.logits[:, -1, :].float()
             if stop is None:
@@ -215,10 +213,11 @@ def decode(
             done = done | stop[tok]
             if bool(done.all()):
                 break
-            inp = tok[:, None].to(device)
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-            if "position_ids" in extra:
-                extra["position_ids"] = extra["position_ids"][:, -1:] + 1
+            step["input_ids"] = tok[:, None].to(device)
+            step["attention_mask"] = torch.cat(
+                [step["attention_mask"], step["attention_mask"].new_ones(b, 1)], dim=1)
+            if "position_ids" in step:
+                step["position_ids"] = step["position_ids"][:, -1:] + 1
     ids = torch.stack(tokens, 1).cpu().tolist()
     lps = torch.stack(logps, 1).double().cpu().tolist()
     stop_cpu = stop.cpu()
