@@ -23,15 +23,17 @@ chat template, even where the tokenizer has one (so one prompt can be put to bot
     Q: {shot question}
     A: {shot answer}
 
-    ... (the eight `BASE_EXAMPLES`) ...
+    ... (the six `BASE_EXAMPLES`) ...
 
     Q: {question}
     A:
 
 The answer stops at the first newline, as every answer does (`isograd.lm.sampling.decode`),
-so the model's next ``Q:`` is never part of it. The shots were chosen on the first 100 NQ-open
-dev questions with Gemma 3 270M among other shot sets and formats, for accuracy and for how
-rarely the answer copies a shot's answer (results/qa/prompts/base).
+so the model's next ``Q:`` is never part of it. The shots were chosen before any full run, on
+the first 100 NQ-open dev questions with Gemma 3 270M, among seven prompts (isograd's `short`
+and `fewshot`, ``Q: ... A:`` text with 3, 5, 6 or 8 shots, with and without the instruction):
+most correct (7/100; the others 4-6) and no answer copying a shot's (the 5 and 8 shots with a
+year or a person as an answer were copied 2 and 3 times); results/qa/prompts/base.
 
 The returned text already contains every special token, so it must be tokenized with
 ``add_special_tokens=False`` (see `encode_prompt`).
@@ -57,14 +59,13 @@ EXAMPLES = (
     ("In which city is the Brandenburg Gate?", "Berlin"),
 )
 
-# worked examples of `base`: eight answer kinds (number, symbol, city, person, year, colour,
-# object, planet), so that no single shot's answer dominates; found in none of the datasets
+# worked examples of `base`: six kinds of answer (number, symbol, city, colour, object,
+# planet), none a person or a year: with a person and a year among eight shots, Gemma 3 270M
+# answered "who"/"when" questions with them ("Herman Melville", "1989"); found in no dataset
 BASE_EXAMPLES = (
     ("How many legs does a spider have?", "Eight"),
     ("What is the chemical symbol for gold?", "Au"),
     ("In which city is the Brandenburg Gate?", "Berlin"),
-    ("Who wrote the novel Moby-Dick?", "Herman Melville"),
-    ("In which year did the Berlin Wall fall?", "1989"),
     ("What colour is a ripe banana?", "Yellow"),
     ("Which musical instrument has 88 keys?", "The piano"),
     ("What is the largest planet in the Solar System?", "Jupiter"),
