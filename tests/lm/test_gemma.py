@@ -55,7 +55,7 @@ def test_loads_as_fp32_gemma3_with_tied_embeddings_and_its_terms(gemma):
     assert not getattr(tok, "chat_template", None) and tok.pad_token is not None
     folder = cache_dir() / "models" / "gemma3-270m"
     assert (folder / "model.safetensors").exists() and (folder / "GEMMA_TERMS.html").exists()
-    assert not list((cache_dir() / "gguf").glob("*.gguf"))  # the assembled GGUF is not kept
+    assert not list((cache_dir() / "gguf").rglob("*.gguf"))  # the assembled GGUF is not kept
     notes = (files("isograd.lm") / "data" / "MODELS.md").read_text()
     assert "Q4_K_M" in notes and "Q4_1" in notes and "Gemma Terms of Use" in notes
 

