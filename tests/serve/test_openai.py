@@ -36,9 +36,12 @@ def assert_scores(unc: dict, s, k: int = 0) -> None:
 def test_chat_equals_lm_answer(client, tiny):
     model, tok = tiny
     question = "What is the capital of France?"
-    r = client.chat.completions.create(
-        model="tiny-llama", temperature=0, max_tokens=32,
-        messages=[{"role": "user", "content": f"{INSTRUCTION}\nQuestion: {question}"}])
+    messages = [{"role": "user", "content": f"{INSTRUCTION}\nQuestion: {question}"}]
+    # the chat template of these messages is lm.answer's prompt
+    assert tok.apply_chat_template(messages, tokenize=False,
+                                   add_generation_prompt=True) == qa_prompt(tok, question)
+    r = client.chat.completions.create(model="tiny-llama", temperature=0, max_tokens=32,
+                                       messages=messages)
     ref = answer(model, tok, [question], max_new_tokens=32)[0]
     choice = r.choices[0]
     unc = choice.model_extra["uncertainty"]
