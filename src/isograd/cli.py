@@ -506,6 +506,54 @@ def validate(
     run_study(out, cfg, command=shlex.join(cmd + ["--out", out]))
 
 
+# ------------------------------------------------------------------ serve (one block: port it
+# onto the option spec as it is)
+
+
+@app.command()
+@_one_line_errors
+def serve(
+    model: str = typer.Option("smollm2-135m", help=_MODEL_HELP, callback=_model),
+    host: str = typer.Option("127.0.0.1", help="Address to listen on (127.0.0.1: this machine "
+                             "only)."),
+    port: int = typer.Option(8000, min=0, max=65535, help="Port to listen on."),
+    detector: str = typer.Option(None, help="Detector file (isograd.detect): adds p_error and "
+                                 "abstain to every answer."),
+    max_batch_size: int = typer.Option(8, min=1, help="Requests per generation batch and score "
+                                       "pass."),
+    max_wait_ms: float = typer.Option(10.0, min=0, help="How long a batch waits for more "
+                                      "requests (ms)."),
+    queue_size: int = typer.Option(64, min=1, help="Requests waiting at most; more get 429."),
+    request_timeout: float = typer.Option(300.0, help="Seconds before a request is answered "
+                                          "503.", callback=_positive),
+    max_tokens: int = typer.Option(256, min=1, help="Largest max_tokens a request may ask."),
+    api_key: str = typer.Option(None, envvar="ISOGRAD_API_KEY", show_default=False,
+                                help="Require 'Authorization: Bearer KEY' (or set "
+                                "ISOGRAD_API_KEY)."),
+    dtype: str = typer.Option("fp32", help=DTYPE_HELP),
+    device: str = typer.Option("cpu", help="Torch device (cpu, cuda, cuda:1, ...)."),
+    device_map: str = typer.Option(None, help=DEVICE_MAP_HELP),
+    revision: str = typer.Option(None, help="Hub revision (branch, tag or commit) of --model."),
+    attn_implementation: str = typer.Option(None, help=ATTN_HELP),
+    trust_remote_code: bool = typer.Option(False, help="Allow model code from the hub."),
+    threads: int = typer.Option(None, min=1, help="Torch CPU threads."),
+) -> None:
+    """Serve the model over HTTP (OpenAI API); every answer carries its uncertainty."""
+    if detector is not None and not Path(detector).expanduser().is_file():
+        raise typer.BadParameter(f"no detector file {detector}", param_hint="'--detector'")
+    load = _load_options(dtype, device, device_map, revision, attn_implementation,
+                         trust_remote_code)
+    try:
+        from .serve import run
+    except ImportError as e:
+        raise ValueError(f"isograd serve needs the serve extra ({e.name} is missing): "
+                         "pip install 'isograd[serve]'") from None
+    run(model, host=host, port=port, detector=detector, max_batch_size=max_batch_size,
+        max_wait_ms=max_wait_ms, queue_size=queue_size, request_timeout_s=request_timeout,
+        max_tokens_cap=max_tokens, api_key=api_key, threads=threads, dtype=dtype,
+        device=device, **load)
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
