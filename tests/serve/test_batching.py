@@ -167,3 +167,21 @@ def test_load_64_concurrent_requests(tiny):
         text, "isograd_batch_size_count")
     assert "isograd_errors_total{" not in text
     assert metric(text, "isograd_queue_depth") == 0
+
+
+def test_sampled_and_greedy_requests_share_a_batch_and_answer_as_alone(tiny):
+    from isograd.lm import sample_answers
+
+    model, tok = tiny
+    opts = ServeOptions(model_name="tiny", max_batch_size=8, max_wait_ms=1000)
+    asks = [("Once upon", 1.0, 5), ("A cat", 0.0, 0), ("The sea", 1.3, 6), ("Why?", 0.7, 7)]
+    with running(create_app(model, tok, opts)) as url:
+        threads = [in_thread(post, url, COMP, body(p, temperature=t, seed=s, max_tokens=6))
+                   for p, t, s in asks]
+        for t, _ in threads:
+            t.join()
+        text = httpx.get(url + "/metrics").text
+    assert metric(text, "isograd_batch_size_count") == 1  # all four in one batch
+    for (p, t, s), (_, out) in zip(asks, threads):
+        (ref,) = sample_answers(model, tok, p, k=1, temperature=t, max_new_tokens=6, seed=s)
+        assert out["r"].json()["choices"][0]["text"] == ref.text, (p, t, s)

@@ -2,9 +2,9 @@
 
 `Engine.run(jobs)` answers a group of `Job`s together:
 
-* the greedy jobs (temperature 0) decode as one left-padded batch (`isograd.lm.sampling.decode`,
-  each row the answer it gets alone); a sampled job decodes alone, so its answer depends only
-  on its own seed, never on what it was batched with;
+* the jobs decode as one left-padded batch (`isograd.lm.sampling.decode` with per-row
+  temperatures and seeds): each row gets the answer it gets alone (a sampled row draws from
+  its own seeded generator), never one that depends on what it was batched with;
 * each answer is cut to its job's ``max_tokens`` and before the token that completes a stop
   sequence; an empty answer is scored on its stop token (`isograd.lm.scored_token_ids`, as
   `isograd.lm.answer` does);
@@ -128,25 +128,15 @@ class Engine:
 
     # ------------------------------------------------------------------ generation
 
-    def _decode(self, jobs: list[Job]) -> list[Sample]:
-        """One decode call: greedy jobs together, a sampled job alone (with its seed)."""
-        t = jobs[0].temperature
-        return decode(self.model, self.tokenizer, [list(j.prompt_ids) for j in jobs],
-                      temperature=t, max_new_tokens=max(j.max_tokens for j in jobs),
-                      seed=jobs[0].seed if t > 0 else 0)
-
     def _generate(self, jobs: list[Job]) -> list[Sample | Exception]:
-        out: list[Any] = [None] * len(jobs)
-        greedy = [i for i, j in enumerate(jobs) if j.temperature == 0]
-        for i, s in zip(greedy, each_or_alone(self._decode, [jobs[i] for i in greedy])):
-            out[i] = s
-        for i, j in enumerate(jobs):
-            if j.temperature > 0:
-                try:
-                    out[i] = self._decode([j])[0]
-                except Exception as e:  # noqa: BLE001 - this request's failure alone
-                    out[i] = e
-        return out
+        """One decode batch for the group; each row with its own temperature and seed draws
+        what it draws alone, so an answer never depends on its batch."""
+        def batch(js: list[Job]) -> list[Sample]:
+            return decode(self.model, self.tokenizer, [list(j.prompt_ids) for j in js],
+                          temperature=[j.temperature for j in js],
+                          seed=[j.seed for j in js], max_new_tokens=max(j.max_tokens for j in js))
+
+        return each_or_alone(batch, jobs)
 
     # ------------------------------------------------------------------ uncertainty
 
