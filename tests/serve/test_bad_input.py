@@ -79,6 +79,8 @@ BAD = [
     ("tools", CHAT, chat(tools=[{"type": "function", "function": {"name": "f"}}]), "tools"),
     ("presence-penalty", COMP, {**GOOD_COMP, "presence_penalty": 1.0}, "presence_penalty"),
     ("logprobs", CHAT, chat(logprobs=True), "logprobs"),
+    ("stream-zero-is-not-false", CHAT, chat(stream=0), "stream"),
+    ("n-true-is-not-1", CHAT, chat(n=True), "n"),
     ("best-of", COMP, {**GOOD_COMP, "best_of": 3}, "best_of"),
     ("unknown-parameter", CHAT, chat(foo=1), "foo"),
     ("chat-field-on-completions", COMP, {**GOOD_COMP, "messages": []}, "messages"),
@@ -118,11 +120,11 @@ def test_body_above_the_limit(url):
     assert r.status_code == 400 and r.json()["error"]["param"] == "body"
 
 
-@pytest.mark.parametrize("extra", [{"n": 1}, {"stream": False}, {"top_p": 1},
+@pytest.mark.parametrize("extra", [{"n": 1}, {"stream": False}, {"top_p": 1}, {"top_p": 1.0},
                                    {"frequency_penalty": 0}, {"logprobs": False},
                                    {"tools": None}, {"user": "alice"},
                                    {"max_completion_tokens": 3}],
-                         ids=lambda e: next(iter(e)))
+                         ids=lambda e: "-".join(f"{k}={v}" for k, v in e.items()))
 def test_openai_defaults_are_accepted(url, extra):
     r = post(url, CHAT, chat(**extra))
     assert r.status_code == 200, r.text

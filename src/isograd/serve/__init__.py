@@ -63,6 +63,11 @@ def run(
                            request_timeout_s=request_timeout_s, max_tokens_cap=max_tokens_cap,
                            default_max_tokens=min(64, max_tokens_cap),
                            api_key=api_key or None, uncertainty=uncertainty)
+    if host not in ("127.0.0.1", "localhost", "::1") and not options.api_key:
+        import warnings
+
+        warnings.warn(f"serving on {host} without an API key: anyone who reaches this port "
+                      "can use the model (--api-key or ISOGRAD_API_KEY)", stacklevel=2)
     if threads:
         torch.set_num_threads(threads)
     lm, tokenizer = load_model(model, dtype=dtype, device=device, **load_options)

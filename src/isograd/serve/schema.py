@@ -132,6 +132,16 @@ def _int(body: dict[str, Any], name: str) -> int | None:
     return v
 
 
+def _same(v: Any, default: Any) -> bool:
+    """`v` is `default` (a number equal as a number: top_p 1.0 is 1; a bool only a bool)."""
+    number = (int, float)
+    if isinstance(default, bool) or isinstance(v, bool):
+        return v is default
+    if isinstance(default, number):
+        return isinstance(v, number) and v == default
+    return type(v) is type(default) and v == default
+
+
 def _check_names(body: Any, kind: str) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise ApiError(f"the request body must be a JSON object, got {type(body).__name__}")
@@ -145,7 +155,7 @@ def _check_names(body: Any, kind: str) -> dict[str, Any]:
         if name not in mine:
             raise _bad(name, "unknown parameter")
         if name in AT_DEFAULT and v is not None and not any(
-                type(v) is type(d) and v == d for d in AT_DEFAULT[name]):
+                _same(v, d) for d in AT_DEFAULT[name]):
             allowed = " or ".join(repr(d) for d in AT_DEFAULT[name]) or "null"
             raise _bad(name, f"{v!r} is not supported by isograd serve (accepted: {allowed})")
     return body
