@@ -27,7 +27,7 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT),
                                           os.environ.get("PYTHONPATH", "")])}
     cmd = [sys.executable, "-m", "isograd.cli", "serve", "--model", str(folder), "--port",
-           str(port), "--max-wait-ms", "1500", "--threads", "1"]
+           str(port), "--max-wait-ms", "3000", "--threads", "1"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
     url, auth = f"http://127.0.0.1:{port}", {"Authorization": "Bearer k"}
@@ -50,6 +50,15 @@ def test_sigterm_finishes_in_flight_requests(tmp_path):
         while httpx.get(url + "/health", timeout=5).json()["queue_depth"] < 1:
             time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)  # while the request waits for its batch
+        refused = False
+        for _ in range(40):  # the listening socket closes at once; the request stays in flight
+            try:
+                httpx.get(url + "/health", timeout=1)
+            except httpx.TransportError:
+                refused = True
+                break
+            time.sleep(0.05)
+        assert refused and t.is_alive(), "a new request got in after SIGTERM"
         t.join(timeout=60)
         assert out["r"].status_code == 200, out["r"].text
         assert out["r"].json()["choices"][0]["uncertainty"]["n_tokens"] >= 1
