@@ -13,13 +13,18 @@ from tests.serve.conftest import FakeDetector
 from tests.serve.server import post, running
 
 
+def unavailable(why: str) -> None:
+    """Skip (a user without the browser), or fail where CI requires it."""
+    if os.environ.get("ISOGRAD_REQUIRE_BROWSER") == "1":
+        pytest.fail(why + " (ISOGRAD_REQUIRE_BROWSER=1)")
+    pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def driver():
     why = browser.missing()
     if why:
-        if os.environ.get("ISOGRAD_REQUIRE_BROWSER") == "1":
-            pytest.fail(why + " (ISOGRAD_REQUIRE_BROWSER=1)")
-        pytest.skip(why)
+        unavailable(why)
     d = browser.chromium()
     yield d
     d.quit()
@@ -53,3 +58,15 @@ def test_page_shows_the_answer_its_token_shading_and_verdict(driver, tiny):
         # the browser keeps alpha in 1/255 steps
         assert alpha(css) == pytest.approx(0.75 * t["epistemic"] / top, abs=1 / 255 + 1e-6)
         assert title.startswith("p_t ")
+
+
+def test_without_the_browser_skip_names_the_packages_or_ci_fails(monkeypatch):
+    monkeypatch.setattr(browser, "CHROMIUM", "/nonexistent/chromium")
+    why = browser.missing()
+    assert why is not None and "chromium chromium-driver" in why
+    monkeypatch.delenv("ISOGRAD_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="chromium chromium-driver"):
+        unavailable(why)
+    monkeypatch.setenv("ISOGRAD_REQUIRE_BROWSER", "1")
+    with pytest.raises(pytest.fail.Exception, match="ISOGRAD_REQUIRE_BROWSER"):
+        unavailable(why)
