@@ -109,11 +109,12 @@ def test_stop_cuts_before_the_stop_sequence(url, tiny):
     full = post(url, "/v1/completions", body).json()["choices"][0]
     ids = full["uncertainty"]["scored_token_ids"]
     chars = [tok.decode([i]) for i in ids]  # char-level tokenizer: one token, one character
-    k = next((j for j in range(1, len(chars)) if chars[j].strip()), None)
-    assert k is not None, "the greedy answer needs a second visible character"
-    cut = post(url, "/v1/completions", {**body, "stop": [chars[k], "never-seen"]}).json()
+    k = next((j for j in range(2, len(chars)) if chars[j].strip()), None)
+    assert k is not None, "the greedy answer needs a third visible character"
+    stop = chars[k - 1] + chars[k]  # two tokens: nothing of it may be returned
+    cut = post(url, "/v1/completions", {**body, "stop": [stop, "never-seen"]}).json()
     c = cut["choices"][0]
-    first = chars.index(chars[k])
+    first = "".join(chars).index(stop)
     assert c["finish_reason"] == "stop"
     assert c["text"] == "".join(chars[:first]).strip()
     assert c["uncertainty"]["scored_stop_token"] == (first == 0)

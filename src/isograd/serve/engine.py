@@ -5,8 +5,8 @@
 * the jobs decode as one left-padded batch (`isograd.lm.sampling.decode` with per-row
   temperatures and seeds): each row gets the answer it gets alone (a sampled row draws from
   its own seeded generator), never one that depends on what it was batched with;
-* each answer is cut to its job's ``max_tokens`` and before the token that completes a stop
-  sequence; an empty answer is scored on its stop token (`isograd.lm.scored_token_ids`, as
+* each answer is cut to its job's ``max_tokens`` and before its first stop sequence
+  (`cut_at_stop`); an empty answer is scored on its stop token (`isograd.lm.scored_token_ids`, as
   `isograd.lm.answer` does);
 * one `isograd.lm.score` pass scores every answer's exact tokens; the jobs that ask for the
   per-token profile share one `isograd.lm.token_trace` call; a loaded detector sees the rows.
@@ -48,8 +48,8 @@ class Completion:
 
 
 def each_or_alone(fn: Callable[[list[Any]], list[Any]], items: list[Any]) -> list[Any]:
-    """``fn(items)``; if it raises, ``fn([item])[0]`` for each item, an exception standing in
-    for the result of an item that fails alone."""
+    """``fn(items)``; if it raises, ``fn([item])[0]`` for each item, the exception standing in
+    for the result of an item that fails alone (never raised: the other items go on)."""
     if not items:
         return []
     try:
@@ -57,9 +57,9 @@ def each_or_alone(fn: Callable[[list[Any]], list[Any]], items: list[Any]) -> lis
         if len(out) != len(items):
             raise RuntimeError(f"{len(out)} results for {len(items)} requests")
         return out
-    except Exception:  # noqa: BLE001 - find which item fails: it fails alone
+    except Exception as e:  # noqa: BLE001 - find which item fails: it fails alone
         if len(items) == 1:
-            raise
+            return [e]
     res: list[Any] = []
     for it in items:
         try:
@@ -70,14 +70,23 @@ def each_or_alone(fn: Callable[[list[Any]], list[Any]], items: list[Any]) -> lis
 
 
 def cut_at_stop(tokenizer: Any, ids: Sequence[int], stops: Sequence[str]) -> tuple[list[int], bool]:
-    """The answer tokens before the token whose text completes a stop sequence, and whether
-    one was found."""
+    """The answer tokens before the first stop sequence, and whether one was found.
+
+    The tokens kept are the longest prefix whose text ends before the stop sequence starts,
+    so the text returned holds no part of it (a token the stop sequence starts inside is
+    dropped with it).
+    """
     ids = list(ids)
-    if stops:
-        for k in range(1, len(ids) + 1):
-            text = tokenizer.decode(ids[:k], skip_special_tokens=True)
-            if any(s in text for s in stops):
-                return ids[:k - 1], True
+    if not stops:
+        return ids, False
+    for k in range(1, len(ids) + 1):
+        text = tokenizer.decode(ids[:k], skip_special_tokens=True)
+        starts = [text.find(s) for s in stops if s in text]
+        if starts:
+            j = k - 1
+            while j > 0 and len(tokenizer.decode(ids[:j], skip_special_tokens=True)) > min(starts):
+                j -= 1
+            return ids[:j], True
     return ids, False
 
 

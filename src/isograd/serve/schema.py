@@ -108,7 +108,7 @@ class Job:
         max_tokens: cap on answer tokens.
         temperature: 0 greedy, else sampling temperature.
         seed: seed of the sampling generator.
-        stop: stop sequences (the answer ends before the token that completes one).
+        stop: stop sequences (the answer ends before the first one).
         profile: also the per-token profile.
     """
 
