@@ -32,10 +32,12 @@ demo: install
 
 test: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .pytest_cache

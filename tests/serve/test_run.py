@@ -34,7 +34,8 @@ def test_run_without_detector_never_imports_it(served, monkeypatch):
     monkeypatch.delitem(sys.modules, "isograd.detect", raising=False)
     isograd.serve.run("some/model", port=1234, revision="abc", dtype="fp64")
     assert "isograd.detect" not in sys.modules
-    assert served["load"] == ("some/model", {"dtype": "fp64", "device": "cpu", "revision": "abc"})
+    assert served["load"] == ("some/model", {"dtype": "fp64", "device": "cpu", "revision": "abc",
+                                              "trust_remote_code": False})
     assert served["uvicorn"]["port"] == 1234 and served["uvicorn"]["host"] == "127.0.0.1"
     assert served["uvicorn"]["timeout_graceful_shutdown"] is None  # SIGTERM waits for in flight
     with TestClient(served["app"]) as c:

@@ -164,15 +164,13 @@ class Engine:
         return [s if isinstance(s, Exception) else _public(s) for s in scored]
 
     def _score(self, pairs: list[tuple[Job, list[int]]]) -> list[dict[str, Any] | Exception]:
-        from ..qa.stages import scalar_fields
-
         prompts = [j.prompt for j, _ in pairs]
         ids = [scored_token_ids(self.model, self.tokenizer, j.prompt, a) for j, a in pairs]
         s = score(self.model, self.tokenizer, prompts, ids, prediction=self.prediction,
                   batch_size=len(pairs), sigma2=self.sigma2)
         out: list[dict[str, Any] | Exception] = []
         for k, a in enumerate(ids):
-            row = scalar_fields(s, k)
+            row = s.row(k)
             bad = [f for f in UNCERTAINTY_FIELDS if not math.isfinite(row[f])]
             out.append(FloatingPointError(f"non-finite {', '.join(bad)} for this request") if bad
                        else {"row": row, "scored_token_ids": a, "empty": not pairs[k][1]})

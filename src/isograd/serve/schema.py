@@ -20,6 +20,7 @@ from typing import Any
 
 from ..lm.batching import encode_prompt
 from ..lm.prompts import has_chat_template
+from .options import SERVE
 
 # OpenAI parameters served only at their default value (None, OpenAI's null, always passes)
 AT_DEFAULT: dict[str, tuple[Any, ...]] = {
@@ -59,11 +60,11 @@ class ServeOptions:
     """
 
     model_name: str
-    max_batch_size: int = 8
-    max_wait_ms: float = 10.0
-    queue_size: int = 64
-    request_timeout_s: float = 300.0
-    max_tokens_cap: int = 256
+    max_batch_size: int = SERVE["max_batch_size"].default
+    max_wait_ms: float = SERVE["max_wait_ms"].default
+    queue_size: int = SERVE["queue_size"].default
+    request_timeout_s: float = SERVE["request_timeout_s"].default
+    max_tokens_cap: int = SERVE["max_tokens_cap"].default
     default_max_tokens: int = 64
     max_body_bytes: int = 1_000_000
     api_key: str | None = None
