@@ -152,9 +152,9 @@ def decode(
     tokenizer: Any,
     prompts: Sequence[Sequence[int]],
     *,
-    temperature: float,
+    temperature: float | Sequence[float],
     max_new_tokens: int,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> list[Sample]:
     """One-line answers to B tokenized prompts, decoded as one left-padded batch.
 
@@ -166,19 +166,27 @@ def decode(
     Args:
         model, tokenizer: the causal LM.
         prompts: B non-empty token-id sequences (e.g. `encode_prompt`).
-        temperature: 0 = greedy (argmax), else sampling from ``softmax(logits / temperature)``.
+        temperature: 0 = greedy (argmax), else sampling from ``softmax(logits / temperature)``;
+            or one temperature per row.
         max_new_tokens: cap on answer tokens.
-        seed: seed of the private generator (used only when temperature > 0).
+        seed: seed of the private generator the rows draw from in turn (used only when
+            temperature > 0). Per-row options (a sequence of temperatures or of seeds) give
+            each row its own generator: every row then draws what it draws alone (up to float
+            rounding of its logits), whatever it is batched with.
 
     Returns:
         B Samples, in prompt order.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
+    per_row = not (isinstance(temperature, (int, float)) and isinstance(seed, int))
+    temps = _rows(temperature, len(prompts), "temperature")
+    seeds = _rows(seed, len(prompts), "seed")
     if not batchable(model, prompts):
-        return [s for p in prompts
-                for s in decode(model, tokenizer, [p], temperature=temperature,
-                                max_new_tokens=max_new_tokens, seed=seed)]
+        return [s for i, p in enumerate(prompts)
+                for s in decode(model, tokenizer, [p], temperature=temps[i] if per_row
+                                else temperature, max_new_tokens=max_new_tokens,
+                                seed=seeds[i] if per_row else seed)]
     device = input_device(model)
     batch = pad(prompts, pad_id(tokenizer), side="left", device=device)
     step = forward_inputs(model, batch)  # position ids only where the forward takes them
@@ -187,7 +195,7 @@ def decode(
     logps: list[torch.Tensor] = []
     # the stop mask, the generator and the finished flags live where the logits come out (the
     # last device of a model split with device_map); the next input goes back to `device`
-    stop = gen = done = None
+    stop = done = None
     past = None
     cache_kw, keep = cache_arg(model), logits_to_keep_arg(model)
     extra = {keep: 1} if keep else {}
@@ -199,14 +207,18 @@ def decode(
             if stop is None:
                 stop = stop_mask(tokenizer, logits.shape[-1], model).to(logits.device)
                 done = torch.zeros(b, dtype=torch.bool, device=logits.device)
-                gen = torch.Generator(device=logits.device)
-                gen.manual_seed(seed)
+                gens = [torch.Generator(device=logits.device).manual_seed(int(x))
+                        for x in (seeds if per_row else [seed])]
             logp = torch.log_softmax(logits, dim=-1)
-            if temperature == 0:
+            if not per_row:
+                tok = (logits.argmax(dim=-1) if temperature == 0 else torch.multinomial(
+                    torch.softmax(logits / temperature, dim=-1), 1, generator=gens[0]).squeeze(1))
+            else:  # each sampled row from its own generator, as it would draw alone
                 tok = logits.argmax(dim=-1)
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                for i, t in enumerate(temps):
+                    if t > 0:
+                        probs = torch.softmax(logits[i:i + 1] / t, dim=-1)
+                        tok[i] = torch.multinomial(probs, 1, generator=gens[i])[0, 0]
             # a finished row keeps being fed (no ragged batch); its tokens are masked out below
             tokens.append(torch.where(done, -1, tok))
             logps.append(logp.gather(1, tok[:, None]).squeeze(1))
@@ -222,6 +234,16 @@ def decode(
     lps = torch.stack(logps, 1).double().cpu().tolist()
     stop_cpu = stop.cpu()
     return [_to_sample(tokenizer, ids[i], lps[i], stop_cpu) for i in range(b)]
+
+
+def _rows(value: Any, b: int, name: str) -> list[Any]:
+    """A per-row option: a scalar for every row, or a sequence of exactly B values."""
+    if isinstance(value, (int, float)):
+        return [value] * b
+    values = list(value)
+    if len(values) != b:
+        raise ValueError(f"{len(values)} values of {name} for {b} prompts")
+    return values
 
 
 def _to_sample(tokenizer: Any, ids: list[int], lps: list[float], stop: torch.Tensor) -> Sample:

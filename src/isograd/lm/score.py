@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -124,6 +124,11 @@ class LMScores:
         """‖∇θ log p‖² [B]: the same tensor as `grad_log_p` (its earlier name)."""
         return self.grad_log_p
 
+    def row(self, j: int) -> dict[str, Any]:
+        """Pair `j` as a score row: every per-pair scalar (the [B] tensors, under their field
+        names) and `row_vectors`; the row an `isograd.detect.Detector` reads."""
+        return {**scalar_fields(self, j), **self.row_vectors(j)}
+
     def row_vectors(self, j: int) -> dict[str, Any]:
         """Pair `j`'s non-scalar signals as JSON-ready values, for a row of a run file.
 
@@ -135,6 +140,21 @@ class LMScores:
         if self.trace is not None:
             out.update(self.trace[j].row_vectors())
         return out
+
+
+def scalar_fields(result: Any, j: int) -> dict[str, Any]:
+    """Every per-row scalar of a dataclass result batch (tensors of shape [B]): row `j`'s value.
+
+    Generic on purpose: a field added to `score`'s (or `score_choices`') result flows into the
+    rows that `isograd qa` writes and that a detector reads.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(result):
+        v = getattr(result, f.name)
+        if isinstance(v, torch.Tensor) and v.ndim == 1:
+            x = v[j].item()
+            out[f.name] = float(x) if isinstance(x, float) else int(x)
+    return out
 
 
 def answer_token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -28,8 +28,10 @@ import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from ..lm.score import scalar_fields
 
 GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
 
@@ -54,22 +56,6 @@ def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def scalar_fields(result: Any, j: int) -> dict[str, Any]:
-    """Every per-row scalar of a dataclass result batch (tensors of shape [B]): row `j`'s value.
-
-    Generic on purpose: a field added to `isograd.lm.score`'s result flows into the rows.
-    """
-    import torch
-
-    out: dict[str, Any] = {}
-    for f in fields(result):
-        v = getattr(result, f.name)
-        if isinstance(v, torch.Tensor) and v.ndim == 1:
-            x = v[j].item()
-            out[f.name] = float(x) if isinstance(x, float) else int(x)
-    return out
 
 
 def _greedy_batch(env: Env, prompts: list[str]) -> list[Any]:
@@ -104,10 +90,10 @@ def _mc_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
                                        batch_size=env.batch_size, method=env.cfg.norm_method))
     rows = []
     for j, q in enumerate(questions):
-        pick, p = int(s.pick[j]), float(s.p[j])
-        scores = {"p": p, "log_p": math.log(p) if p > 0 else None,
-                  "epistemic": float(s.epistemic[j]), "aleatoric": float(s.aleatoric[j]),
-                  "total": float(s.total[j]), "n_tokens": len(s.pick_token_ids[j]),
+        pick = int(s.pick[j])
+        # the generated-answer path's fields (score_choices' row: p, log p, ‖∇ log p‖², the
+        # embedding gradient, the per-block vector, ...)
+        scores = {**s.row(j),
                   # scoring the options is the prediction itself: K forwards + one backward
                   "cost_epistemic_s": t / len(questions),
                   "cost_epistemic_fwd": len(q.options) + 2.0,
