@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 
 from isograd import Method
-from isograd.distributed import Shard
 from isograd.estimate import Task
 from isograd.layer_scale import Covariance, LayerScale
+from isograd.lm.fsdp import Shard
 from isograd.lm.prompts import PromptStyle
 from isograd.lm.score import Prediction
 from isograd.qa.baselines import BaselineName

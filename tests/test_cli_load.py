@@ -9,15 +9,16 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from isograd import cli
 from isograd.cli import app
 from isograd.lm.models import AttnImplementation, DeviceMap, DType
+from isograd.lm.options import LOAD
 from tests.lm.tiny_lm import save_tiny
 
 
 def test_help_names_every_value():
-    for text, enum in ((cli.DTYPE_HELP, DType), (cli.ATTN_HELP, AttnImplementation),
-                       (cli.DEVICE_MAP_HELP, DeviceMap)):
+    for text, enum in ((LOAD["dtype"].help, DType), (LOAD["attn_implementation"].help,
+                                                      AttnImplementation),
+                       (LOAD["device_map"].help, DeviceMap)):
         assert all(m.value in text for m in enum), text
     for command in ("qa", "score"):
         out = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "250"}).output

@@ -28,6 +28,7 @@ def test_synthetic_cli_prints_every_probe():
 
 
 def test_demo_runs_qa_with_the_documented_settings(monkeypatch, tmp_path):
+    import isograd.qa.evaluation as E
     import isograd.qa.pipeline as P
 
     seen = {}
@@ -37,7 +38,7 @@ def test_demo_runs_qa_with_the_documented_settings(monkeypatch, tmp_path):
         return {"sentinel": True}
 
     monkeypatch.setattr(P, "run_qa", fake_run_qa)
-    monkeypatch.setattr(P, "print_table", lambda m: seen.update(printed=m))
+    monkeypatch.setattr(E, "print_table", lambda m: seen.update(printed=m))
     res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path), "--threads", "1"])
     assert res.exit_code == 0, res.output
     assert seen["out"] == str(tmp_path) and seen["model"] == "smollm2-135m"

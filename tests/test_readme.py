@@ -56,8 +56,9 @@ def test_readme_qa_table_is_the_committed_metrics():
 
     from isograd.evaluate.paper import SCORE_LABELS, SIGNALS, method_label
     from isograd.qa.baselines import BASELINES
+    from isograd.qa.evaluation import method_labels
 
-    names = {method_label(n): n for n in [*SCORE_LABELS, *BASELINES]}
+    names = {method_label(n, method_labels()): n for n in [*SCORE_LABELS, *BASELINES]}
     text = README.read_text()
     a, b = text.index("<!-- qa-table -->"), text.index("<!-- /qa-table -->")
     lines = text[a:b].splitlines()[1:]

@@ -17,6 +17,9 @@ from pathlib import Path
 from isograd.evaluate import PAPER_TABLE2, method_label, paper_order, read_scores
 from isograd.evaluate.paper import SIGNALS
 from isograd.qa.baselines import BASELINES
+from isograd.qa.evaluation import method_labels
+
+LABELS = method_labels()
 
 HERE = Path(__file__).parent
 README = HERE.parents[1] / "README.md"
@@ -56,7 +59,7 @@ def table() -> list[str]:
         paper = PAPER_TABLE2.get(name, {})
         pc = [f"{paper[c][0]:.2f} ± {paper[c][1]:.2f}" if c in paper else "–"
               for c in ("TriviaQA", "TruthfulQA")]
-        out.append(f"| {method_label(name)} | " + " | ".join(cells + pc) + " |")
+        out.append(f"| {method_label(name, LABELS)} | " + " | ".join(cells + pc) + " |")
     sp = []
     for m in rs.values():
         v = m.get("spearman", {}).get("epistemic_vs_p_true")
@@ -90,7 +93,7 @@ def main() -> None:
             first = "–" if e["auroc_first"] is None else f"{e['auroc_first']:.2f}"
             second = ("–" if e.get("auroc_second_mean") is None
                       else f"{e['auroc_second_mean']:.2f} ± {e['auroc_second_std']:.2f}")
-            print(f"| {d} | {method_label(name)} | {first} | {second} |")
+            print(f"| {d} | {method_label(name, LABELS)} | {first} | {second} |")
     print()
     for d, m in rs.items():
         cost = {k: v.get("cost_s") for k, v in m["methods"].items() if v.get("cost_s") is not None}
@@ -168,7 +171,7 @@ def prompts() -> None:
     names = ("p_true", "aleatoric", "epistemic", "combined")
     print()
     print("| dataset | prompt | n | accuracy | answer tokens (mean) | "
-          + " | ".join(method_label(n) for n in names) + " |")
+          + " | ".join(method_label(n, LABELS) for n in names) + " |")
     print("| --- | --- | --- | --- | --- |" + " --- |" * len(names))
     for (d, style), path in runs.items():
         m = json.loads((path / "metrics.json").read_text())

@@ -3,11 +3,11 @@
 epistemic = σ²·‖∇θ p(x)‖², aleatoric = p(1−p), total = their sum (arXiv 2603.29466).
 """
 
+from ._version import __version__ as __version__
 from .estimate import Task, Uncertainty, estimate
 from .layer_scale import Covariance, LayerScale, layer_variances
 from .norms import Method, NonFiniteOutputWarning, sq_grad_norms
 
-__version__ = "0.1.0"
 __all__ = [
     "Covariance",
     "LayerScale",

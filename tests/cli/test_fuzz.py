@@ -19,9 +19,9 @@ import pytest
 import torch
 
 from isograd.cli import main
-from isograd.qa.pipeline import stage_configs
-from isograd.qa.runfiles import QAConfig
-from isograd.qa.stagefiles import write_config
+from isograd.qa.options import QAConfig
+from isograd.qa.stagerules import stage_configs
+from isograd.rows.stagefiles import write_config
 
 from ..lm.tiny_lm import save_tiny
 

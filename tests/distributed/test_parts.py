@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from isograd import distributed as dd
+from isograd.lm.fsdp import Shard, shard_model
+from isograd.rows import ranks as dd
 
 
 def write(path, ids, extra=""):
@@ -22,7 +23,11 @@ def test_shares_cover_every_item_once_for_any_world_size():
         shares = [dd.share(items, dd.Rank(r, world)) for r in range(world)]
         assert sorted(x for s in shares for x in s) == items
         assert max(map(len, shares)) - min(map(len, shares)) <= 1
-        assert dd.steps(len(items), dd.Rank(0, world), 2) == -(-len(shares[0]) // 2)
+        # lockstep batches of 2: those of the largest share, counted by chunking it
+        chunks = [len(range(0, len(sh), 2)) for sh in shares]
+        assert dd.steps(len(items), dd.Rank(0, world), 2) == max(chunks)
+    # by hand, 11 items in batches of 2: shares 11 | 6,5 | 4,4,3 | 3,2,2,2,2 | 1,...,1,0
+    assert [dd.steps(11, dd.Rank(0, w), 2) for w in (1, 2, 3, 5, 12)] == [6, 3, 2, 2, 1]
 
 
 def test_part_path_is_the_output_itself_in_one_process(tmp_path):
@@ -59,6 +64,6 @@ def test_outside_torchrun_one_rank_and_no_sharding(monkeypatch):
     assert dd.device_for("cuda", dd.Rank()) == "cuda"
     assert dd.device_for("cuda", dd.Rank(1, 2, 1)) == "cuda:1"
     with pytest.raises(ValueError, match="torchrun"):
-        dd.shard_model(object(), dd.Rank())
+        shard_model(object(), dd.Rank())
     with pytest.raises(ValueError, match="none.*fsdp"):
-        dd.Shard.parse("zero3")
+        Shard.parse("zero3")

@@ -124,7 +124,7 @@ def test_resume_from_one_process_under_two(folder, pairs, single, readme, tmp_pa
 KILL_RANK_1 = '''
 import os, signal, sys, time
 if os.environ.get("RANK") == "1":
-    import isograd.qa.runfiles as sp  # the row writer of isograd.distributed.run_rows
+    import isograd.rows.runner as sp  # the row loop: its append_row is the one it calls
     _append, _n = sp.append_row, [0]
     part0 = sys.argv[sys.argv.index("--out") + 1] + ".part0"
     def append_row(f, row):

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from isograd.qa.pipeline import convert_run
+from isograd.qa.legacy import convert_run
 
 pytest.importorskip("sklearn")
 RUNS = Path(__file__).parents[2] / "results" / "qa"

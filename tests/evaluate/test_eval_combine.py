@@ -35,9 +35,15 @@ def test_rank_mean_ignores_scale_and_monotone_transforms():
 
 
 def test_rank_mean_helps_when_both_terms_carry_signal():
-    y, s = terms(1, n=2000)
-    a_e, a_a = M.auroc(y, s["epistemic"]), M.auroc(y, s["aleatoric"])
-    assert M.auroc(y, rank_mean(s)) > min(a_e, a_a)
+    """Each term misranks one of the four correct answers (A: epistemic high, B: aleatoric
+    high); their rank mean puts both halfway. By hand, pairs (incorrect > correct) of 16:
+    each term 12 (every incorrect beats 3 of 4), the rank mean 14 (ranks A = B = 3.5 and
+    C, D = 1, 2 against 3, 4, 5, 6: the incorrect answer at 3 beats only C and D)."""
+    y = np.array([0, 0, 0, 0, 1, 1, 1, 1])  # correct A, B, C, D, then four incorrect
+    s = {"epistemic": np.array([8.0, 1, 2, 3, 4, 5, 6, 7]),
+         "aleatoric": np.array([1.0, 8, 2, 3, 4, 5, 6, 7])}
+    assert M.auroc(y, s["epistemic"]) == M.auroc(y, s["aleatoric"]) == 12 / 16
+    assert M.auroc(y, rank_mean(s)) == 14 / 16
 
 
 def test_rank_mean_input_errors():

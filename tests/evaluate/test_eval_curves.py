@@ -19,6 +19,27 @@ def test_risk_coverage_plot_written(tmp_path):
     assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_risk_coverage_shows_alpha_and_the_chosen_threshold(tmp_path, monkeypatch):
+    from isograd.evaluate import curves
+
+    seen = {}
+    real = curves.finish
+
+    def spy(fig, ax, path, **kw):
+        seen["labels"] = ax.get_legend_handles_labels()[1]
+        seen["hlines"] = [ln.get_ydata()[0] for ln in ax.get_lines() if ln.get_linestyle() == ":"]
+        real(fig, ax, path, **kw)
+
+    monkeypatch.setattr(curves, "finish", spy)
+    rng = np.random.default_rng(1)
+    y = (rng.random(50) < 0.5).astype(int)
+    plot_risk_coverage(tmp_path / "rc.png", y, {"d": rng.normal(size=50) + y}, alpha=0.3,
+                       chosen={"detector": (0.42, 0.25)})
+    assert "target α = 0.3" in seen["labels"] and seen["hlines"] == [0.3]
+    assert "detector: coverage 0.42, error 0.25" in seen["labels"]
+    assert (tmp_path / "rc.png").stat().st_size > 1000
+
+
 def test_profiles_pick_one_correct_and_one_wrong(tmp_path):
     rows = [
         {"id": "0", "correct": False},  # no profile: skipped

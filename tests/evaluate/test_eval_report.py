@@ -141,7 +141,8 @@ def test_single_class_gives_no_auroc_but_no_crash():
 
 
 def test_write_report(tmp_path, rows, metrics):
-    written = write_report(tmp_path, metrics, rows)
+    # the caller names the baselines (evaluate imports no qa): here a hand-written label
+    written = write_report(tmp_path, metrics, rows, labels={"semantic_entropy": "SE, by hand"})
     assert [p.name for p in written] == ["metrics.json", "report.md", "roc.png", "risk_coverage.png"]
     loaded = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN would fail below
     assert loaded["n"] == metrics["n"] and "NaN" not in (tmp_path / "metrics.json").read_text()
@@ -149,7 +150,7 @@ def test_write_report(tmp_path, rows, metrics):
     md = (tmp_path / "report.md").read_text()
     assert "0.63 ± 0.08" in md and "0.55 ± 0.06" in md  # the paper's TruthfulQA column
     assert "Grünefeld" in md and "isograd qa --x" in md
-    assert "semantic entropy | not run" in md  # every Table-2 row shown
+    assert "| SE, by hand | not run" in md  # every Table-2 row shown, under the given label
     c = metrics["methods"]["combined"]
     assert f"{c['auroc_mean']:.2f} ± {c['auroc_std']:.2f}" in md
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

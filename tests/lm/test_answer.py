@@ -126,3 +126,43 @@ def test_covariance_is_passed_to_lm_score():
         assert b.epistemic != a.epistemic
     with pytest.raises(ValueError, match="isotropic"):
         answer(model, tok, ["Why?"], max_new_tokens=2, covariance="full")
+
+
+def test_detector_adds_p_error_and_abstain_from_the_same_pass():
+    import numpy as np
+
+    from isograd.detect import fit_detector
+
+    model, tok = tiny_model("llama"), tiny_tokenizer()
+    # detector rows from the tiny model itself (its by_layer groups), labels made up
+    qs = [f"Question number {i}?" for i in range(24)]
+    prompts = [qa_prompt(tok, q) for q in qs]
+    s = score(model, tok, prompts, [f" answer {i % 7}" for i in range(24)], batch_size=8)
+    rows = [s.row(k) for k in range(24)]
+    correct = np.array([r["log_p"] > np.median([x["log_p"] for x in rows]) for r in rows])
+    det = fit_detector(rows, correct, alpha=0.45, delta=0.2)
+    assert any(n.startswith("by_layer/block.") for n in det.feature_names)
+    res = answer(model, tok, QUESTIONS, max_new_tokens=6, detector=det)
+    plain = answer(model, tok, QUESTIONS, max_new_tokens=6)
+    assert all(r.p_error is None and r.abstain is None for r in plain)
+    # the same numbers as the detector on rows scored independently
+    ref_scores = score(model, tok, [r.prompt for r in plain],
+                       [list(r.scored_token_ids) for r in plain], batch_size=1)
+    ref = det.predict([ref_scores.row(k) for k in range(len(plain))])
+    np.testing.assert_allclose([r.p_error for r in res], ref.p_error, rtol=1e-9)
+    assert [r.abstain for r in res] == ref.abstain.tolist()
+    rec = res.to_records()[0]
+    assert isinstance(rec["p_error"], float) and isinstance(rec["abstain"], bool)
+
+
+def test_score_row_is_the_qa_score_row():
+    from isograd.qa.stages import scalar_fields
+
+    model, tok = tiny_model("gpt2"), tiny_tokenizer()
+    s = score(model, tok, [qa_prompt(tok, q) for q in QUESTIONS], [" a", " bc", " d"])
+    for k in range(3):
+        row = s.row(k)
+        assert row == {**scalar_fields(s, k), **s.row_vectors(k)}
+        assert {"p", "log_p", "grad_log_p", "epistemic", "aleatoric", "embedding_grad",
+                "n_tokens", "by_layer"} <= set(row)
+        assert isinstance(row["n_tokens"], int) and row["grad_log_p"] == float(s.grad_log_p[k])

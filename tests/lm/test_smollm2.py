@@ -76,7 +76,8 @@ def test_choices_pick_the_known_fact(smol):
 
 
 def test_tiny_run_end_to_end(smol, tmp_path):
-    from isograd.qa.pipeline import read_rows, run_qa
+    from isograd.qa.pipeline import run_qa
+    from isograd.rows.files import read_rows
 
     m = run_qa(tmp_path, dataset="truthfulqa-mc1", limit=2, methods=("msp",), loaded=smol,
                progress=False)
@@ -91,7 +92,8 @@ def test_generation_run_end_to_end(smol, tmp_path):
     method; the batched norm engine handles every row (no fallback to the loop engine)."""
     import warnings
 
-    from isograd.qa.pipeline import read_rows, run_qa
+    from isograd.qa.pipeline import run_qa
+    from isograd.rows.files import read_rows
 
     with warnings.catch_warnings():
         warnings.filterwarnings("error", message=".*using the loop engine.*")

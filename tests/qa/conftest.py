@@ -8,7 +8,8 @@ import json
 import pytest
 
 from isograd.lm import greedy_answer, load_model, qa_prompt
-from isograd.qa.pipeline import read_rows, run_qa
+from isograd.qa.pipeline import run_qa
+from isograd.rows.files import read_rows
 
 from ..lm.tiny_lm import save_tiny
 

@@ -9,7 +9,8 @@ import math
 
 import pytest
 
-from isograd.qa.pipeline import read_rows, run_qa
+from isograd.qa.pipeline import run_qa
+from isograd.rows.files import read_rows
 
 pytest.importorskip("sklearn")
 KW = dict(methods=("msp", "mean_token_entropy"), max_new_tokens=6, progress=False, limit=16)

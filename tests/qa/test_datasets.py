@@ -11,6 +11,7 @@ import pytest
 
 from isograd.qa import datasets as D
 from isograd.qa.datasets import DATASETS, DatasetError, Question, load_dataset, resolve_dataset
+from isograd.qa.questions import unique_ids
 
 PACKAGED = D.PACKAGED_DATA  # the copies shipped inside the package (the fixture hides them)
 # the 2021 TruthfulQA files are not shipped: a folder holding them may be named by $ISOGRAD_DATA
@@ -147,7 +148,7 @@ def test_triviaqa_layouts_and_duplicate_ids(tmp_path):
     with pytest.warns(UserWarning):
         qs = load_dataset("triviaqa", data=write(tmp_path, "f.jsonl", foundry))
     assert [q.question for q in qs] == ["Q0?", "Q1?"] and qs[0].answers == ("A", "a")
-    assert qs[0].id == D._unique_ids("triviaqa", ["Q0?"])[0]  # from the question text
+    assert qs[0].id == unique_ids("triviaqa", ["Q0?"])[0]  # from the question text
     bad = json.dumps({"context": "Question: \nAnswer:", "answer": "A", "aliases": ["A"]})
     with pytest.warns(UserWarning), pytest.raises(DatasetError, match="'context'") as ei:
         load_dataset("triviaqa", data=write(tmp_path, "g.jsonl", "\n" + bad))

@@ -13,12 +13,18 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 import isograd.qa.stages as S
-from isograd.lm import qa_prompt, score
-from isograd.qa.pipeline import RunMismatchError, convert_run, read_rows, run_qa, score_file
-from isograd.qa.stagefiles import RunLockedError, run_lock
+from isograd.lm import mc_prompt, qa_prompt, score
+from isograd.qa.legacy import convert_run
+from isograd.qa.pipeline import run_qa
+from isograd.qa.score_pairs import score_file
+from isograd.rows.files import read_rows
+from isograd.rows.lock import RunLockedError, run_lock
+from isograd.rows.stagefiles import RunMismatchError
 
 from .conftest import KW, METHODS, QUESTIONS, STAGE_FILES, no_cost, stage_rows
 
@@ -224,11 +230,27 @@ def test_mc1_scores_options(lm, tmp_path):
                methods=("p_true", "msp"), progress=False)
     rows = read_rows(tmp_path / "out" / "scores.jsonl")
     assert len(rows) == 3 and m["n"] == 3
+    model, tok = lm
     for r, q in zip(rows, mc):
         opts = list(q["mc1_targets"])
-        assert r["pick"] == max(range(len(opts)), key=lambda i: r["option_logliks"][i])
+        # the reference: each option's log-likelihood from one plain forward of prompt + option
+        brute = [_option_loglik(model, tok, mc_prompt(tok, q["question"], "short"), o)
+                 for o in opts]
+        assert r["option_logliks"] == pytest.approx(brute, rel=1e-4, abs=1e-5)
+        assert r["pick"] == int(np.argmax(brute))
         assert r["correct"] == (r["pick"] == r["label"]) and r["answer"] == opts[r["pick"]]
-        assert r["msp"] == pytest.approx(-r["option_logliks"][r["pick"]], rel=1e-5)
+        assert r["msp"] == pytest.approx(-brute[r["pick"]], rel=1e-4)
+
+
+def _option_loglik(model, tok, prompt, option):
+    """log p(option | prompt): the option's tokens scored by one forward of the joint text."""
+    p_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    ids = tok(prompt + option, add_special_tokens=False)["input_ids"]
+    assert ids[:len(p_ids)] == p_ids
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0].double()
+    logp = torch.log_softmax(logits, -1)
+    return float(sum(logp[t - 1, ids[t]] for t in range(len(p_ids), len(ids))))
 
 
 def test_score_file(lm, tmp_path):

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from isograd.cli import app
-from isograd.qa.runfiles import append_row, open_rows, read_rows
+from isograd.rows.files import append_row, open_rows, read_rows
 
 from ..lm.tiny_lm import save_tiny
 

@@ -10,7 +10,9 @@ import shutil
 import pytest
 
 import isograd.qa.stages as S
-from isograd.qa.pipeline import RunMismatchError, read_rows, run_qa
+from isograd.qa.pipeline import run_qa
+from isograd.rows.files import read_rows
+from isograd.rows.stagefiles import RunMismatchError
 
 from .conftest import KW, METHODS, QUESTIONS, no_cost
 
@@ -141,9 +143,12 @@ def test_stage_alone_needs_its_input(lm, nq_file, tmp_path):
 def test_stage_configs_are_json(full_run):
     cfg = json.loads((full_run[0] / "score.config.json").read_text())
     assert cfg["options"] == {"prediction": "geometric", "alternatives": True, "norm_method": "auto"}
-    assert METHODS  # every baseline has its stage config
-    for m in METHODS:
-        assert (full_run[0] / f"baseline-{m}.config.json").exists()
+    # one config per baseline of the run, holding that baseline's own options
+    assert sorted(p.name for p in full_run[0].glob("baseline-*.config.json")) == sorted(
+        f"baseline-{m}.config.json" for m in METHODS)
+    se = json.loads((full_run[0] / "baseline-semantic_entropy.config.json").read_text())
+    assert se["options"]["entailment"] == "ngram" and se["options"]["k"] == 2  # OPTS, KW
+    assert se["upstream"].keys() == {"generate", "samples"}
 
 
 def test_cli_runs_one_stage_and_refuses_a_locked_dir(model_dir, nq_file, tmp_path):

@@ -126,7 +126,7 @@ def test_readme_example_runs_end_to_end(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     from isograd.cli import app
-    from isograd.qa.pipeline import read_rows
+    from isograd.rows.files import read_rows
 
     data, args = _readme_example()
     assert len(data.strip().splitlines()) == 3
@@ -150,7 +150,8 @@ def test_readme_example_runs_end_to_end(tmp_path, monkeypatch):
 
 def test_multiple_choice_file_runs(tmp_path):
     from isograd.lm import load_model
-    from isograd.qa.pipeline import read_rows, run_qa
+    from isograd.qa.pipeline import run_qa
+    from isograd.rows.files import read_rows
 
     model_dir = save_tiny(tmp_path / "tiny")
     p = write(tmp_path, "mc.jsonl", jsonl(

@@ -41,7 +41,9 @@ def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, tit
 
 
 def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
-                       labels: Mapping[str, str] | None = None, title: str = "") -> None:
+                       labels: Mapping[str, str] | None = None, title: str = "", *,
+                       alpha: float | None = None,
+                       chosen: Mapping[str, tuple[float, float]] | None = None) -> None:
     """Error rate among the k most confident answers against coverage k/N, one line per score.
 
     Args:
@@ -50,6 +52,9 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
         oriented: name -> float [N], higher = more uncertain (NaN rows left out per score).
         labels: name -> legend text (default: the name).
         title: figure title.
+        alpha: a target error rate among the answered, drawn as a horizontal line.
+        chosen: name -> (coverage, error among the answered) of a chosen answering threshold
+            (e.g. a detector's certified one), drawn as a marker.
     """
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
@@ -62,6 +67,11 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
             cov, risk = M.risk_coverage(y[ok], s[ok])
             name = (labels or {}).get(m, m)
             ax.plot(cov, risk, lw=1.3, label=f"{name} (AURC {risk.mean():.2f})")
+        if alpha is not None:
+            ax.axhline(alpha, color="C3", lw=1, ls=":", label=f"target α = {alpha:g}")
+        for name, (c, r) in (chosen or {}).items():
+            ax.plot([c], [r], marker="*", ms=11, ls="none",
+                    label=f"{name}: coverage {c:.2f}, error {r:.2f}")
         ax.set_xlim(0, 1)
         finish(fig, ax, path, xlabel="coverage (fraction of answers kept, most confident first)",
                ylabel="error rate among the kept answers", title=title or "Risk–coverage",

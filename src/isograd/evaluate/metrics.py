@@ -33,6 +33,12 @@ def _check(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.int64], NDAr
     return y.astype(np.int64), s
 
 
+def check_scores(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
+    """The input check every metric shares: ``y_true`` as int 0/1 and ``score`` as float64, both
+    1-D of one non-zero length and NaN-free, or a ValueError saying what is wrong."""
+    return _check(y_true, score)
+
+
 def rankdata(x: ArrayLike) -> NDArray[np.float64]:
     """Mid-ranks (1-based; ties share their average rank), as ``scipy.stats.rankdata``."""
     x = np.asarray(x, dtype=np.float64)

@@ -1,13 +1,14 @@
 """The one table of reported scores: the paper's numbers and the name each score gets in reports.
 
-Baselines name themselves (each class's ``label``, ``isograd.qa.baselines``); the scores of this
-package (the two terms and their combinations) are named here. The paper's Table 2 is the only
+Baselines name themselves (each class's ``label``, ``isograd.qa.baselines``): their labels are
+passed in by the caller (``labels=``), so this package imports neither qa nor torch; the scores
+of this package (the two terms and their combinations) are named here. The paper's Table 2 is the only
 copy of its numbers in the package: reports, plots and ``results/qa`` scripts read it from here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 # Grünefeld, Frellsen & Hardmeier 2026 (arXiv 2603.29466), Table 2: AUROC mean ± std over 300
 # bootstrap resamples, averaged over 4 LLMs (two Llama models, OLMo, Phi-4). Row order = the
@@ -47,15 +48,12 @@ PASS_SIGNALS = ("grad_log_p", "epistemic_layer_scaled", "epistemic_last_layers",
 SIGNALS = (*PASS_SIGNALS, "epistemic_token_max", "epistemic_token_mean")
 
 
-def method_label(name: str) -> str:
-    """How reports name score ``name``: ours from `SCORE_LABELS`, a baseline from its class's
-    ``label``; any other name is shown as it is."""
+def method_label(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """How reports name score ``name``: ours from `SCORE_LABELS`, another (a baseline) from
+    `labels` (the caller's names, e.g. each baseline class's ``label``); else as it is."""
     if name in SCORE_LABELS:
         return SCORE_LABELS[name]
-    from ..qa.baselines import BASELINES  # lazily: the baselines pull in torch
-
-    cls = BASELINES.get(name)
-    return getattr(cls, "label", name) if cls is not None else name
+    return (labels or {}).get(name, name)
 
 
 def paper_order(names: Iterable[str], *, all_paper: bool = False) -> list[str]:

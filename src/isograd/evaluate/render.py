@@ -24,8 +24,9 @@ def _fmt(x: float | None, nd: int = 2) -> str:
 
 
 
-def render_markdown(metrics: Mapping[str, Any]) -> str:
-    """report.md text: the AUROC table in the layout of the paper's Table 2, paper numbers beside."""
+def render_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
+    """report.md text: the AUROC table in the layout of the paper's Table 2, paper numbers beside
+    (`labels`: names of the paper's methods the run lacks, see `method_label`)."""
     col = metrics.get("paper_column")
     meth = metrics["methods"]
     lines = [f"# Predicting incorrect answers: {metrics.get('dataset') or '?'} · {metrics.get('model') or '?'}", ""]
@@ -48,7 +49,7 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
         paper = PAPER_TABLE2.get(m, {}).get(col) if col else None
         ptxt = f"{paper[0]:.2f} ± {paper[1]:.2f}" if paper else "–"
         if e is None:
-            lines.append(f"| {method_label(m)} |{' |' if subset else ''} not run | {ptxt} | | | | | | |")
+            lines.append(f"| {method_label(m, labels)} |{' |' if subset else ''} not run | {ptxt} | | | | | | |")
             continue
         nv = f" {e['n']} ({e.get('n_incorrect', '?')}) |" if subset else ""
         au = (f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}" if e.get("auroc_mean") is not None else "–")
@@ -87,8 +88,8 @@ def render_markdown(metrics: Mapping[str, Any]) -> str:
 
 
 def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
-             title: str = "") -> None:
-    """ROC curve of each score (matplotlib, Agg backend)."""
+             title: str = "", labels: Mapping[str, str] | None = None) -> None:
+    """ROC curve of each score (matplotlib, Agg backend); `labels` as in `method_label`."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5.5, 5))
     try:
@@ -99,7 +100,7 @@ def plot_roc(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray]
             if not 0 < y[ok].sum() < ok.sum():
                 continue
             fpr, tpr = M.roc_curve(y[ok], s[ok])
-            ax.plot(fpr, tpr, lw=1.5, label=f"{method_label(m)} ({M.auroc(y[ok], s[ok]):.2f})")
+            ax.plot(fpr, tpr, lw=1.5, label=f"{method_label(m, labels)} ({M.auroc(y[ok], s[ok]):.2f})")
         finish(fig, ax, path, xlabel="false positive rate (correct answers flagged)",
                ylabel="true positive rate (incorrect answers flagged)",
                title=title or "ROC: predicting incorrect answers",
@@ -127,10 +128,10 @@ def predictions_markdown(preds: Mapping[str, Any], default: str) -> str:
     return "\n".join(lines)
 
 
-def render_report(metrics: Mapping[str, Any]) -> str:
+def render_report(metrics: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> str:
     """report.md: :func:`render_markdown`, then the definitions-of-p table when ``metrics`` holds
     ``predictions`` measured under more than one definition (the run's own from its config)."""
-    text = render_markdown(metrics)
+    text = render_markdown(metrics, labels)
     section2 = labellings_markdown(metrics, {m: e.get("label", m)
                                              for m, e in metrics["methods"].items()})
     if section2:

@@ -37,8 +37,12 @@ def _jsonable(x: Any) -> Any:
 
 
 def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
-                 rows: Sequence[Mapping[str, Any]]) -> list[Path]:
+                 rows: Sequence[Mapping[str, Any]],
+                 labels: Mapping[str, str] | None = None) -> list[Path]:
     """Write metrics.json, report.md (`render_report`) and roc.png (roc.png skipped with a warning without matplotlib).
+
+    Args:
+        labels: report names of methods this package does not name itself (`method_label`).
 
     Returns:
         The paths written.
@@ -50,16 +54,16 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
     p.write_text(json.dumps(_jsonable(dict(metrics)), indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
     written.append(p)
     p = out / "report.md"
-    p.write_text(render_report(metrics), encoding="utf-8")
+    p.write_text(render_report(metrics, labels), encoding="utf-8")
     written.append(p)
     y, oriented = oriented_columns(rows, metrics)
     try:
         p = out / "roc.png"
         title = f"{metrics.get('dataset') or ''} · {metrics.get('model') or ''}"
-        plot_roc(p, y, oriented, title)
+        plot_roc(p, y, oriented, title, labels)
         written.append(p)
         p = out / "risk_coverage.png"
-        plot_risk_coverage(p, y, oriented, {m: method_label(m) for m in oriented}, title)
+        plot_risk_coverage(p, y, oriented, {m: method_label(m, labels) for m in oriented}, title)
         written.append(p)
         p = out / "token_profile.png"
         if plot_token_profiles(p, rows, title):

@@ -106,7 +106,8 @@ def _finite(x: float) -> float | None:
 def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, seed: int = 0,
              n_boot: int = 300, folds: int = 5, combine: bool = True,
              model: str | None = None, dataset: str | None = None, command: str | None = None,
-             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+             extra: Mapping[str, Any] | None = None,
+             labels: Mapping[str, str] | None = None) -> dict[str, Any]:
     """All metrics of a QA run (the content of metrics.json).
 
     Args:
@@ -116,6 +117,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         seed: seed of every bootstrap and of the CV folds. n_boot: bootstrap resamples.
         folds: CV folds of ``combined_logreg_cv``. combine: add the combined scores.
         model, dataset, command: recorded as given. extra: more top-level fields (e.g. grading).
+        labels: report names of methods this package does not name itself (`method_label`).
 
     Returns:
         ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc_mean", "auroc_std",
@@ -143,7 +145,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         ok = ~np.isnan(raw)
         s = raw if orient[m] else -raw
         oriented[m] = s
-        entry: dict[str, Any] = {"label": method_label(m), "higher_is_uncertain": orient[m],
+        entry: dict[str, Any] = {"label": method_label(m, labels), "higher_is_uncertain": orient[m],
                                  "n": int(ok.sum()), "n_missing": int((~ok).sum()),
                                  "n_incorrect": int(y[ok].sum())}
         yy, ss = y[ok], s[ok]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +23,9 @@ from .generate import greedy_answers
 from .prompts import PromptStyle, encode_prompt, qa_prompt
 from .score import Prediction, score
 from .trace import TokenTrace
+
+if TYPE_CHECKING:
+    from ..detect import Detector
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,10 @@ class AnswerRow:
         token_logprobs: log-probabilities of `scored_token_ids` from the scoring pass.
         trace: with ``answer(..., trace=True)``, the per-token profile (`TokenTrace`: p_t,
             σ²‖∇p_t‖², p_t(1−p_t) for each scored token), else None.
+        p_error: with ``answer(..., detector=...)``, the detector's probability that the
+            answer is wrong, else None.
+        abstain: with a detector, True where it declines to answer (P(wrong) above its
+            certified threshold, or no threshold certified), else None.
     """
 
     question: str
@@ -72,6 +79,8 @@ class AnswerRow:
     embedding_grad: float | None
     token_logprobs: tuple[float, ...]
     trace: TokenTrace | None = None
+    p_error: float | None = None
+    abstain: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -166,6 +175,7 @@ def answer(
     covariance: str | Covariance = Covariance.ISOTROPIC,
     layer_scale: str | LayerScale = LayerScale.WEIGHT_VARIANCE,
     trace: bool = False,
+    detector: Detector | None = None,
 ) -> Answers:
     """Answer each question greedily and say how uncertain each answer is.
 
@@ -173,7 +183,7 @@ def answer(
         model: a causal LM (Hugging Face ``...ForCausalLM``), e.g. from `load_model`.
         tokenizer: its tokenizer.
         questions: Q question texts (or one string).
-        prompt: prompt style, "short" (default) | "plain" | "fewshot" (`PromptStyle`).
+        prompt: prompt style, "short" (default) | "plain" | "fewshot" | "base" (`PromptStyle`).
         max_new_tokens: cap on answer tokens.
         batch_size: questions per generation batch and per scoring pass.
         prediction: what p is, "geometric" (default) | "sequence" | "first_token".
@@ -184,6 +194,9 @@ def answer(
         layer_scale: the data-free rule of the layer-scaled covariance (see `lm.score`).
         trace: also the per-token profile of each answer (`AnswerRow.trace`; one more batched
             pass over the answers' prefixes, about T times the scoring work).
+        detector: an `isograd.detect.Detector` (e.g. from `isograd.detect.load_detector`):
+            adds its `AnswerRow.p_error` and `AnswerRow.abstain` to every row, read from the
+            same scoring pass (nothing is recomputed).
 
     Returns:
         `Answers`: Q `AnswerRow`s in question order, with `to_records()` / `to_pandas()`.
@@ -211,6 +224,7 @@ def answer(
     s = score(model, tokenizer, prompts, ids, prediction=pred, batch_size=batch_size,
               sigma2=sigma2, method=method, covariance=covariance, layer_scale=layer_scale,
               trace=trace)
+    judged = None if detector is None else detector.predict([s.row(k) for k in range(len(prompts))])
     rows = tuple(
         AnswerRow(question=q, prompt=p, text=g.text, token_ids=tuple(g.token_ids),
                   scored_token_ids=tuple(i), empty=not g.token_ids, p=float(s.p[k]),
@@ -221,7 +235,9 @@ def answer(
                   grad_log_p=float(s.grad_log_p[k]),
                   epistemic_last_layers=_opt(s.epistemic_last_layers, k),
                   embedding_grad=_opt(s.embedding_grad, k), token_logprobs=s.token_logprobs[k],
-                  trace=s.trace[k] if s.trace is not None else None)
+                  trace=s.trace[k] if s.trace is not None else None,
+                  p_error=None if judged is None else float(judged.p_error[k]),
+                  abstain=None if judged is None else bool(judged.abstain[k]))
         for k, (q, p, g, i) in enumerate(zip(questions, prompts, gens, ids))
     )
     return Answers(rows=rows, prediction=pred.value, sigma2=float(sigma2),

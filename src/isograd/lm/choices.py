@@ -18,6 +18,7 @@ Two equivalent ways to run the options through the model:
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 import weakref
 from collections.abc import Sequence
@@ -28,9 +29,17 @@ import torch
 from torch import nn
 
 from ..norms.api import Method, sq_grad_norms
-from .batching import encode_pairs, input_device, logits_at, pad_id, pair_batch, to_device
-from .score import _token_logprobs
-from .signals import group_norms
+from .batching import (
+    encode_pairs,
+    forward_inputs,
+    input_device,
+    logits_at,
+    pad_id,
+    pair_batch,
+    to_device,
+)
+from .score import answer_token_logprobs, scalar_fields
+from .signals import capture_embedding_grad, group_norms
 
 
 @dataclass(frozen=True)
@@ -43,11 +52,16 @@ class ChoiceScores:
         epistemic: σ²·‖∇θ p‖² (the gradient flows through the softmax, all options).
         aleatoric: p(1−p).
         total: epistemic + aleatoric.
+        log_p: log p (finite where p underflows).
+        grad_log_p: ‖∇θ log p‖² (no p², no σ²), as `LMScores.grad_log_p`.
+        embedding_grad: ‖∂ log p / ∂e‖² over the input embeddings e of the prompt (once) and of
+            every option, as `LMScores.embedding_grad`; None when not reached.
+        n_tokens: int64 [Q], the picked option's number of tokens.
         option_logliks: per question, each option's summed answer-token log-likelihood.
         pick_token_ids: per question, the picked option's token ids.
         pick_token_logprobs: per question, the picked option's token log-probabilities.
         by_layer: group name -> σ²·‖∇p‖² restricted to that group (as `LMScores.by_layer`),
-            or None.
+            or None (``by_layer=False``).
         sigma2: σ².
     """
 
@@ -61,6 +75,19 @@ class ChoiceScores:
     pick_token_logprobs: tuple[tuple[float, ...], ...]
     by_layer: dict[str, torch.Tensor] | None
     sigma2: float
+    log_p: torch.Tensor | None = None
+    grad_log_p: torch.Tensor | None = None
+    embedding_grad: torch.Tensor | None = None
+    n_tokens: torch.Tensor | None = None
+
+    def row(self, j: int) -> dict[str, Any]:
+        """Question `j` as a score row: every per-question scalar under its field name and
+        the ``by_layer`` vector (when computed), the fields `LMScores.row` writes."""
+        out = scalar_fields(self, j)
+        out.pop("pick", None)
+        if self.by_layer is not None:
+            out["by_layer"] = {g: float(v[j]) for g, v in self.by_layer.items()}
+        return out
 
 
 _PACKED_OK: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -81,7 +108,7 @@ def _rows_fn(saved: dict[str, Any]):
     """fn(model, batch) -> log softmax-probability of the picked option [Q] (rows layout)."""
 
     def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, mask = _token_logprobs(m, b)
+        tok, mask = answer_token_logprobs(m, b)
         ll = tok.sum(1)  # [R] summed log-likelihood of each option row
         out = []
         for q in range(b["question"].shape[0]):
@@ -159,9 +186,8 @@ def _packed_batch(items: list[tuple[list[int], list[list[int]]]], pad: int,
 def _packed_logliks(m: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Option log-likelihoods [Q, K] (-inf beyond a question's options) and token log-probs [Q, T]."""
     lo = int(b["pred"][b["option"] >= 0].min())
-    kw = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
     # only the positions that predict option tokens
-    logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **kw)
+    logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **forward_inputs(m, b))
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     # the logits come out on the last device of a model split with device_map
     ix = {k: b[k].to(logp.device) for k in ("pred", "target", "option", "n_options")}
@@ -201,7 +227,7 @@ def _packed_works(model: nn.Module, item: tuple[list[int], list[list[int]]], pad
         with torch.no_grad():
             ll, _ = _packed_logliks(model, _packed_batch([item], pad, dtype, device))
             b = _rows_batch([item], pad, device)
-            ref = _token_logprobs(model, b)[0].sum(1)
+            ref = answer_token_logprobs(model, b)[0].sum(1)
         ok = bool(torch.allclose(ll[0].double(), ref.double(), rtol=1e-4, atol=1e-4))
     except Exception:  # noqa: BLE001 - any failure means: use the rows path
         ok = False
@@ -221,7 +247,7 @@ def score_choices(
     prompts: Sequence[str],
     options: Sequence[Sequence[str]],
     *,
-    by_layer: bool = False,
+    by_layer: bool = True,
     batch_size: int = 4,
     sigma2: float = 1.0,
     params: Any = None,
@@ -234,7 +260,7 @@ def score_choices(
         model, tokenizer: the causal LM.
         prompts: Q prompt texts (e.g. `mc_prompt`).
         options: Q lists of >= 2 option texts (each appended to its prompt verbatim).
-        by_layer: also return the per-group breakdown.
+        by_layer: also return the per-group breakdown (default, as `score` always does).
         batch_size: questions per forward pass.
         sigma2, params: as in `score`.
         packed: one row per question with a 4-D mask (True), one row per option (False), or
@@ -261,20 +287,27 @@ def score_choices(
     dtype = next(model.parameters()).dtype
     keys = ("pick", "ll", "ids", "lps")
     saved_all: dict[str, list] = {k: [] for k in keys}
-    log_ps, norms, groups = [], [], []
+    log_ps, norms, groups, embs = [], [], [], []
     for start in range(0, len(items), batch_size):
         chunk = items[start:start + batch_size]
         saved: dict[str, Any] = {k: [] for k in keys}
-        if packed:
-            res = sq_grad_norms(model, _packed_fn(saved),
-                                _packed_batch(chunk, pad, dtype, device),
-                                method=method, params=params, by_param=by_layer)
-        else:
-            res = sq_grad_norms(model, _rows_fn(saved), _rows_batch(chunk, pad, device),
-                                method="loop", params=params, by_param=by_layer)
+        with contextlib.ExitStack() as stack:
+            if packed:
+                batch = _packed_batch(chunk, pad, dtype, device)
+                emb = stack.enter_context(capture_embedding_grad(model))
+                res = sq_grad_norms(model, _packed_fn(saved), batch, method=method,
+                                    params=params, by_param=by_layer)
+            else:
+                batch = _rows_batch(chunk, pad, device)
+                # one row per option: the prompt positions are shared by the question's rows
+                shared = torch.tensor([len(p) for p, opts in chunk for _ in opts], device="cpu")
+                emb = stack.enter_context(capture_embedding_grad(model, batch["owner"], shared))
+                res = sq_grad_norms(model, _rows_fn(saved), batch, method="loop",
+                                    params=params, by_param=by_layer)
         total, per = res if by_layer else (res, None)
         # results live on the host, whatever device the model is on
         norms.append(total.double().cpu())
+        embs.append(emb.result(total))
         log_ps.append(saved["log_p"].cpu())
         n = len(chunk)  # an engine may call fn more than once: keep the last call's records
         for k in keys:
@@ -283,7 +316,8 @@ def score_choices(
             groups.append({g: v.double().cpu() for g, v in group_norms(per).items()})
     log_p = torch.cat(log_ps)
     p = log_p.exp()
-    epi = sigma2 * p.square() * torch.cat(norms)
+    grad_log_p = torch.cat(norms)
+    epi = sigma2 * p.square() * grad_log_p
     alea = p * (1 - p)
     layers = None
     if by_layer:
@@ -293,6 +327,8 @@ def score_choices(
         pick=torch.tensor(saved_all["pick"], dtype=torch.long, device="cpu"), p=p, epistemic=epi,
         aleatoric=alea, total=epi + alea, option_logliks=tuple(saved_all["ll"]),
         pick_token_ids=tuple(saved_all["ids"]), pick_token_logprobs=tuple(saved_all["lps"]),
-        by_layer=layers, sigma2=float(sigma2),
+        by_layer=layers, sigma2=float(sigma2), log_p=log_p, grad_log_p=grad_log_p,
+        embedding_grad=None if any(e is None for e in embs) else torch.cat(embs),
+        n_tokens=torch.tensor([len(i) for i in saved_all["ids"]], dtype=torch.long, device="cpu"),
     )
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import torch
@@ -22,7 +22,15 @@ from torch import nn
 from .._choice import Choice
 from ..layer_scale import Covariance, LayerScale, layer_scaled_sq_norms
 from ..norms.api import Method, sq_grad_norms
-from .batching import Answer, encode_pairs, input_device, logits_at, pad_id, pair_batch
+from .batching import (
+    Answer,
+    encode_pairs,
+    forward_inputs,
+    input_device,
+    logits_at,
+    pad_id,
+    pair_batch,
+)
 from .signals import (
     LAST_LAYERS,
     capture_embedding_grad,
@@ -116,6 +124,11 @@ class LMScores:
         """‖∇θ log p‖² [B]: the same tensor as `grad_log_p` (its earlier name)."""
         return self.grad_log_p
 
+    def row(self, j: int) -> dict[str, Any]:
+        """Pair `j` as a score row: every per-pair scalar (the [B] tensors, under their field
+        names) and `row_vectors`; the row an `isograd.detect.Detector` reads."""
+        return {**scalar_fields(self, j), **self.row_vectors(j)}
+
     def row_vectors(self, j: int) -> dict[str, Any]:
         """Pair `j`'s non-scalar signals as JSON-ready values, for a row of a run file.
 
@@ -129,14 +142,28 @@ class LMScores:
         return out
 
 
-def _token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+def scalar_fields(result: Any, j: int) -> dict[str, Any]:
+    """Every per-row scalar of a dataclass result batch (tensors of shape [B]): row `j`'s value.
+
+    Generic on purpose: a field added to `score`'s (or `score_choices`') result flows into the
+    rows that `isograd qa` writes and that a detector reads.
+    """
+    out: dict[str, Any] = {}
+    for f in fields(result):
+        v = getattr(result, f.name)
+        if isinstance(v, torch.Tensor) and v.ndim == 1:
+            x = v[j].item()
+            out[f.name] = float(x) if isinstance(x, float) else int(x)
+    return out
+
+
+def answer_token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Log-probabilities [B, T] of the tokens at the answer positions and their mask [B, T]."""
     ans = batch["answer_mask"]
     # logits at position t predict token t+1: keep only the span that predicts answer tokens
     cols = ans.any(0).nonzero().flatten()
     lo, hi = int(cols.min()) - 1, int(cols.max())
-    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-    logits, _ = logits_at(model, lo, hi, **kwargs)
+    logits, _ = logits_at(model, lo, hi, **forward_inputs(model, batch))
     # at least fp32 (bf16/fp16 weights), fp64 kept as is
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     # the logits come out on the last device of a model split with device_map
@@ -207,7 +234,7 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     """fn(model, batch) -> log p [B] for sq_grad_norms; stashes detached values in `saved`."""
 
     def fn(m: nn.Module, b: dict[str, torch.Tensor]) -> torch.Tensor:
-        tok, mask = _token_logprobs(m, b)
+        tok, mask = answer_token_logprobs(m, b)
         saved["tok"], saved["mask"] = tok.detach(), mask
         lp = _log_p(tok, mask, pred)
         saved["log_p"] = lp.detach().double()

@@ -95,45 +95,62 @@ def model_layer_variances(model: nn.Module, names: Sequence[str], rule: str) -> 
 
 
 class EmbeddingGrad:
-    """Per-row squared norm of the gradient reaching the input-embedding output, float64 [B].
+    """Per-example squared norm of the gradient reaching the input-embedding output, float64 [B].
 
     Filled by the hooks of `capture_embedding_grad`; reset at every forward, so a batch
     recomputed by another engine (the auto fallback) starts from zero.
+
+    By default one embedding row is one example. With `owner` (int64 [R], the example of each
+    row) and `shared` (int64 [R], how many leading positions of the row are its example's
+    shared prompt), several rows make one example, as in multiple choice with one row per
+    option: the prompt's positions are one input seen by every option, so their gradients are
+    summed over the rows before squaring, and each option's own positions are squared alone.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, owner: torch.Tensor | None = None,
+                 shared: torch.Tensor | None = None) -> None:
         self.sq: torch.Tensor | None = None
         self.fired = False
+        self.owner = None if owner is None else owner.cpu()
+        self.shared = None if shared is None else shared.cpu()
 
     def _reset(self, rows: int) -> None:
-        self.sq = torch.zeros(rows, dtype=torch.float64, device="cpu")
+        n = rows if self.owner is None else int(self.owner.max()) + 1
+        self.sq = torch.zeros(n, dtype=torch.float64, device="cpu")
         self.fired = False
 
     def result(self, norms: torch.Tensor) -> torch.Tensor | None:
-        """The per-row values ([B] float64), NaN where `norms` is NaN; None if never reached."""
+        """The per-example values ([B] float64), NaN where `norms` is NaN; None if never reached."""
         if self.sq is None or not self.fired:
             return None
         return self.sq.masked_fill(torch.isnan(norms.double().cpu()), float("nan"))
 
     def _add(self, grad: torch.Tensor) -> None:
-        # rows are independent examples: row i's gradient comes from example i's scalar only,
-        # so summing over every backward (loop engine: one per row) gives each row's own norm
+        # examples are independent: example i's scalar reaches only example i's rows, so summing
+        # over every backward (loop engine: one per example) gives each example its own norm
         self.fired = True
-        g = grad.detach().to(torch.float64)
-        self.sq += g.square().flatten(1).sum(1).cpu()
+        g = grad.detach().to(torch.float64).cpu()
+        if self.owner is None:
+            self.sq += g.square().flatten(1).sum(1)
+            return
+        for q in range(len(self.sq)):
+            rows = (self.owner == q).nonzero().flatten()
+            n = int(self.shared[rows[0]])
+            self.sq[q] += g[rows, :n].sum(0).square().sum() + g[rows, n:].square().sum()
 
 
 @contextlib.contextmanager
-def capture_embedding_grad(model: nn.Module) -> Iterator[EmbeddingGrad]:
+def capture_embedding_grad(model: nn.Module, owner: torch.Tensor | None = None,
+                           shared: torch.Tensor | None = None) -> Iterator[EmbeddingGrad]:
     """Record ‖∂ out_i / ∂ e_i‖² with e = the output of ``model.get_input_embeddings()``.
 
     A forward hook on the input-embedding module puts a tensor hook on its output; whichever
     backward the norm engine runs then passes the gradient through it. Both hooks exist only
     inside this context (removed in ``finally``); the model is otherwise untouched.
-    Without a ``get_input_embeddings`` module, or when no backward reaches the embedding
+    `owner`, `shared`: several rows per example (see `EmbeddingGrad`). Without a ``get_input_embeddings`` module, or when no backward reaches the embedding
     output (its weight not in the selected parameters), the result stays None.
     """
-    acc = EmbeddingGrad()
+    acc = EmbeddingGrad(owner, shared)
     emb = _input_embeddings(model)
     if emb is None:
         yield acc

@@ -1,7 +1,7 @@
 """Is an answer correct? Rule-based graders per dataset, and an optional LLM judge.
 
 - TriviaQA / NQ-open: normalised alias match (SQuAD normalisation: lowercase, punctuation and
-  the articles a/an/the removed, whitespace collapsed). ``contains`` (the default) accepts an
+  the articles a/an/the removed, whitespace collapsed; numbers in words become digits). ``contains`` (the default) accepts an
   answer in which some alias occurs as whole words, because small instruct LMs answer in
   sentences ("The capital of France is Paris."), which ``exact`` would mark wrong. Aliases that
   occur in the question itself are not used for containment (an answer that restates the
@@ -34,6 +34,7 @@ from dataclasses import dataclass
 
 from .._choice import Choice
 from .datasets import Question
+from .numbers import numbers_to_digits
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,9 @@ def normalize_answer(text: str) -> str:
 
 
 def tokens(text: str) -> list[str]:
-    """Normalised whitespace tokens."""
-    return normalize_answer(text).split()
+    """Normalised whitespace tokens, numbers in words written as digits ("eight" -> "8",
+    `isograd.qa.numbers`), so that every grader matches "8 legs" with "eight"."""
+    return numbers_to_digits(normalize_answer(text).split())
 
 
 def _contains_words(hay: list[str], needle: list[str]) -> bool:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
 
+from ..options import NEW
+from ..rows.stagefiles import RunMismatchError
+from .options import SCORE
 from .records import read_text
-from .runfiles import RunMismatchError
 from .stages import scalar_fields
 
 
@@ -38,45 +41,25 @@ def _read_pairs(path: Path) -> list[tuple[str, str, str]]:
     return out
 
 
-def _check_rows(rows: list[dict[str, Any]], outp: Path, model: str, pred: str,
-                style: str | None, signals: dict[str, Any]) -> None:
-    """Refuse rows (of the output or its part files) made with other options."""
+def _check_rows(rows: list[dict[str, Any]], outp: Path, want: dict[str, Any]) -> None:
+    """Refuse rows (of the output or its part files) made with other options: those `SCORE`
+    names with the ``pairs`` stage, and the prompt style; a row lacking an option (written
+    before it existed) was made at the option's `legacy` value."""
     for r in rows:
         # rows written before prompt_style existed wrapped questions in the "short" prompt
-        old_style = r.get("prompt_style", "short" if style else None)
-        # rows written before the signal options existed were scored at their defaults
-        old = {"covariance": r.get("covariance", "isotropic"),
-               "layer_scale": r.get("layer_scale", "weight-variance"),
-               "last_layers": r.get("last_layers", 5)}
-        if (r.get("model") != model or r.get("prediction") != pred or old_style != style
-                or old != signals):
+        have = {"prompt_style": r.get("prompt_style", SCORE["prompt"].legacy
+                                      if want["prompt_style"] else None)}
+        have.update({o.name: r.get(o.name, None if o.legacy_at("pairs") is NEW
+                                   else o.legacy_at("pairs"))
+                     for o in SCORE if "pairs" in o.stages})
+        if have != want:
             raise RunMismatchError(
-                f"{outp} holds rows scored with model={r.get('model')!r}, "
-                f"prediction={r.get('prediction')!r}, prompt_style={old_style!r}, "
-                + ", ".join(f"{k}={v!r}" for k, v in old.items()) + "; use another --out")
+                f"{outp} holds rows scored with "
+                + ", ".join(f"{k}={v!r}" for k, v in have.items()) + "; use another --out")
 
 
-def score_file(
-    input: str | Path,
-    out: str | Path,
-    *,
-    model: str = "smollm2-135m",
-    prediction: str = "geometric",
-    as_question: bool = False,
-    prompt: str = "short",
-    norm_method: str = "auto",
-    trace: bool = False,
-    covariance: str = "isotropic",
-    layer_scale: str = "weight-variance",
-    last_layers: int = 5,
-    batch_size: int = 8,
-    dtype: str = "fp32",
-    device: str = "cpu",
-    load_options: dict[str, Any] | None = None,
-    shard: str = "none",
-    progress: bool = True,
-    loaded: tuple[Any, Any] | None = None,
-) -> int:
+def score_file(input: str | Path, out: str | Path, *,
+               loaded: tuple[Any, Any] | None = None, **options: Any) -> int:
     """Score (prompt, answer) pairs from a JSONL file into another, resumably.
 
     Input lines: ``{"prompt": str, "answer": str, "id": optional}`` (id defaults to
@@ -89,71 +72,89 @@ def score_file(
     prediction, prompt_style`` (null without `as_question`). `covariance` picks which term is
     ``epistemic`` ("isotropic" | "layer-scaled"; both are written). Ids already in `out` are
     skipped; rows made with another model, prediction, prompt style or signal option are
-    refused. `dtype`, `device` and `load_options` (device_map, revision, ...) go to
-    `load_model`.
+    refused. The options are those of `isograd.qa.options.SCORE` (declared there once, with
+    their defaults and help; ``isograd score --help`` lists them); the load options (dtype,
+    device, device_map, revision, ...) go to `load_model`.
 
     Under torchrun each rank scores its share into its own part file and rank 0 merges them into
-    `out` in input order (`isograd.distributed`); `shard` "fsdp" shards the model across ranks.
+    `out` in input order (`isograd.rows.ranks`); `shard` "fsdp" shards the model across ranks.
 
     Returns:
         The number of pairs scored by this call (by all ranks together).
     """
-    from .. import distributed as dd
-    from ..layer_scale import Covariance, LayerScale
-    from ..lm import Prediction, PromptStyle, load_model, qa_prompt, score
+    from ..lm import load_model, qa_prompt, score
+    from ..lm.fsdp import Shard
+    from ..lm.options import load_options
     from ..norms.api import Method
+    from ..rows import ranks
+    from ..rows.runner import run_rows
 
-    pred = Prediction.parse(prediction).value
-    cov, rule = Covariance.parse(covariance).value, LayerScale.parse(layer_scale).value
-    if last_layers < 1:
-        raise ValueError(f"last_layers must be >= 1, got {last_layers}")
-    style = PromptStyle.parse(prompt).value if as_question else None
-    sharded = dd.Shard.parse(shard) is dd.Shard.FSDP
-    if sharded and (load_options or {}).get("device_map") is not None:
+    o = SCORE.resolve(options)
+    pred, cov, rule = o["prediction"], o["covariance"], o["layer_scale"]
+    style = o["prompt"] if o["as_question"] else None
+    load = load_options(o, check_device_=False)
+    sharded = Shard.parse(o["shard"]) is Shard.FSDP
+    if sharded and load.get("device_map") is not None:
         raise ValueError("--shard fsdp and --device-map are two ways to split a model; "
                          "choose one")
-    if sharded and Method.parse(norm_method) is Method.LOOP:
+    if sharded and Method.parse(o["norm_method"]) is Method.LOOP:
         raise ValueError("--shard fsdp needs --norm-method auto or ghost: the loop engine "
                          "cannot see one example's gradient when FSDP2 reduce-scatters it")
     pairs = _read_pairs(Path(input))
     outp = Path(out)
-    new = {"covariance": cov, "layer_scale": rule, "last_layers": last_layers}
-    rank = dd.setup(device)
-    dd.on_peer_failure(rank, outp)
-    rows = dd.read_all(outp)
-    _check_rows(rows, outp, model, pred, style, new)
+    recorded = {"prompt_style": style,
+                **{opt.name: o[opt.name] for opt in SCORE if "pairs" in opt.stages}}
+    rank = ranks.setup(o["device"])
+    ranks.on_peer_failure(rank, outp)
+    rows = ranks.read_all(outp)
+    _check_rows(rows, outp, recorded)
     if {r["id"] for r in rows} >= {p[0] for p in pairs}:
-        dd.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
+        ranks.finish(outp, [p[0] for p in pairs], rank)  # parts of a finished run: merged only
         return 0
     loaded_: list[tuple[Any, Any]] = [loaded] if loaded is not None else []
 
     def compute(chunk: list[tuple[str, str, str]]) -> list[dict[str, Any]]:
         if not loaded_:  # loaded by the first batch: a rank without pairs loads nothing
-            loaded_.append(_load(load_model, model, dtype, device, rank, sharded,
-                                 load_options or {}))
+            loaded_.append(_load(load_model, o["model"], o["dtype"], o["device"], rank,
+                                 sharded, load))
         m, tok = loaded_[0]
         prompts = [qa_prompt(tok, p, style) if style else p for _, p, _ in chunk]
         s = score(m, tok, prompts, [a for _, _, a in chunk], prediction=pred,
-                  method=norm_method, batch_size=batch_size, trace=trace, covariance=cov,
-                  layer_scale=rule, last_layers=last_layers)
+                  method=o["norm_method"], batch_size=o["batch_size"], trace=o["trace"],
+                  covariance=cov, layer_scale=rule, last_layers=o["last_layers"])
         return [{"id": rid, "prompt": p, "answer": a, **scalar_fields(s, j),
                  **s.row_vectors(j), "token_logprobs": list(s.token_logprobs[j]),
-                 "covariance": cov, "layer_scale": rule, "last_layers": last_layers,
-                 "model": model, "prediction": pred, "prompt_style": style}
+                 "covariance": cov, "layer_scale": rule, "last_layers": o["last_layers"],
+                 "model": o["model"], "prediction": pred, "prompt_style": style}
                 for j, (rid, p, a) in enumerate(chunk)]
 
-    # FSDP2 gathers weights collectively: every rank runs as many batches as the largest share
-    return dd.run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=batch_size,
-                       lockstep=sharded, desc="score", progress=progress)
+    import torch
+
+    saved = torch.get_num_threads()
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
+    try:
+        # FSDP2 gathers weights collectively: every rank runs as many batches as the
+        # largest share needs
+        return run_rows(outp, pairs, compute, key=lambda x: x[0], batch_size=o["batch_size"],
+                        lockstep=sharded, desc="score", progress=o["progress"])
+    finally:
+        torch.set_num_threads(saved)
+
+
+score_file.__signature__ = SCORE.signature(  # type: ignore[attr-defined]
+    *(inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in ("input", "out")),
+    inspect.Parameter("loaded", inspect.Parameter.KEYWORD_ONLY, default=None))
 
 
 def _load(load_model: Any, model: str, dtype: str, device: str, rank: Any,
           sharded: bool, options: dict[str, Any]) -> tuple[Any, Any]:
-    from .. import distributed as dd
+    from ..lm.fsdp import shard_model
+    from ..rows.ranks import device_for
 
-    dev = dd.device_for(device, rank)
+    dev = device_for(device, rank)
     if not sharded:
         return load_model(model, dtype=dtype, device=dev, **options)
     # FSDP2 moves each shard to `dev`
     m, tok = load_model(model, dtype=dtype, device="cpu", **options)
-    return dd.shard_model(m, rank, dev), tok
+    return shard_model(m, rank, dev), tok

@@ -2,7 +2,7 @@
 
 Each ``*_rows`` function takes a batch of questions (and the upstream rows it needs) and returns
 one row per question, keyed by ``id``; `isograd.qa.pipeline` runs them through the one stage
-loop (`isograd.distributed.run_rows`). Row fields per stage:
+loop (`isograd.rows.runner.run_rows`). Row fields per stage:
 
 * ``generate``: ``question, prompt, answer, token_ids, token_logprobs, empty_answer,
   cost_generate_s``; multiple choice (MC1) adds ``pick, label, option_logliks`` and, since
@@ -24,11 +24,14 @@ Costs are per question: a batch's seconds divided by its size.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any
+
+from ..lm.score import scalar_fields
 
 GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
 
@@ -43,26 +46,16 @@ class Env:
     batch_size: int = 1
 
 
+def question_seed(seed: int, qid: str) -> int:
+    """Per-question seed: independent of order, limit and interruptions."""
+    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
+    return h % (2**31 - 1)
+
+
 def timed(fn: Callable[[], Any]) -> tuple[Any, float]:
     t = time.perf_counter()
     out = fn()
     return out, time.perf_counter() - t
-
-
-def scalar_fields(result: Any, j: int) -> dict[str, Any]:
-    """Every per-row scalar of a dataclass result batch (tensors of shape [B]): row `j`'s value.
-
-    Generic on purpose: a field added to `isograd.lm.score`'s result flows into the rows.
-    """
-    import torch
-
-    out: dict[str, Any] = {}
-    for f in fields(result):
-        v = getattr(result, f.name)
-        if isinstance(v, torch.Tensor) and v.ndim == 1:
-            x = v[j].item()
-            out[f.name] = float(x) if isinstance(x, float) else int(x)
-    return out
 
 
 def _greedy_batch(env: Env, prompts: list[str]) -> list[Any]:
@@ -94,13 +87,13 @@ def _mc_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
     prompts = [mc_prompt(env.tokenizer, q.question, env.cfg.prompt) for q in questions]
     s, t = timed(lambda: score_choices(env.model, env.tokenizer, prompts,
                                        [list(q.options) for q in questions],
-                                       batch_size=env.batch_size))
+                                       batch_size=env.batch_size, method=env.cfg.norm_method))
     rows = []
     for j, q in enumerate(questions):
-        pick, p = int(s.pick[j]), float(s.p[j])
-        scores = {"p": p, "log_p": math.log(p) if p > 0 else None,
-                  "epistemic": float(s.epistemic[j]), "aleatoric": float(s.aleatoric[j]),
-                  "total": float(s.total[j]), "n_tokens": len(s.pick_token_ids[j]),
+        pick = int(s.pick[j])
+        # the generated-answer path's fields (score_choices' row: p, log p, ‖∇ log p‖², the
+        # embedding gradient, the per-block vector, ...)
+        scores = {**s.row(j),
                   # scoring the options is the prediction itself: K forwards + one backward
                   "cost_epistemic_s": t / len(questions),
                   "cost_epistemic_fwd": len(q.options) + 2.0,
@@ -211,7 +204,7 @@ def _alternatives(env: Env, prompts: list[str], ids: list[list[int]], s: Any,
 
 def _prompt(g: dict[str, Any]) -> str:
     if "prompt" not in g or "token_ids" not in g:
-        from .runfiles import RunMismatchError
+        from ..rows.stagefiles import RunMismatchError
 
         raise RunMismatchError(f"question {g['id']}: its generate row (converted from the earlier "
                                "format) lacks the prompt and token ids; pass --force-stage generate")
@@ -222,7 +215,6 @@ def sample_rows(env: Env, questions: list[Any], gen: dict[str, dict[str, Any]]) 
     """The ``samples`` stage: K sampled answers per question, shared by the sampling methods;
     a per-question seed makes them independent of order and interruptions."""
     from ..lm import sample_answers
-    from .runfiles import question_seed
 
     cfg = env.cfg
     out = []

@@ -24,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .datasets import Question, _dedupe, _unique_ids
+from .questions import Question, dedupe, unique_ids
 from .records import DatasetError, iter_jsonl, need_dict, need_str, read_text
 
 SUFFIXES = (".jsonl", ".json", ".csv")
@@ -110,7 +110,7 @@ def _row(path: Path, line: int, rec: dict[str, Any], is_csv: bool) -> tuple[str 
     else:
         raise DatasetError(path, line, "field 'answers' (or 'answer') missing; a multiple-choice "
                            "row has 'choices' and 'label' instead")
-    return rid, Question(id="", dataset="", question=q, answers=_dedupe(answers))
+    return rid, Question(id="", dataset="", question=q, answers=dedupe(answers))
 
 
 def load_user_dataset(path: str | Path) -> list[Question]:
@@ -135,7 +135,7 @@ def load_user_dataset(path: str | Path) -> list[Question]:
         raise DatasetError(p, None, "no questions in file")
     first_mc = rows[0][2].label is not None
     seen: dict[str, int] = {}
-    auto = iter(_unique_ids("user", [q.question for _, rid, q in rows if rid is None]))
+    auto = iter(unique_ids("user", [q.question for _, rid, q in rows if rid is None]))
     out = []
     for line, rid, q in rows:
         if (q.label is not None) != first_mc:

@@ -25,15 +25,36 @@ import torch
 from torch import nn
 from torch.func import jacrev
 
-from .laplace import _flat_fn, _sqrt_lambda
+from .laplace import flat_fn, sqrt_lambda
 from .nets import TorchMLP
+
+# the covariance study's Σ forms, name -> what it is (the order of the report's columns)
+COVARIANCES: dict[str, str] = {
+    "isotropic": "σ_p² I (GN, the paper's estimator)",
+    "laplace-train": "(GGN(train) + σ_p⁻² I)⁻¹, the agreement study's Laplace",
+    "efisher-train": "empirical Fisher of the training labels, same prior precision",
+    "fresh-ggn": "GGN of fresh inputs from the training distribution (model's own labels)",
+    "fresh-sampled": "empirical Fisher of fresh inputs, one label drawn from the model each",
+    "shifted": "GGN of the training inputs shifted by +1 in every coordinate",
+    "scaled": "GGN of the training inputs scaled by 2",
+    "uniform": "GGN of uniform inputs over the whole evaluation box [-3, 3]^D",
+    "eval-points": "GGN of the evaluation points themselves",
+    "diagonal": "diagonal of the training GGN, same prior precision",
+    "kfac": "KFAC (per-layer G ⊗ A) of the training GGN, same prior precision",
+    "layer-scaled:weight-variance": "σ_p² blockdiag(s_l I), s_l ∝ Var(θ*_l), NTK net",
+    "layer-scaled:fan-in": "σ_p² blockdiag(s_l I), s_l ∝ 1/fan_in, NTK net",
+    "sp-isotropic": "σ̄² I in the standard parameterisation (W/√fan_in)",
+    "sp-layer-scaled:weight-variance": "layer-scaled, weight-variance rule, on the SP twin",
+    "sp-layer-scaled:fan-in": "layer-scaled, fan-in rule, on the SP twin",
+}
+NON_TRAINING = ("fresh-ggn", "fresh-sampled", "shifted", "scaled", "uniform", "eval-points")
 
 
 def output_jacobian(
     model: TorchMLP, x: torch.Tensor, chunk: int = 128
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(outputs [N, K], Jacobian of the outputs in θ [N, K, P]) at θ*, `chunk` rows at a time."""
-    call, theta0 = _flat_fn(model)
+    call, theta0 = flat_fn(model)
     x = x.double()
     with torch.no_grad():
         out = call(theta0, x)
@@ -47,7 +68,7 @@ def whitened_jacobian(
 ) -> torch.Tensor:
     """Ĵ = Λ^½ J per input: [N, K, P]; the GGN over x is Σ_n Ĵ_nᵀ Ĵ_n."""
     out, jac = output_jacobian(model, x)
-    return _sqrt_lambda(out, task, noise_var) @ jac
+    return sqrt_lambda(out, task, noise_var) @ jac
 
 
 def ggn(model: TorchMLP, x: torch.Tensor, task: str, noise_var: float | None) -> torch.Tensor:
@@ -60,7 +81,7 @@ def empirical_fisher(
     model: TorchMLP, x: torch.Tensor, y: torch.Tensor, task: str, noise_var: float | None
 ) -> torch.Tensor:
     """Σ_n ∇ℓ_n ∇ℓ_nᵀ with ℓ_n = −log p(y_n | x_n, θ) at θ*: [P, P]."""
-    call, theta0 = _flat_fn(model)
+    call, theta0 = flat_fn(model)
     x = x.double()
 
     def losses(t: torch.Tensor) -> torch.Tensor:

@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from .covstudy import COVARIANCES, NON_TRAINING
-from .report import _f, _kendall
+from .covariances import COVARIANCES, NON_TRAINING
+from .report import fmt2, kendall
 
 MAP_COVARIANCES = ("isotropic", "laplace-train", "fresh-ggn", "uniform", "eval-points", "kfac",
                    "layer-scaled:weight-variance", "sp-isotropic")
@@ -40,7 +40,7 @@ def _table(rows: list[dict], field: str, problems: list[str]) -> list[str]:
         for c in covs:
             sel = [r for (pp, cc), rs in idx.items() if cc == c and (p == "all" or pp == p)
                    for r in rs]
-            cells.append(_f(_median([r[field] for r in sel])))
+            cells.append(fmt2(_median([r[field] for r in sel])))
         lines.append(f"| {'**all**' if p == 'all' else p} | " + " | ".join(cells) + " |")
     return lines
 
@@ -60,7 +60,7 @@ def _trend(spectra: list[dict], rows: list[dict]) -> dict[str, Any]:
                 t[k].append(_median([s[k] for s in sel]))
             t["gn_spearman"].append(_median([r["spearman"] for r in iso
                                              if r["depth"] == d and r["width"] == w]))
-        tau = {k: (_kendall(ws, v) if len(ws) > 1 else float("nan")) for k, v in t.items()}
+        tau = {k: (kendall(ws, v) if len(ws) > 1 else float("nan")) for k, v in t.items()}
         out[d] = {"widths": ws, "values": dict(t), "tau": tau}
     return out
 
@@ -100,7 +100,7 @@ def covariance_md(rows: list[dict], spectra: list[dict], cfg: Any, *, command: s
               "cos(Σ, C) = ⟨Σ, C⟩_F / (‖Σ‖_F ‖C‖_F), C the pooled within-chain covariance of the "
               "NUTS draws mapped into θ*'s mode (hidden units matched by a signed permutation). "
               f"Median relative distance of the aligned chain means from θ*: "
-              f"{_f(_median([s['mode_distance'] for s in spectra]))} (near 1: the chains sit in "
+              f"{fmt2(_median([s['mode_distance'] for s in spectra]))} (near 1: the chains sit in "
               "other modes, so parameter-space alignment is weak evidence).", ""]
     lines += _table(rows, "align_cos", problems)
     trend = _trend(spectra, rows)
@@ -111,11 +111,11 @@ def covariance_md(rows: list[dict], spectra: list[dict], cfg: Any, *, command: s
     for d, t in trend.items():
         v = t["values"]
         for i, w in enumerate(t["widths"]):
-            lines.append(f"| {d} | {w} | {_f(v['post_eff_rank_frac'][i])} | "
-                         f"{_f(v['laplace_eff_rank_frac'][i])} | {_f(v['ggn_eff_rank'][i])} | "
-                         f"{_f(v['iso_explained_post'][i])} | "
-                         f"{_f(v['mcmc_explained_by_post'][i])} | {v['post_cond'][i]:.3g} | "
-                         f"{_f(v['gn_spearman'][i])} |")
+            lines.append(f"| {d} | {w} | {fmt2(v['post_eff_rank_frac'][i])} | "
+                         f"{fmt2(v['laplace_eff_rank_frac'][i])} | {fmt2(v['ggn_eff_rank'][i])} | "
+                         f"{fmt2(v['iso_explained_post'][i])} | "
+                         f"{fmt2(v['mcmc_explained_by_post'][i])} | {v['post_cond'][i]:.3g} | "
+                         f"{fmt2(v['gn_spearman'][i])} |")
     lines += ["", "Effective rank: (Σλ)²/Σλ² (P for an isotropic matrix); divided by P it is the "
               "share of the matrix's Frobenius energy in its isotropic part. R²(‖g‖², gᵀCg): the "
               "squared Pearson correlation, over the evaluation points, of the isotropic term "
@@ -131,26 +131,26 @@ def covariance_md(rows: list[dict], spectra: list[dict], cfg: Any, *, command: s
     def med(c: str, f: str) -> float:
         return _median([r[f] for r in by_cov.get((c,), [])])
 
-    nt = ", ".join(f"{c} {_f(med(c, 'spearman'))} / {_f(med(c, 'far_minus_near'))}"
+    nt = ", ".join(f"{c} {fmt2(med(c, 'spearman'))} / {fmt2(med(c, 'far_minus_near'))}"
                    for c in NON_TRAINING)
     lines += [
         "1. *Covariances estimated from non-training data introduce structured distortions that "
         "an isotropic covariance avoids.* Median Spearman ρ / far-minus-near distortion: "
-        f"isotropic {_f(med('isotropic', 'spearman'))} / {_f(med('isotropic', 'far_minus_near'))}"
-        f"; training-data Laplace {_f(med('laplace-train', 'spearman'))} / "
-        f"{_f(med('laplace-train', 'far_minus_near'))}; non-training data: {nt}.",
+        f"isotropic {fmt2(med('isotropic', 'spearman'))} / {fmt2(med('isotropic', 'far_minus_near'))}"
+        f"; training-data Laplace {fmt2(med('laplace-train', 'spearman'))} / "
+        f"{fmt2(med('laplace-train', 'far_minus_near'))}; non-training data: {nt}.",
     ]
     parts = []
     for d, t in trend.items():
         tau = t["tau"]
         parts.append(f"depth {d}: Kendall τ against width of the posterior's effective-rank "
-                     f"fraction {_f(tau['post_eff_rank_frac'])}, of the Laplace covariance's "
-                     f"{_f(tau['laplace_eff_rank_frac'])}, of R²(‖g‖², gᵀCg) "
-                     f"{_f(tau['iso_explained_post'])}")
+                     f"fraction {fmt2(tau['post_eff_rank_frac'])}, of the Laplace covariance's "
+                     f"{fmt2(tau['laplace_eff_rank_frac'])}, of R²(‖g‖², gᵀCg) "
+                     f"{fmt2(tau['iso_explained_post'])}")
     lines += ["2. *Spectral results make isotropy a better approximation at scale.* "
               + "; ".join(parts) + " (τ > 0: more isotropic as width grows)."]
-    parts = [f"depth {d}: τ = {_f(t['tau']['gn_spearman'])} (median ρ "
-             + " → ".join(_f(x) for x in t["values"]["gn_spearman"]) + " over widths "
+    parts = [f"depth {d}: τ = {fmt2(t['tau']['gn_spearman'])} (median ρ "
+             + " → ".join(fmt2(x) for x in t["values"]["gn_spearman"]) + " over widths "
              + ", ".join(str(w) for w in t["widths"]) + ")" for d, t in trend.items()]
     lines += ["3. *Agreement with MCMC improves with model size.* Kendall τ of the isotropic "
               "estimate's median Spearman ρ against width: " + "; ".join(parts) + ".", ""]

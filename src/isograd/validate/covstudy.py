@@ -18,38 +18,19 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .covariances import COVARIANCES
 from .problems import Problem, make_problem
 from .study import (
     COVARIANCE_STUDY,
     RHAT_OK,
     StudyConfig,
-    _n_params,
     correlations,
     fit_config,
+    n_params,
     run_configs,
     study_setup,
 )
 
-# name -> what it is (the order of the report's columns)
-COVARIANCES: dict[str, str] = {
-    "isotropic": "σ_p² I (GN, the paper's estimator)",
-    "laplace-train": "(GGN(train) + σ_p⁻² I)⁻¹, the agreement study's Laplace",
-    "efisher-train": "empirical Fisher of the training labels, same prior precision",
-    "fresh-ggn": "GGN of fresh inputs from the training distribution (model's own labels)",
-    "fresh-sampled": "empirical Fisher of fresh inputs, one label drawn from the model each",
-    "shifted": "GGN of the training inputs shifted by +1 in every coordinate",
-    "scaled": "GGN of the training inputs scaled by 2",
-    "uniform": "GGN of uniform inputs over the whole evaluation box [-3, 3]^D",
-    "eval-points": "GGN of the evaluation points themselves",
-    "diagonal": "diagonal of the training GGN, same prior precision",
-    "kfac": "KFAC (per-layer G ⊗ A) of the training GGN, same prior precision",
-    "layer-scaled:weight-variance": "σ_p² blockdiag(s_l I), s_l ∝ Var(θ*_l), NTK net",
-    "layer-scaled:fan-in": "σ_p² blockdiag(s_l I), s_l ∝ 1/fan_in, NTK net",
-    "sp-isotropic": "σ̄² I in the standard parameterisation (W/√fan_in)",
-    "sp-layer-scaled:weight-variance": "layer-scaled, weight-variance rule, on the SP twin",
-    "sp-layer-scaled:fan-in": "layer-scaled, fan-in rule, on the SP twin",
-}
-NON_TRAINING = ("fresh-ggn", "fresh-sampled", "shifted", "scaled", "uniform", "eval-points")
 
 def _data_sets(pb: Problem, model, seed: int) -> dict[str, tuple[torch.Tensor, torch.Tensor | None]]:
     """The non-training inputs (and labels where the form needs them)."""
@@ -229,9 +210,9 @@ def run_covariance_study(
     with study_setup(cfg, out) as (runs, fp, t_start):
         # smallest nets first, every problem at each size: an interrupted run covers all problems
         todo = [(p, d, w) for w in sorted(cfg.widths) for d in sorted(cfg.depths)
-                for p in cfg.problems if _n_params(p, d, w) <= cfg.max_params]
+                for p in cfg.problems if n_params(p, d, w) <= cfg.max_params]
         skipped = [(p, d, w) for p in cfg.problems for d in cfg.depths for w in cfg.widths
-                   if _n_params(p, d, w) > cfg.max_params]
+                   if n_params(p, d, w) > cfg.max_params]
 
         def compute(pb: Problem, depth: int, width: int) -> tuple[dict, dict]:
             new, spec_row, arrays = run_covariance_config(pb, depth, width, cfg)

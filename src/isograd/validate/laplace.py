@@ -23,7 +23,7 @@ from .nets import TorchMLP
 MAX_DENSE_PARAMS = 4000  # 4000² float64 = 128 MB: beyond that the dense Hessian is refused
 
 
-def _flat_fn(model: nn.Module):
+def flat_fn(model: nn.Module):
     names = [n for n, _ in model.named_parameters()]
     shapes = [p.shape for _, p in model.named_parameters()]
     sizes = [p.numel() for _, p in model.named_parameters()]
@@ -51,7 +51,7 @@ def prob_grads(
     model: TorchMLP, x: torch.Tensor, task: str, label: torch.Tensor, chunk: int = 256
 ) -> torch.Tensor:
     """g = ∇_θ p(x) for each row of x: [M, P] float64 (computed `chunk` rows at a time)."""
-    call, theta0 = _flat_fn(model)
+    call, theta0 = flat_fn(model)
 
     def one(theta, xi, li):
         return _scored(call(theta, xi[None]), task, li[None])[0]
@@ -60,7 +60,7 @@ def prob_grads(
     return torch.cat([g(theta0, x[i : i + chunk], label[i : i + chunk]) for i in range(0, len(x), chunk)])
 
 
-def _sqrt_lambda(out: torch.Tensor, task: str, noise_var: float | None) -> torch.Tensor:
+def sqrt_lambda(out: torch.Tensor, task: str, noise_var: float | None) -> torch.Tensor:
     """Λ^½ per training example: [N, K, K] (symmetric square root of the output-space Hessian)."""
     n, k = out.shape
     if task == "binary":
@@ -95,12 +95,12 @@ def laplace_variance(
     model = model.double()
     g = prob_grads(model, x_eval.double(), task, label)  # [M, P]
     s2 = sigma_p**2
-    call, theta0 = _flat_fn(model)
+    call, theta0 = flat_fn(model)
     if curvature == "ggn":
         with torch.no_grad():
             out = call(theta0, x_train.double())
         jac = jacrev(lambda t: call(t, x_train.double()))(theta0)  # [N, K, P]
-        jhat = (_sqrt_lambda(out, task, noise_var) @ jac).reshape(-1, jac.shape[-1])  # [NK, P]
+        jhat = (sqrt_lambda(out, task, noise_var) @ jac).reshape(-1, jac.shape[-1])  # [NK, P]
         kmat = jhat @ jhat.T + torch.eye(jhat.shape[0], dtype=jhat.dtype) / s2
         chol = torch.linalg.cholesky(kmat)
         u = jhat @ g.T  # [NK, M]

@@ -24,7 +24,7 @@ PAPER: dict[str, dict[str, tuple[float, float] | None]] = {
 NAMES = {"gn": "GN σ²‖∇p‖²", "laplace": "Laplace (GGN)", "aleatoric": "aleatoric p(1−p)"}
 
 
-def _f(x: float | None) -> str:
+def fmt2(x: float | None) -> str:
     return "–" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.2f}"
 
 
@@ -32,7 +32,7 @@ def _pair(row: dict | None) -> str:
     if row is None:
         return "–"
     flag = "" if row["converged"] else " †"
-    return f"{_f(row['pearson'])} / {_f(row['spearman'])}{flag}"
+    return f"{fmt2(row['pearson'])} / {fmt2(row['spearman'])}{flag}"
 
 
 def _paper(problem: str, est: str) -> str:
@@ -44,7 +44,7 @@ def _index(rows: list[dict]) -> dict[tuple, dict]:
     return {(r["problem"], r["depth"], r["width"], r["estimator"]): r for r in rows}
 
 
-def _kendall(x: list[float], y: list[float]) -> float:
+def kendall(x: list[float], y: list[float]) -> float:
     from scipy.stats import kendalltau
 
     return float(kendalltau(x, y).statistic)
@@ -98,7 +98,7 @@ def table_md(rows: list[dict], cfg: Any, conj: dict, *, command: str | None, sec
         for e in ("gn", "laplace", "aleatoric"):
             r = idx.get((p, depth, width, e))
             cells.append("–" if r is None else
-                         f"{_f(r['pearson_heldout'])} / {_f(r['spearman_heldout'])}")
+                         f"{fmt2(r['pearson_heldout'])} / {fmt2(r['spearman_heldout'])}")
         if cells[0] != "–":
             lines.append(f"| {p} | " + " | ".join(cells) + " |")
     sizes = [(d, w) for d in cfg.depths for w in cfg.widths]
@@ -126,8 +126,8 @@ def table_md(rows: list[dict], cfg: Any, conj: dict, *, command: str | None, sec
                 if len(sel) < 2:
                     cells += ["–", "–"]
                     continue
-                cells += [f"{_f(sel[0]['spearman'])} → {_f(sel[-1]['spearman'])}",
-                          _f(_kendall([r["n_params"] for r in sel], [r["spearman"] for r in sel]))]
+                cells += [f"{fmt2(sel[0]['spearman'])} → {fmt2(sel[-1]['spearman'])}",
+                          fmt2(kendall([r["n_params"] for r in sel], [r["spearman"] for r in sel]))]
             if cells[0] != "–":
                 lines.append(f"| {p} | {d} | " + " | ".join(cells) + " |")
     lines += ["", "Mean GN ρ over the problems, per architecture: " + ", ".join(

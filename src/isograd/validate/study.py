@@ -250,7 +250,7 @@ def conjugate_check(settings: McmcSettings, *, seed: int = 0, sigma_p: float = 1
     }
 
 
-def _n_params(problem: str, depth: int, width: int) -> int:
+def n_params(problem: str, depth: int, width: int) -> int:
     from .nets import MLPSpec
 
     spec = PROBLEMS[problem]
@@ -346,7 +346,7 @@ def run_study(
             tqdm.write(f"conjugate check: max |z| = {conj['max_abs_z']:.2f} "
                        f"({'passed' if conj['passed'] else 'FAILED'})")
         todo = [(p, d, w) for p in cfg.problems for d in cfg.depths for w in cfg.widths
-                if _n_params(p, d, w) <= cfg.max_params]
+                if n_params(p, d, w) <= cfg.max_params]
 
         def compute(pb: Problem, depth: int, width: int) -> tuple[dict, dict]:
             new, arrays = run_config(pb, depth, width, cfg)

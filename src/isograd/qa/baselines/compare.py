@@ -1,7 +1,6 @@
-"""Compare the semantic-entropy entailment back-ends on real samples (agreement and time).
-
-    python -m isograd.qa.baselines.compare --model smollm2-135m --dataset triviaqa --limit 20 \\
-        --out se_backends.json
+"""Compare the semantic-entropy entailment back-ends on real samples (agreement and time), and
+time every baseline (`compare_backends`, `time_baselines`; the command line is the benchmark
+script ``benchmarks/compare_baselines.py``).
 
 Per question: the greedy answer and K samples (seed = ``seed + index``), then each back-end
 clusters the same samples. Reported per back-end: seconds and forward passes per question,
@@ -12,9 +11,7 @@ mean adjusted Rand index of the partitions, the fraction of sample pairs on whic
 
 from __future__ import annotations
 
-import argparse
 import itertools
-import json
 import math
 import time
 from collections.abc import Sequence
@@ -148,38 +145,3 @@ def summarize(rows: Sequence[dict], backends: Sequence[str]) -> dict:
             "pair_agreement": mean([pair_agreement(x, y) for x, y in zip(ia, ib)]),
             "spearman_se_weighted": float(rho)}
     return out
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    from ...lm.models import load_model
-    from ..datasets import load_dataset
-
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--dataset", default="triviaqa")
-    ap.add_argument("--limit", type=int, default=20)
-    ap.add_argument("--backends", default="ngram,embedding,llm")
-    ap.add_argument("--nli", default=None)
-    ap.add_argument("--k", type=int, default=10)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--time-baselines", action="store_true",
-                    help="instead: time every baseline (defaults) per question")
-    args = ap.parse_args(argv)
-    model, tok = load_model(args.model)
-    qs = load_dataset(args.dataset, limit=args.limit)
-    if args.time_baselines:
-        res = time_baselines(model, tok, qs, k=args.k, seed=args.seed)
-        with open(args.out, "w") as f:
-            json.dump(res, f, indent=1)
-        print(json.dumps(res, indent=1))
-        return
-    res = compare_backends(model, tok, qs, backends=args.backends.split(","), k=args.k,
-                           seed=args.seed, nli=args.nli)
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    print(json.dumps(res["summary"], indent=1))
-
-
-if __name__ == "__main__":
-    main()

@@ -25,7 +25,7 @@ Entailment back-ends, all offline (`Entailment`):
 - ``nli``: a user-supplied NLI classifier (HF id or local path, as Kuhn et al.'s DeBERTa-MNLI);
   entailment must be the argmax both ways.
 Why ngram is the default: on SmolLM2-135M samples of 20 TriviaQA questions (measured with
-``python -m isograd.qa.baselines.compare``; numbers in the README), the LLM judge almost never says Yes (P(Yes) > 0.5 in 0.4 % of its
+``benchmarks/compare_baselines.py``; numbers in the README), the LLM judge almost never says Yes (P(Yes) > 0.5 in 0.4 % of its
 queries, so it merges nothing beyond identical strings) while costing ~45 forward passes per
 question, and the hidden-state cosines of a small LM are high for unrelated answers on the
 same topic (over-merging); the n-gram back-end made few merges, mostly ones a reader would

@@ -1,4 +1,4 @@
-"""Data-parallel runs under torchrun: rank shares, per-rank part files, one merge; FSDP2 loading.
+"""Data-parallel runs under torchrun: rank shares, per-rank part files, one merge.
 
 A command started by ``torchrun`` (``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` set) joins the process
 group (gloo on CPUs, NCCL on GPUs). Every rank reads what is already done (the output file and
@@ -7,7 +7,8 @@ its interleaved share of the rest: ``todo[rank::world]``. It appends its rows to
 ``<out>.part<rank>``, resumable like the output itself. After a barrier rank 0 merges the output
 and all part files into the output, in input order, and removes the parts. So a run resumes under
 any world size with nothing lost or duplicated, and the merged file is the one a single process
-writes. The engines stay rank-agnostic: under FSDP2 each rank computes its own examples' norms.
+writes. The row loop that runs through them is `isograd.rows.runner.run_rows`; FSDP2 model
+loading is `isograd.lm.fsdp`.
 """
 
 from __future__ import annotations
@@ -16,28 +17,18 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ._choice import Choice
+from .files import read_rows, rewrite_rows
 
 T = TypeVar("T")
 
 TIMEOUT = timedelta(hours=1)
 """How long a rank waits at a barrier for the others (shares differ by at most one batch)."""
-
-
-class Shard(Choice):
-    """How the model is placed across the ranks of a torchrun job."""
-
-    NONE = "none"
-    """Each rank holds a whole copy (data parallel only)."""
-    FSDP = "fsdp"
-    """FSDP2 ``fully_shard`` per decoder layer and at the root: each rank holds 1/world of the
-    weights; the ranks still score different inputs."""
 
 
 @dataclass(frozen=True)
@@ -138,8 +129,6 @@ def part_files(out: Path) -> list[Path]:
 
 def read_all(out: Path) -> list[dict[str, Any]]:
     """Rows of `out` and of all its part files (a cut-off last line is dropped, see read_rows)."""
-    from .qa.runfiles import read_rows
-
     return [r for p in [out, *part_files(out)] for r in read_rows(p)]
 
 
@@ -152,8 +141,6 @@ def merge(out: Path, order: Sequence[str]) -> int:
     Raises:
         ValueError: an id appears twice (its files are named).
     """
-    from .qa.runfiles import read_rows, rewrite_rows
-
     parts = part_files(out)
     if not parts:
         return len(read_rows(out))
@@ -195,92 +182,3 @@ def on_peer_failure(rank: Rank, out: Path) -> None:
         raise SystemExit(1)
 
     signal.signal(signal.SIGTERM, stop)
-
-
-def shard_model(model: Any, rank: Rank, device: str = "cpu") -> Any:
-    """FSDP2: ``fully_shard`` each decoder layer (the model's ``_no_split_modules``) and the root.
-
-    Args:
-        model: the whole model, e.g. loaded on the CPU; FSDP2 moves each shard to `device`.
-        rank: this process's place (`setup`).
-        device: the run's device ("cpu", "cuda", "cuda:<i>"): the mesh's device type.
-
-    Raises:
-        ValueError: outside a torchrun job, or when the model names no layer class to shard.
-    """
-    if not launched():
-        raise ValueError("--shard fsdp needs a torchrun job: torchrun --nproc-per-node N "
-                         "--no-python isograd ...")
-    from torch.distributed.device_mesh import init_device_mesh
-    from torch.distributed.fsdp import fully_shard
-
-    kinds = set(getattr(model, "_no_split_modules", None) or ())
-    layers = [m for m in model.modules() if type(m).__name__ in kinds]
-    if not layers:
-        raise ValueError(f"--shard fsdp: {type(model).__name__} names no decoder layer class "
-                         "(_no_split_modules); use --shard none")
-    mesh = init_device_mesh(str(device).split(":")[0], (rank.world,))
-    for m in layers:
-        fully_shard(m, mesh=mesh)
-    fully_shard(model, mesh=mesh)
-    return model
-
-
-def run_rows(path: Path, items: Sequence[T], compute: Callable[[list[T]], list[dict[str, Any]]],
-             *, key: Callable[[T], str], batch_size: int = 1, lockstep: bool = False,
-             desc: str = "", progress: bool = False) -> int:
-    """The row loop of every resumable output, rank-aware: compute the rows of the items whose
-    id is in neither `path` nor its part files, `batch_size` at a time, appending each row
-    (flushed) to this rank's part file; then rank 0 merges (`finish`).
-
-    Args:
-        path: the output JSONL file.
-        items: every item the output should cover, in order (the merged file's order).
-        compute: items -> one row per item (with its ``id``), in the same order.
-        key: an item's id.
-        batch_size: items per `compute` call.
-        lockstep: every rank calls `compute` as often as the largest share needs (FSDP2's
-            collectives); a rank whose share ran out recomputes one item and drops its row.
-        desc: progress-bar label. progress: show a tqdm bar (rank 0).
-
-    Returns:
-        The number of rows computed by this call, all ranks together (0: nothing was missing).
-    """
-    from .qa.runfiles import append_row, open_rows
-
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    rank = current()
-    done = {r["id"] for r in read_all(path)}
-    todo = [it for it in items if key(it) not in done]
-    barrier(rank)  # every rank has read the files before any rank appends to them
-    mine = share(todo, rank)
-    n_steps = steps(len(todo), rank, batch_size) if lockstep else -(-len(mine) // batch_size)
-    bar = None
-    if progress and rank.main and n_steps:
-        from tqdm.auto import tqdm
-
-        bar = (tqdm(total=len(items), initial=len(items) - len(todo), desc=desc, unit="row")
-               if rank.world == 1 else
-               tqdm(total=len(mine), desc=f"{desc} (rank 0 of {rank.world})", unit="row"))
-    part = part_path(path, rank)
-    try:
-        if n_steps:
-            part.parent.mkdir(parents=True, exist_ok=True)
-            with open_rows(part) as f:  # a row cut off by a kill is removed first
-                for step in range(n_steps):
-                    chunk = mine[step * batch_size:(step + 1) * batch_size]
-                    rows = compute(chunk or list(todo[:1]))
-                    if not chunk:
-                        continue  # kept the collectives in step; the row is another rank's
-                    if [r["id"] for r in rows] != [key(it) for it in chunk]:
-                        raise RuntimeError(f"{desc or path.name}: rows do not match their items")
-                    for r in rows:
-                        append_row(f, r)
-                    if bar is not None:
-                        bar.update(len(chunk))
-    finally:
-        if bar is not None:
-            bar.close()
-    finish(path, [key(it) for it in items], rank)
-    return len(todo)

@@ -1,103 +1,30 @@
-"""Rows of a QA run: JSONL rows (append, resume, atomic rewrite), the run options (`QAConfig`).
+"""JSONL row files: one JSON object (with an ``id``) per line, appended and flushed, read back
+for a resume, rewritten atomically.
 
-Shared by `isograd qa` (`isograd.qa.pipeline`, one file per stage) and `isograd score`
-(`isograd.qa.score_pairs`).
+Every resumable output of isograd is such a file: the stage files of ``isograd qa``, the output
+of ``isograd score``, and the per-rank part files of a torchrun job (`isograd.rows.ranks`).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-ALL_METHODS = ("p_true", "naive_entropy", "semantic_entropy", "msp", "mean_token_entropy")
 
-
-class RunMismatchError(ValueError):
-    """DIR already holds a run made with other options."""
-
-
-@dataclass(frozen=True)
-class QAConfig:
-    """The options that determine a run's rows (saved as DIR/config.json)."""
-
-    model: str = "smollm2-135m"
-    dataset: str = "truthfulqa-gen"
-    data: str | None = None
-    methods: tuple[str, ...] = ALL_METHODS
-    prediction: str = "geometric"
-    prompt: str = "short"
-    alternatives: bool = True
-    seed: int = 0
-    max_new_tokens: int = 24
-    k: int = 5
-    temperature: float = 1.0
-    dtype: str = "fp32"
-    device: str = "cpu"
-    norm_method: str = "auto"
-    judge: str = "auto"
-    trace: bool = False
-    layer_scale: str = "weight-variance"
-    last_layers: int = 5
-    baseline_options: dict[str, dict[str, Any]] = field(default_factory=dict)
-    subset: int | None = None
-    trace_subset: int | None = None
-
-    def subset_of(self, stage: str) -> int | None:
-        """How many of the first questions stage `stage` covers (None: all): ``trace_subset``
-        (else ``subset``) for the trace, ``subset`` for samples and baselines."""
-        if stage == "trace" and self.trace_subset is not None:
-            return self.trace_subset
-        if stage in ("trace", "samples") or stage.startswith("baseline-"):
-            return self.subset
-        return None
-
-    def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["methods"] = list(self.methods)
-        return d
-
-
-def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
-    """``["semantic_entropy.entailment=embedding", ...]`` -> ``{method: {key: value}}``.
-
-    Values are read as JSON when they parse (numbers, true/false, null), else kept as text.
-    """
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        method, dot, name = key.partition(".")
-        if not (sep and dot and method and name):
-            raise ValueError(f"baseline option {item!r} must look like METHOD.KEY=VALUE")
-        try:
-            v: Any = json.loads(value)
-        except ValueError:
-            v = value
-        out.setdefault(method.strip(), {})[name.strip()] = v
-    return out
-
-
-def question_seed(seed: int, qid: str) -> int:
-    """Per-question seed: independent of order, limit and interruptions."""
-    h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:12], 16)
-    return h % (2**31 - 1)
-
-
-def _clean(x: Any) -> Any:
+def json_safe(x: Any) -> Any:
     """JSON-safe: non-finite floats -> None, tuples -> lists."""
     if isinstance(x, float):
         return x if math.isfinite(x) else None
     if isinstance(x, dict):
-        return {k: _clean(v) for k, v in x.items()}
+        return {k: json_safe(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
+        return [json_safe(v) for v in x]
     return x
 
 
@@ -170,17 +97,19 @@ def open_rows(path: str | Path) -> Iterator[IO[str]]:
         yield f
 
 
-def append_row(f, row: dict[str, Any]) -> None:
-    f.write(json.dumps(_clean(row), ensure_ascii=False, allow_nan=False) + "\n")
+def append_row(f: IO[str], row: dict[str, Any]) -> None:
+    """Append `row` as one line and flush it to disk (a kill loses at most this row)."""
+    f.write(json.dumps(json_safe(row), ensure_ascii=False, allow_nan=False) + "\n")
     f.flush()
     os.fsync(f.fileno())
 
 
 def rewrite_rows(path: Path, rows: Sequence[dict[str, Any]]) -> None:
+    """Replace `path` by `rows` atomically (a temporary file, then a rename)."""
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as f:
         for r in rows:
-            f.write(json.dumps(_clean(r), ensure_ascii=False, allow_nan=False) + "\n")
+            f.write(json.dumps(json_safe(r), ensure_ascii=False, allow_nan=False) + "\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

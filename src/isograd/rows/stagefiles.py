@@ -1,10 +1,10 @@
-"""The machinery of a staged run: per-stage JSONL + config files, the one stage runner, the lock.
+"""The files of a staged run: per-stage JSONL rows and config files.
 
 A stage writes ``DIR/<stage>.jsonl`` (one row per question id, appended and flushed) and
 ``DIR/<stage>.config.json``: the options that determine its rows and the fingerprints of the
 stages it reads (``upstream``). A stage whose recorded config differs from the requested one is
 refused (`RunMismatchError`) unless it is redone (`reset_stage`); rows already written are
-never recomputed (the one row loop, `isograd.distributed.run_rows`, skips their ids, on one
+never recomputed (the one row loop, `isograd.rows.runner.run_rows`, skips their ids, on one
 process or under torchrun), so a killed stage resumes where it stopped.
 """
 
@@ -13,19 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import sys
-import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .runfiles import RunMismatchError, read_rows
+from .files import read_rows
 
 
-class RunLockedError(OSError):
-    """Another live process holds the run directory's lock."""
+class RunMismatchError(ValueError):
+    """DIR already holds a run made with other options."""
 
 
 @dataclass(frozen=True)
@@ -54,10 +51,12 @@ class StageConfig:
 
 
 def stage_path(out: Path, stage: str) -> Path:
+    """The rows of `stage` in run folder `out`."""
     return out / f"{stage}.jsonl"
 
 
 def config_path(out: Path, stage: str) -> Path:
+    """The recorded config of `stage` in run folder `out`."""
     return out / f"{stage}.config.json"
 
 
@@ -112,62 +111,5 @@ def reset_stage(out: Path, stage: str) -> None:
 
 
 def rows_by_id(out: Path, stage: str) -> dict[str, dict[str, Any]]:
+    """The rows of `stage` in `out` by id (empty when the stage never ran)."""
     return {r["id"]: r for r in read_rows(stage_path(out, stage))}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
-@contextmanager
-def run_lock(out: Path) -> Iterator[None]:
-    """Hold ``DIR/run.lock`` (holding this process's pid) for the duration of the block.
-
-    Raises:
-        RunLockedError: a live process holds it. A lock left by a dead process is taken over,
-            with a note on stderr.
-    """
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / "run.lock"
-    me = str(os.getpid())
-    while True:
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            text: str | None = ""
-            for _ in range(10):  # a holder that has just created the file writes its pid next
-                try:
-                    text = path.read_text(encoding="utf-8", errors="replace").strip()
-                except FileNotFoundError:  # released meanwhile: try to take it again
-                    text = None
-                if text != "":
-                    break
-                time.sleep(0.1)
-            if text is None:
-                continue
-            pid = int(text) if text.isdigit() else None
-            if pid is not None and pid != os.getpid() and _alive(pid):
-                raise RunLockedError(
-                    f"{out} is in use by process {pid} (lock file {path}); wait for it to "
-                    "finish or use another --out") from None
-            print(f"note: {path}: taking over the lock of process {text or '?'}, which is no "
-                  "longer running", file=sys.stderr)
-            path.unlink(missing_ok=True)
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(me + "\n")
-        break
-    try:
-        yield
-    finally:
-        try:
-            if path.read_text(encoding="utf-8").strip() == me:
-                path.unlink()
-        except FileNotFoundError:
-            pass

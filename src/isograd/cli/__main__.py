@@ -1,0 +1,5 @@
+"""``python -m isograd.cli``: the `isograd` command."""
+
+from . import main
+
+main()
