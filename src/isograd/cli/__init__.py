@@ -176,9 +176,30 @@ def _score(*, input: str, out: str, quiet: bool, **options: Any) -> None:
         typer.echo(f"scored {n} pair(s) into {out}{where}")
 
 
+def _serve(*, detector: str | None, **options: Any) -> None:
+    """Serve the model over HTTP (OpenAI API); every answer carries its uncertainty."""
+    import importlib.util
+    from pathlib import Path
+
+    from .. import serve
+    from ..lm.options import load_options
+
+    if detector is not None and not Path(detector).expanduser().is_file():
+        raise typer.BadParameter(f"no detector file {detector}", param_hint="'--detector'")
+    load_options(options)  # the load flags, checked before any work
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"isograd serve needs the serve extra ({', '.join(missing)} missing): "
+                         "pip install 'isograd[serve]'")
+    serve.run(detector=detector, **options)
+
+
 def _commands() -> None:
-    """Register ``qa`` and ``score``, their options made from `isograd.qa.options`."""
+    """Register ``qa``, ``score`` and ``serve``, their options made from their one declaration
+    (`isograd.qa.options`, `isograd.serve.options`)."""
     from ..qa.options import QA, SCORE
+    from ..serve.options import SERVE
 
     qa_cli = QA + Options((
         Option("out", None, "Output directory (one JSONL per stage, metrics.json, report.md, "
@@ -195,6 +216,8 @@ def _commands() -> None:
     app.command(name="score")(one_line_errors(score_cli.typer_command(
         _score, doc=_score.__doc__ or "",
         callbacks={**CALLBACKS, "out": out_file, "input": in_file})))
+    app.command(name="serve")(one_line_errors(SERVE.typer_command(
+        _serve, doc=_serve.__doc__ or "", callbacks=CALLBACKS)))
 
 
 _commands()

@@ -12,12 +12,13 @@ from typing import Any
 
 import typer
 
+from ..lm.models import EMBEDDED_MODELS  # the names load_model resolves itself; light
+
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 """What the core functions raise on bad input: ValueError (incl. DatasetError, RunMismatchError,
 unknown option values, malformed JSON, non-UTF-8 text) and OSError (missing or unreadable
 files, a non-writable --out, a folder that is not a model)."""
 
-EMBEDDED_MODELS = ("smollm2-135m",)
 
 
 def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:

@@ -26,6 +26,7 @@ from .batching import (
     Answer,
     check_context,
     encode_pairs,
+    forward_inputs,
     input_device,
     logits_at,
     pad_id,
@@ -163,8 +164,7 @@ def answer_token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> t
     # logits at position t predict token t+1: keep only the span that predicts answer tokens
     cols = ans.any(0).nonzero().flatten()
     lo, hi = int(cols.min()) - 1, int(cols.max())
-    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-    logits, _ = logits_at(model, lo, hi, **kwargs)
+    logits, _ = logits_at(model, lo, hi, **forward_inputs(model, batch))
     # at least fp32 (bf16/fp16 weights), fp64 kept as is
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     # the logits come out on the last device of a model split with device_map
