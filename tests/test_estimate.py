@@ -148,6 +148,31 @@ def test_bad_task_and_shapes():
     assert Task("binary") is Task.BINARY
 
 
+@pytest.mark.parametrize("method", ["loop", "ghost", "auto"])
+def test_one_logit_model_under_classification_names_binary(method):
+    with pytest.raises(ValueError, match=r"one logit.*task='binary'"):
+        estimate(_mlp(3, 1), X, method=method)
+    # the fix it names works, and gives a non-trivial p
+    u = estimate(_mlp(3, 1), X, task="binary", method=method)
+    assert ((u.p > 0.5) & (u.p < 1)).all() and (u.aleatoric > 0).all()
+
+
+@pytest.mark.parametrize("sigma2, error", [
+    (float("nan"), ValueError), (float("inf"), ValueError), (-0.5, ValueError),
+    ("1.0", TypeError), (None, TypeError), (True, TypeError), (torch.ones(2), TypeError),
+])
+def test_sigma2_must_be_a_finite_non_negative_number(sigma2, error):
+    with pytest.raises(error, match="sigma2"):
+        estimate(_mlp(3, 4), X, sigma2=sigma2)
+
+
+def test_sigma2_accepts_numeric_scalars_alike():
+    ref = estimate(_mlp(3, 4), X, sigma2=0.5)
+    for s in (torch.tensor(0.5), 0.5, 1 / 2):
+        u = estimate(_mlp(3, 4), X, sigma2=s)
+        assert u.sigma2 == 0.5 and torch.equal(u.epistemic, ref.epistemic)
+
+
 @pytest.mark.parametrize("task,d_out", [("classification", 4), ("binary", 1), ("regression", 2)])
 def test_engines_agree_through_estimate(task, d_out):
     model = _mlp(3, d_out)

@@ -7,6 +7,8 @@ aleatoric = p(1−p) (Bernoulli variance of the point prediction), total = their
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +62,18 @@ def _target(target: Any, out: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(target, device=out.device).long()
 
 
+def _checked_sigma2(sigma2: Any) -> float:
+    """σ² as a float; a non-numeric, non-finite or negative value raises, naming it."""
+    scalar = isinstance(sigma2, numbers.Real) or (
+        isinstance(sigma2, torch.Tensor) and sigma2.numel() == 1 and not sigma2.is_complex())
+    if isinstance(sigma2, bool) or not scalar:
+        raise TypeError(f"sigma2 must be a real number (the prior variance), got {sigma2!r}")
+    value = float(sigma2)
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"sigma2 must be a finite number >= 0, got {sigma2!r}")
+    return value
+
+
 def _forward(model: nn.Module, x: Any) -> torch.Tensor:
     out = model(**x) if isinstance(x, Mapping) else model(x)
     if not isinstance(out, torch.Tensor):
@@ -90,7 +104,8 @@ def estimate(
         task: "classification", "binary" or "regression".
         target: int [B]: the class to score instead of the predicted one (classification,
             binary).
-        sigma2: isotropic parameter variance σ²; scales epistemic only (no rank metric changes).
+        sigma2: isotropic parameter variance σ² (a finite real number >= 0); scales epistemic
+            only (no rank metric changes).
         noise_var: regression noise variance when the model does not predict one.
         method: norm engine, see `Method`.
         params: parameter selection, see `sq_grad_norms`.
@@ -100,12 +115,16 @@ def estimate(
 
     Returns:
         An `Uncertainty` of float64 [B] tensors.
+
+    Raises:
+        TypeError: a non-numeric `sigma2`.
+        ValueError: a non-finite or negative `sigma2`; a one-logit model under
+            ``task="classification"`` (use "binary"); an output of the wrong shape for `task`.
     """
     t = Task.parse(task)
     cov = Covariance.parse(covariance)
     rule = LayerScale.parse(layer_scale)
-    if sigma2 < 0:
-        raise ValueError(f"sigma2 must be >= 0, got {sigma2}")
+    sigma2 = _checked_sigma2(sigma2)
     saved: dict[str, torch.Tensor] = {}
 
     def fn(m: nn.Module, batch: Any) -> torch.Tensor:
@@ -130,6 +149,12 @@ def estimate(
         else:
             if out.dim() != 2:
                 raise ValueError(f"classification output must be logits [B, C]; got {list(out.shape)}")
+            if out.shape[1] == 1:
+                raise ValueError(
+                    "classification needs logits [B, C] with C >= 2; this model returns one logit "
+                    "per example ([B, 1]), whose softmax is always 1 (p = 1, no uncertainty). "
+                    "For a one-logit binary classifier use task='binary' (p = sigmoid(logit))"
+                )
             label = out.detach().argmax(1) if target is None else _target(target, out)
             logp = out.log_softmax(1).gather(1, label[:, None])[:, 0]
         saved["label"] = label.cpu()

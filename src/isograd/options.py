@@ -48,8 +48,10 @@ class Option:
             (stages it lacks: `NEW`).
         recorded: part of the run's recorded config (config.json, `Options.config_class`).
         min: the smallest allowed number (ints and floats).
+        max: the largest allowed number (ints and floats).
         positive: the value must be > 0 (floats).
         flag: the command-line flag, when not derived from `name`.
+        envvar: an environment variable the command line reads when the flag is not given.
         cli: offered on the command line.
         cli_default: the command-line default, when it differs from `default`.
         parse: the command line's value -> the Python value (e.g. "a,b" -> ("a", "b")); run
@@ -68,8 +70,10 @@ class Option:
     legacy: Any = NEW
     recorded: bool = False
     min: float | None = None
+    max: float | None = None
     positive: bool = False
     flag: str | None = None
+    envvar: str | None = None
     cli: bool = True
     cli_default: Any = NEW
     parse: Callable[[Any], Any] | None = None
@@ -96,6 +100,8 @@ class Option:
                 raise ValueError(f"{self.name}: {e}") from None
         if self.min is not None and isinstance(value, (int, float)) and value < self.min:
             raise ValueError(f"{self.name} must be >= {self.min:g}, got {value}")
+        if self.max is not None and isinstance(value, (int, float)) and value > self.max:
+            raise ValueError(f"{self.name} must be <= {self.max:g}, got {value}")
         if self.positive and isinstance(value, (int, float)) and not value > 0:
             raise ValueError(f"{self.name} must be > 0, got {value}")
         return value
@@ -215,6 +221,10 @@ class Options:
                 extra["min"] = o.min
             if o.positional:
                 extra["metavar"] = o.name.upper()
+            if o.max is not None:
+                extra["max"] = o.max
+            if o.envvar is not None:
+                extra["envvar"], extra["show_default"] = o.envvar, False
             decls = [o.flag] if o.flag else []  # typer derives --x (bools: --x/--no-x)
             make = typer.Argument if o.positional else typer.Option
             info = make(default, *([] if o.positional else decls), help=o.help_text(),

@@ -31,7 +31,8 @@ NO_CUDA = not torch.cuda.is_available()
 # (id, arguments, substrings the one-line message must hold); placeholders: {F} the corpus
 # copy, {M} a tiny model folder, {RUN} an existing qa run of other options, {SCORED} an
 # existing `isograd score --out` file of another model, {PAIRS} / {QS} valid inputs,
-# {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model
+# {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model,
+# {G} a tiny GPT-2 (512 learned positions)
 SCORE = ["score", "--quiet", "--model", "{M}"]
 QA = ["qa", "--quiet", "--model", "{M}", "--out", "{T}/new-run"]
 # {DONE}: a finished run of the tiny model on {DONE_QS}, copied into the test's folder
@@ -65,6 +66,24 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("score-out-not-writable", [*SCORE, "--input", "{PAIRS}", "--out", "{BLOCK}/o.jsonl"],
      ["'--out'", "blocker is a file"]),
     ("score-out-is-the-input", [*SCORE, "--input", "{PAIRS}", "--out", "{PAIRS}"], ["'--out'"]),
+    ("score-out-dev-null", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/null"],
+     ["'--out'", "/dev/null", "special file"]),
+    ("score-out-dev-full", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/full"],
+     ["'--out'", "/dev/full", "special file"]),
+    ("score-out-dev-stdout", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/stdout"],
+     ["'--out'", "/dev/stdout", "special file"]),
+    ("score-input-is-a-folder", [*SCORE, "--input", "{RUN}", "--out", "{T}/o.jsonl"],
+     ["'--input'", "not a regular file"]),
+    ("score-prompt-longer-than-context", ["score", "--quiet", "--model", "{G}", "--input",
+                                          "{F}/pairs_prompt_too_long.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_prompt_too_long.jsonl", "pair 'long'", "context of 512 positions"]),
+    ("score-pair-over-memory-budget", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                       "--memory-budget", "1000"],
+     ["pair 'a'", "memory budget", "--memory-budget"]),
+    ("score-memory-budget-zero", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                  "--memory-budget", "0"], ["'--memory-budget'"]),
+    ("score-fsdp-with-trace", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--shard",
+                               "fsdp", "--trace"], ["--shard fsdp", "--trace"]),
     ("score-prompt-without-as-question", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
                                           "--prompt", "plain"], ["'--prompt'", "--as-question"]),
     # ---- isograd score: options
@@ -137,6 +156,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
                                         "semantic_entropy.entailment=ngram"], ["'--option'", "semantic_entropy"]),
     ("qa-malformed-option", [*QA, "--dataset", "{QS}", "--option", "semantic_entropy"],
      ["'--option'", "METHOD.KEY=VALUE"]),
+    ("qa-llm-judge-unconfigured", [*QA, "--dataset", "{QS}", "--judge", "llm"],
+     ["judge='llm'", "ISOGRAD_JUDGE_URL", "--judge"]),
+    ("qa-prompt-longer-than-context", ["qa", "--quiet", "--model", "{G}", "--out", "{T}/new-run",
+                                       "--dataset", "{F}/questions_prompt_too_long.jsonl"],
+     ["question 'long'", "context of 512 positions"]),
+    ("qa-out-dev-null", ["qa", "--quiet", "--dataset", "{QS}", "--out", "/dev/null"],
+     ["'--out'", "special file"]),
     ("qa-unknown-judge", [*QA, "--dataset", "{QS}", "--judge", "vibes"], ["'--judge'", "vibes"]),
     ("qa-unknown-prompt", [*QA, "--dataset", "{QS}", "--prompt", "long"], ["'--prompt'", "short"]),
     ("qa-unknown-dtype", [*QA, "--dataset", "{QS}", "--dtype", "int4"], ["--dtype", "int4"]),
@@ -214,8 +240,14 @@ def finished(model_dir, tmp_path_factory):
     return qs, root / "run"
 
 
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    """A tiny GPT-2: a learned table of 512 positions, so a longer sequence cannot run."""
+    return save_tiny(tmp_path_factory.mktemp("gpt2"), kind="gpt2")
+
+
 @pytest.fixture
-def world(tmp_path, model_dir, finished):
+def world(tmp_path, model_dir, gpt2_dir, finished):
     """The corpus copy, valid inputs and the existing outputs a failing command must not touch."""
     corpus = tmp_path / "fuzz"
     shutil.copytree(CORPUS, corpus)
@@ -237,7 +269,8 @@ def world(tmp_path, model_dir, finished):
     notmodel.mkdir()
     (notmodel / "config.json").write_text('{"model_type": "llama"}')
     shutil.copytree(finished[1], tmp_path / "done")
-    return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "RUN": str(run),
+    return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "G": str(gpt2_dir),
+            "RUN": str(run),
             "DONE": str(tmp_path / "done"), "DONE_QS": str(finished[0]),
             "SCORED": str(scored), "PAIRS": str(pairs), "QS": str(qs),
             "BLOCK": str(tmp_path / "blocker"), "NOTMODEL": str(notmodel)}
@@ -268,6 +301,8 @@ def test_corpus_is_large_enough():
 def test_bad_input_one_line_exit_2_nothing_changed(world, tmp_path, monkeypatch, capsys, args, expect):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ISOGRAD_DEBUG", raising=False)
+    for var in ("ISOGRAD_JUDGE_URL", "ISOGRAD_JUDGE_MODEL"):  # the LLM judge unconfigured
+        monkeypatch.delenv(var, raising=False)
     before = _snapshot(tmp_path)
     with pytest.raises(SystemExit) as ei:
         main([a.format(**world) for a in args])

@@ -7,7 +7,9 @@ import torch
 
 from isograd.lm.batching import (
     accepts,
+    batchable,
     cache_arg,
+    forward_inputs,
     input_device,
     logits_at,
     logits_to_keep_arg,
@@ -70,3 +72,64 @@ def test_logits_at_every_path_gives_the_same_logits():
     torch.testing.assert_close(inner, full[:, 2:5])
     torch.testing.assert_close(sliced, full[:, 2:5])
     assert input_device(model) == input_device(plain) == torch.device("cpu")
+
+
+class _NoPositions(torch.nn.Module):
+    """Wraps a model but its forward takes no position_ids (as some custom models)."""
+
+    def __init__(self, inner):
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, input_ids, attention_mask=None, cache=None, use_cache=None,
+                logits_to_keep=0, output_hidden_states=None):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask, cache=cache,
+                          use_cache=use_cache, logits_to_keep=logits_to_keep,
+                          output_hidden_states=output_hidden_states)
+
+
+def test_forward_inputs_pass_position_ids_only_where_taken():
+    model = tiny_model("llama")
+    bare = _NoPositions(model)
+    left = pad([[5, 6, 7], [8]], 0, side="left")
+    assert set(forward_inputs(model, left)) == {"input_ids", "attention_mask", "position_ids"}
+    assert forward_inputs(model, left)["position_ids"] is left["position_ids"]
+    with pytest.raises(ValueError, match="_NoPositions.forward takes no position_ids.*pad on the right"):
+        forward_inputs(bare, left)
+    right = pad([[5, 6, 7], [8]], 0, side="right")  # real tokens at their own columns: fine
+    assert set(forward_inputs(bare, right)) == {"input_ids", "attention_mask"}
+    assert set(forward_inputs(bare, pad([[5, 6], [7, 8]], 0, side="left"))) == {
+        "input_ids", "attention_mask"}
+    assert batchable(model, [[1, 2], [3]]) and batchable(bare, [[1, 2], [3, 4]])
+    assert not batchable(bare, [[1, 2], [3]])
+
+
+def test_every_caller_works_with_a_model_without_position_ids():
+    """Answers, scores, option scores and baseline forwards of the wrapper equal the inner
+    model's (which gets position ids), on prompts of different lengths."""
+    from isograd.lm import greedy_answers, qa_prompt, score, score_choices
+    from isograd.qa.baselines._lm import forward_batch
+
+    from .tiny_lm import tiny_tokenizer
+
+    tok = tiny_tokenizer(chat=False)
+    model = tiny_model("llama", seed=2)
+    bare = _NoPositions(model)
+    prompts = [qa_prompt(tok, q) for q in ("Who?", "What is the capital city of France?")]
+    want = greedy_answers(model, tok, prompts, max_new_tokens=4, batch_size=2)
+    got = greedy_answers(bare, tok, prompts, max_new_tokens=4, batch_size=2)  # one by one
+    assert [a.token_ids for a in got] == [a.token_ids for a in want]
+    answers = ["Paris", "a b"]
+    ref = score(model, tok, prompts, answers, method="loop")
+    out = score(bare, tok, prompts, answers, method="loop")  # right padding: exact
+    torch.testing.assert_close(out.p, ref.p)
+    torch.testing.assert_close(out.epistemic, ref.epistemic)
+    with pytest.raises(ValueError, match="takes no position_ids"):
+        score(bare, tok, prompts, answers, method="loop", padding_side="left")
+    with pytest.warns(UserWarning, match="4-D attention mask"):  # packed needs position ids
+        ch = score_choices(bare, tok, prompts[:1], [["Paris", "Rome"]], method="loop")
+    ch_ref = score_choices(model, tok, prompts[:1], [["Paris", "Rome"]], method="loop")
+    torch.testing.assert_close(ch.p, ch_ref.p)
+    seqs = [[5, 6, 7, 8], [9]]
+    torch.testing.assert_close(forward_batch(bare, seqs, keep=1)[0],
+                               forward_batch(model, seqs, keep=1)[0])

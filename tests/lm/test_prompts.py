@@ -7,7 +7,14 @@ import torch
 
 from isograd.lm.batching import encode_answer, encode_prompt
 from isograd.lm.generate import greedy_answer
-from isograd.lm.prompts import EXAMPLES, INSTRUCTION, mc_prompt, qa_prompt
+from isograd.lm.prompts import (
+    BASE_EXAMPLES,
+    EXAMPLES,
+    INSTRUCTION,
+    base_prompt,
+    mc_prompt,
+    qa_prompt,
+)
 
 from .tiny_lm import tiny_model, tiny_tokenizer
 
@@ -43,6 +50,16 @@ def test_fewshot_style_puts_the_examples_first():
     assert mc_prompt(tiny_tokenizer(chat=True), "Why?", "fewshot") == chat
 
 
+def test_base_style_is_qa_text_even_with_a_chat_template():
+    want = "".join(f"Q: {q}\nA: {a}\n\n" for q, a in BASE_EXAMPLES) + "Q: Why?\nA:"
+    for chat in (False, True):  # never the chat template: one prompt for both kinds of model
+        assert qa_prompt(tiny_tokenizer(chat=chat), " Why?\n", "base") == want
+    assert mc_prompt(tiny_tokenizer(chat=True), "Why?", "base") == want
+    assert base_prompt(tiny_tokenizer(chat=False), "Why?", [("A?", "b")]) == "Q: A?\nA: b\n\nQ: Why?\nA:"
+    # the shots are distinct answers (none repeated, so none is the obvious one to copy)
+    assert len({a for _, a in BASE_EXAMPLES}) == len(BASE_EXAMPLES) >= 5
+
+
 def test_unknown_style_lists_the_allowed_ones():
     with pytest.raises(ValueError, match="unknown prompt style 'terse'; allowed: 'short', 'plain', 'fewshot'"):
         qa_prompt(tiny_tokenizer(chat=False), "Why?", "terse")
@@ -58,6 +75,7 @@ def test_plain_prompt_adds_bos_when_tokenizer_would():
     p = qa_prompt(tok, "Why?")
     assert p.startswith("<s>" + INSTRUCTION)
     assert encode_prompt(tok, p).count(tok.bos_token_id) == 1  # not twice
+    assert qa_prompt(tok, "Why?", "base").startswith("<s>Q: " + BASE_EXAMPLES[0][0])
 
 
 def test_encode_answer_is_the_continuation():

@@ -91,3 +91,24 @@ def test_train_flag_restored_and_bad_args(model, tok):
         sample_answers(model, tok, PROMPT, temperature=-1)
     with pytest.raises(ValueError, match="no token"):
         sample_answers(model, tok, "", k=1)
+
+
+def test_per_row_temperatures_and_seeds_draw_what_each_row_draws_alone(model, tok):
+    from isograd.lm.sampling import decode
+
+    prompts = [tok(p, add_special_tokens=False).input_ids
+               for p in (PROMPT, "<s>user\nName a colour.</s>\n<s>assistant\n", "Once")]
+    temps, seeds = [1.0, 0.0, 1.5], [11, 0, 12]
+    together = decode(model, tok, prompts, temperature=temps, seed=seeds, max_new_tokens=10)
+    alone = [decode(model, tok, [p], temperature=t, seed=s, max_new_tokens=10)[0]
+             for p, t, s in zip(prompts, temps, seeds)]
+    assert [s.token_ids for s in together] == [s.token_ids for s in alone]
+    for a, b in zip(together, alone):
+        torch.testing.assert_close(torch.tensor(a.token_logprobs, dtype=torch.float64),
+                                   torch.tensor(b.token_logprobs, dtype=torch.float64))
+    # a row's draws depend on its own seed only: swap the other rows' seeds, row 0 is unchanged
+    other = decode(model, tok, prompts, temperature=temps, seed=[11, 5, 99], max_new_tokens=10)
+    assert other[0].token_ids == together[0].token_ids
+    assert other[2].token_ids != together[2].token_ids or len(together[2].token_ids) == 0
+    with pytest.raises(ValueError, match="2 values of seed for 3 prompts"):
+        decode(model, tok, prompts, temperature=1.0, seed=[1, 2], max_new_tokens=2)

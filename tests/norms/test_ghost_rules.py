@@ -151,7 +151,7 @@ def test_flattened_example_major_rows_are_exact():
 def test_rows_not_example_major_are_refused_and_auto_uses_loop():
     model, x = _seed(lambda: _Flat(position_major=True)), _x(2, 5, 3)
     refused_then_loop(model, _sum_fn, x, r"lin \(Linear\).*not proven",
-                      "not proven to be example-major")
+                      "not proven to hold the examples in order")
 
 
 def test_parent_using_a_child_parameter_directly_is_refused():

@@ -25,6 +25,7 @@ from .checks import (
     INPUT_ERRORS,
     debug,
     fail,
+    in_file,
     model_name,
     one_line_errors,
     optional,
@@ -206,9 +207,30 @@ def _fit_detector(*, run_dirs: list[str], out: str, quiet: bool, **options: Any)
                    f"{t.alpha:g}, delta {t.delta:g})")
 
 
+def _serve(*, detector: str | None, **options: Any) -> None:
+    """Serve the model over HTTP (OpenAI API); every answer carries its uncertainty."""
+    import importlib.util
+    from pathlib import Path
+
+    from .. import serve
+    from ..lm.options import load_options
+
+    if detector is not None and not Path(detector).expanduser().is_file():
+        raise typer.BadParameter(f"no detector file {detector}", param_hint="'--detector'")
+    load_options(options)  # the load flags, checked before any work
+    missing = [m for m in ("fastapi", "uvicorn", "prometheus_client")
+               if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ValueError(f"isograd serve needs the serve extra ({', '.join(missing)} missing): "
+                         "pip install 'isograd[serve]'")
+    serve.run(detector=detector, **options)
+
+
 def _commands() -> None:
-    """Register ``qa`` and ``score``, their options made from `isograd.qa.options`."""
+    """Register ``qa``, ``score`` and ``serve``, their options made from their one declaration
+    (`isograd.qa.options`, `isograd.serve.options`)."""
     from ..qa.options import QA, SCORE
+    from ..serve.options import SERVE
 
     qa_cli = QA + Options((
         Option("out", None, "Output directory (one JSONL per stage, metrics.json, report.md, "
@@ -223,7 +245,10 @@ def _commands() -> None:
     app.command(name="qa")(one_line_errors(qa_cli.typer_command(
         _qa, doc=_qa.__doc__ or "", callbacks={**CALLBACKS, "out": optional(out_dir)})))
     app.command(name="score")(one_line_errors(score_cli.typer_command(
-        _score, doc=_score.__doc__ or "", callbacks={**CALLBACKS, "out": out_file})))
+        _score, doc=_score.__doc__ or "",
+        callbacks={**CALLBACKS, "out": out_file, "input": in_file})))
+    app.command(name="serve")(one_line_errors(SERVE.typer_command(
+        _serve, doc=_serve.__doc__ or "", callbacks=CALLBACKS)))
     from ..qa.detector_rows import FIT
 
     app.command(name="fit-detector")(one_line_errors((FIT + Options((QUIET,))).typer_command(

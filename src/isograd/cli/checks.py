@@ -12,12 +12,13 @@ from typing import Any
 
 import typer
 
+from ..lm.models import EMBEDDED_MODELS  # the names load_model resolves itself; light
+
 INPUT_ERRORS: tuple[type[BaseException], ...] = (ValueError, OSError)
 """What the core functions raise on bad input: ValueError (incl. DatasetError, RunMismatchError,
 unknown option values, malformed JSON, non-UTF-8 text) and OSError (missing or unreadable
 files, a non-writable --out, a folder that is not a model)."""
 
-EMBEDDED_MODELS = ("smollm2-135m",)
 
 
 def one_line_errors(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -94,9 +95,26 @@ def problem_names(values: Sequence[str] | None) -> list[str]:
     return names
 
 
+SPECIAL_ROOTS = ("/dev/", "/proc/", "/sys/")
+"""Where files are devices, pipes or views of a process, never an output (/dev/shm aside)."""
+
+
+def special_file(p: Path) -> bool:
+    """`p` (or what its links point to) is a device, pipe, socket or terminal: /dev/null
+    swallows the rows, /dev/full grows forever, /dev/stdout cannot be rewritten or resumed."""
+    where = [str(p.absolute()), os.path.realpath(p)]
+    if any(w.startswith(SPECIAL_ROOTS) and not w.startswith("/dev/shm/") for w in where):
+        return True
+    return p.exists() and not (p.is_file() or p.is_dir())
+
+
 def writable(value: str, *, folder: bool) -> str:
-    """`value` can be written as a file (folder=False) or a folder: checked before any work."""
+    """`value` can be written as a file (folder=False) or a folder: checked before any work.
+    Special files (`special_file`) are refused: an output must be a regular file or folder."""
     p = Path(value).expanduser()
+    if special_file(p):
+        raise typer.BadParameter(f"{value} is a special file (a device, pipe or terminal); "
+                                 f"expected a regular {'folder' if folder else 'file'}")
     if p.exists() and p.is_dir() != folder:
         raise typer.BadParameter(f"{value} is a {'file' if folder else 'folder'}; expected a "
                                  f"{'folder' if folder else 'file'}")
@@ -125,6 +143,15 @@ def out_dir(value: str) -> str:
 
 def out_file(value: str) -> str:
     return writable(value, folder=False)
+
+
+def in_file(value: str) -> str:
+    """An input file: a regular file (a folder or special file is refused; a missing one is
+    the core function's error, naming it)."""
+    p = Path(value).expanduser()
+    if special_file(p) or (p.exists() and not p.is_file()):
+        raise typer.BadParameter(f"{value} is not a regular file")
+    return value
 
 
 def positive(value: float | None) -> float | None:

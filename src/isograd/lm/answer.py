@@ -183,7 +183,7 @@ def answer(
         model: a causal LM (Hugging Face ``...ForCausalLM``), e.g. from `load_model`.
         tokenizer: its tokenizer.
         questions: Q question texts (or one string).
-        prompt: prompt style, "short" (default) | "plain" | "fewshot" (`PromptStyle`).
+        prompt: prompt style, "short" (default) | "plain" | "fewshot" | "base" (`PromptStyle`).
         max_new_tokens: cap on answer tokens.
         batch_size: questions per generation batch and per scoring pass.
         prediction: what p is, "geometric" (default) | "sequence" | "first_token".

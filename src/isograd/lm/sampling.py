@@ -30,10 +30,11 @@ from typing import Any
 import torch
 
 from .batching import (
-    accepts,
+    batchable,
     cache_arg,
     encode_prompt,
     eval_mode,
+    forward_inputs,
     input_device,
     logits_to_keep_arg,
     pad,
@@ -151,9 +152,9 @@ def decode(
     tokenizer: Any,
     prompts: Sequence[Sequence[int]],
     *,
-    temperature: float,
+    temperature: float | Sequence[float],
     max_new_tokens: int,
-    seed: int = 0,
+    seed: int | Sequence[int] = 0,
 ) -> list[Sample]:
     """One-line answers to B tokenized prompts, decoded as one left-padded batch.
 
@@ -165,64 +166,84 @@ def decode(
     Args:
         model, tokenizer: the causal LM.
         prompts: B non-empty token-id sequences (e.g. `encode_prompt`).
-        temperature: 0 = greedy (argmax), else sampling from ``softmax(logits / temperature)``.
+        temperature: 0 = greedy (argmax), else sampling from ``softmax(logits / temperature)``;
+            or one temperature per row.
         max_new_tokens: cap on answer tokens.
-        seed: seed of the private generator (used only when temperature > 0).
+        seed: seed of the private generator the rows draw from in turn (used only when
+            temperature > 0). Per-row options (a sequence of temperatures or of seeds) give
+            each row its own generator: every row then draws what it draws alone (up to float
+            rounding of its logits), whatever it is batched with.
 
     Returns:
         B Samples, in prompt order.
     """
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    if not accepts(model, "position_ids") and len({len(p) for p in prompts}) > 1:
-        return [s for p in prompts
-                for s in decode(model, tokenizer, [p], temperature=temperature,
-                                max_new_tokens=max_new_tokens, seed=seed)]
+    per_row = not (isinstance(temperature, (int, float)) and isinstance(seed, int))
+    temps = _rows(temperature, len(prompts), "temperature")
+    seeds = _rows(seed, len(prompts), "seed")
+    if not batchable(model, prompts):
+        return [s for i, p in enumerate(prompts)
+                for s in decode(model, tokenizer, [p], temperature=temps[i] if per_row
+                                else temperature, max_new_tokens=max_new_tokens,
+                                seed=seeds[i] if per_row else seed)]
     device = input_device(model)
     batch = pad(prompts, pad_id(tokenizer), side="left", device=device)
-    inp, mask, pos = batch["input_ids"], batch["attention_mask"], batch["position_ids"]
-    b = inp.shape[0]
+    step = forward_inputs(model, batch)  # position ids only where the forward takes them
+    b = batch["input_ids"].shape[0]
     tokens: list[torch.Tensor] = []
     logps: list[torch.Tensor] = []
     # the stop mask, the generator and the finished flags live where the logits come out (the
     # last device of a model split with device_map); the next input goes back to `device`
-    stop = gen = done = None
+    stop = done = None
     past = None
     cache_kw, keep = cache_arg(model), logits_to_keep_arg(model)
     extra = {keep: 1} if keep else {}
-    if accepts(model, "position_ids"):
-        extra["position_ids"] = pos
     with eval_mode(model):
         for _ in range(max_new_tokens):
-            out = model(input_ids=inp, attention_mask=mask, use_cache=True, **{cache_kw: past},
-                        **extra)
+            out = model(**step, use_cache=True, **{cache_kw: past}, **extra)
             past = out.get("cache", None) or out.get("past_key_values", None)
             logits = out.logits[:, -1, :].float()
             if stop is None:
                 stop = stop_mask(tokenizer, logits.shape[-1], model).to(logits.device)
                 done = torch.zeros(b, dtype=torch.bool, device=logits.device)
-                gen = torch.Generator(device=logits.device)
-                gen.manual_seed(seed)
+                gens = [torch.Generator(device=logits.device).manual_seed(int(x))
+                        for x in (seeds if per_row else [seed])]
             logp = torch.log_softmax(logits, dim=-1)
-            if temperature == 0:
+            if not per_row:
+                tok = (logits.argmax(dim=-1) if temperature == 0 else torch.multinomial(
+                    torch.softmax(logits / temperature, dim=-1), 1, generator=gens[0]).squeeze(1))
+            else:  # each sampled row from its own generator, as it would draw alone
                 tok = logits.argmax(dim=-1)
-            else:
-                probs = torch.softmax(logits / temperature, dim=-1)
-                tok = torch.multinomial(probs, 1, generator=gen).squeeze(1)
+                for i, t in enumerate(temps):
+                    if t > 0:
+                        probs = torch.softmax(logits[i:i + 1] / t, dim=-1)
+                        tok[i] = torch.multinomial(probs, 1, generator=gens[i])[0, 0]
             # a finished row keeps being fed (no ragged batch); its tokens are masked out below
             tokens.append(torch.where(done, -1, tok))
             logps.append(logp.gather(1, tok[:, None]).squeeze(1))
             done = done | stop[tok]
             if bool(done.all()):
                 break
-            inp = tok[:, None].to(device)
-            mask = torch.cat([mask, mask.new_ones(b, 1)], dim=1)
-            if "position_ids" in extra:
-                extra["position_ids"] = extra["position_ids"][:, -1:] + 1
+            step["input_ids"] = tok[:, None].to(device)
+            step["attention_mask"] = torch.cat(
+                [step["attention_mask"], step["attention_mask"].new_ones(b, 1)], dim=1)
+            if "position_ids" in step:
+                step["position_ids"] = step["position_ids"][:, -1:] + 1
     ids = torch.stack(tokens, 1).cpu().tolist()
     lps = torch.stack(logps, 1).double().cpu().tolist()
     stop_cpu = stop.cpu()
     return [_to_sample(tokenizer, ids[i], lps[i], stop_cpu) for i in range(b)]
+
+
+def _rows(value: Any, b: int, name: str) -> list[Any]:
+    """A per-row option: a scalar for every row, or a sequence of exactly B values."""
+    if isinstance(value, (int, float)):
+        return [value] * b
+    values = list(value)
+    if len(values) != b:
+        raise ValueError(f"{len(values)} values of {name} for {b} prompts")
+    return values
 
 
 def _to_sample(tokenizer: Any, ids: list[int], lps: list[float], stop: torch.Tensor) -> Sample:

@@ -22,7 +22,16 @@ from torch import nn
 from .._choice import Choice
 from ..layer_scale import Covariance, LayerScale, layer_scaled_sq_norms
 from ..norms.api import Method, sq_grad_norms
-from .batching import Answer, encode_pairs, input_device, logits_at, pad_id, pair_batch
+from .batching import (
+    Answer,
+    check_context,
+    encode_pairs,
+    forward_inputs,
+    input_device,
+    logits_at,
+    pad_id,
+    pair_batch,
+)
 from .signals import (
     LAST_LAYERS,
     capture_embedding_grad,
@@ -155,8 +164,7 @@ def answer_token_logprobs(model: nn.Module, batch: dict[str, torch.Tensor]) -> t
     # logits at position t predict token t+1: keep only the span that predicts answer tokens
     cols = ans.any(0).nonzero().flatten()
     lo, hi = int(cols.min()) - 1, int(cols.max())
-    kwargs = {k: batch[k] for k in ("input_ids", "attention_mask", "position_ids")}
-    logits, _ = logits_at(model, lo, hi, **kwargs)
+    logits, _ = logits_at(model, lo, hi, **forward_inputs(model, batch))
     # at least fp32 (bf16/fp16 weights), fp64 kept as is
     logp = torch.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
     # the logits come out on the last device of a model split with device_map
@@ -236,8 +244,8 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     return fn
 
 
-def _checked_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[Answer], verb: str,
-                   *, padding_side: str, sigma2: float,
+def _checked_pairs(model: Any, tokenizer: Any, prompts: Sequence[str],
+                   answers: Sequence[Answer], verb: str, *, padding_side: str, sigma2: float,
                    **counts: int) -> list[tuple[list[int], list[int]]]:
     """The encoded (prompt ids, answer ids) pairs, after the argument checks `score` and
     `token_trace` share (`counts`: options that must be >= 1, by name)."""
@@ -251,6 +259,8 @@ def _checked_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[Ans
     pairs = encode_pairs(tokenizer, prompts, answers)
     if not pairs:
         raise ValueError(f"no (prompt, answer) pairs to {verb}")
+    check_context(model, [len(p) + len(a) for p, a in pairs],
+                  [f"pair {i} (prompt + answer)" for i in range(len(pairs))])
     return pairs
 
 
@@ -288,7 +298,7 @@ def token_trace(
     Returns:
         (one `TokenTrace` per pair, float64 [B] max_t U_E(t), float64 [B] mean_t U_E(t)).
     """
-    pairs = _checked_pairs(tokenizer, prompts, answers, "trace", padding_side=padding_side,
+    pairs = _checked_pairs(model, tokenizer, prompts, answers, "trace", padding_side=padding_side,
                            sigma2=sigma2, batch_size=batch_size)
     return _trace_pairs(model, pairs, sigma2, pad=pad_id(tokenizer), padding_side=padding_side,
                         batch_size=batch_size, method=method, params=params)
@@ -351,7 +361,7 @@ def score(
     pred = Prediction.parse(prediction)
     cov = Covariance.parse(covariance)
     rule = LayerScale.parse(layer_scale)
-    pairs = _checked_pairs(tokenizer, prompts, answers, "score", padding_side=padding_side,
+    pairs = _checked_pairs(model, tokenizer, prompts, answers, "score", padding_side=padding_side,
                            sigma2=sigma2, batch_size=batch_size,
                            trace_batch_size=trace_batch_size, last_layers=last_layers)
     run = dict(pad=pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,

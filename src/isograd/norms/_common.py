@@ -20,7 +20,8 @@ ParamSelection = None | Sequence[str] | Callable[[str, torch.Tensor], bool] | It
 
 
 class NonFiniteOutputWarning(UserWarning):
-    """Some examples' `fn` outputs were NaN or inf; their norms are NaN, the others are exact."""
+    """Some examples' `fn` outputs or gradients were NaN or inf; their norms are not finite,
+    the others are exact (the message names the examples)."""
 
 
 class GhostUnsupported(ValueError):
@@ -210,16 +211,27 @@ def check_output(out: Any, batch_size: int | None) -> torch.Tensor:
     return out
 
 
-def warn_non_finite(bad: torch.Tensor) -> None:
-    """Warn once about the examples whose outputs were not finite (indices listed)."""
-    idx = torch.nonzero(bad).flatten().tolist()
-    if idx:
-        shown = idx[:10] + (["..."] if len(idx) > 10 else [])
-        warnings.warn(
-            f"fn returned NaN/inf for {len(idx)} example(s) {shown}; their norms are NaN",
-            NonFiniteOutputWarning,
-            stacklevel=3,
-        )
+def _shown(mask: torch.Tensor) -> tuple[int, list]:
+    idx = torch.nonzero(mask).flatten().tolist()
+    return len(idx), idx[:10] + (["..."] if len(idx) > 10 else [])
+
+
+def warn_non_finite(total: torch.Tensor, bad_out: torch.Tensor, stacklevel: int = 3) -> None:
+    """One warning naming exactly the examples whose norms are not finite: those whose `fn`
+    output was NaN/inf (norm NaN) and those whose gradient was although the output was finite
+    (a non-finite input or activation that the output does not show)."""
+    bad_grad = ~torch.isfinite(total) & ~bad_out
+    parts = []
+    if bad_out.any():
+        n, shown = _shown(bad_out)
+        parts.append(f"fn returned NaN/inf for {n} example(s) {shown}; their norms are NaN")
+    if bad_grad.any():
+        n, shown = _shown(bad_grad)
+        parts.append(f"the gradients of {n} example(s) {shown} are not finite although fn's "
+                     "output is (a NaN/inf input or activation); their norms are NaN/inf")
+    if parts:
+        warnings.warn("; ".join(parts) + ". The other examples' norms are exact",
+                      NonFiniteOutputWarning, stacklevel=stacklevel)
 
 
 def _hook_dicts(module: nn.Module) -> list[dict]:

@@ -19,13 +19,15 @@ from ._common import (
     model_state_guard,
     select_params,
     slice_batch,
+    warn_non_finite,
 )
 from ._common import (
     memory_budget as resolve_budget,
 )
 from .loop import loop_sq_grad_norms
 
-Result = tuple[torch.Tensor, "dict[str, torch.Tensor] | None"]
+Result = tuple[torch.Tensor, "dict[str, torch.Tensor] | None", torch.Tensor]
+"""total [B], per-parameter norms (with `by_param`), mask [B] of non-finite outputs."""
 
 # fp16 gradients overflow above 65504: the output is scaled by 2^-s, the norms by 4^s (exact)
 _FP16_SCALES = (0, 12, 24)
@@ -89,8 +91,10 @@ def sq_grad_norms(
         on_oom: an `OnOOM` or its value ("raise", "split").
 
     Returns:
-        Tensor[B] float64 on the CPU of squared norms (NaN for examples whose output is not
-        finite, with a `NonFiniteOutputWarning`), or ``(total, per_param)`` when `by_param`.
+        Tensor[B] float64 on the CPU of squared norms, or ``(total, per_param)`` when
+        `by_param`. An example whose output is not finite gets NaN, one whose gradient is not
+        (a NaN/inf input that the output does not show) NaN or inf; one
+        `NonFiniteOutputWarning` names exactly those examples, and the others stay exact.
 
     Raises:
         ValueError: empty batch, empty selection, `fn` output of the wrong shape or not
@@ -113,7 +117,8 @@ def sq_grad_norms(
     def run(f: Callable[[nn.Module, Any], torch.Tensor]) -> Result:
         return _split_on_oom(model, f, batch, m, selected, by_param, budget, oom)
 
-    total, per = run(fn) if not half else _fp16_rescaled(fn, run)
+    total, per, bad_out = run(fn) if not half else _fp16_rescaled(fn, run)
+    warn_non_finite(total, bad_out)
     return (total, per) if by_param else total
 
 
@@ -142,7 +147,7 @@ def _dispatch(model: nn.Module, fn: Callable, batch: Any, m: Method, selected: d
         with model_state_guard(model, selected):
             return loop_sq_grad_norms(model, fn, batch, selected, by_param)
     from .ghost import ghost_sq_grad_norms, unsupported_params
-    from .ghost.engine import coverage
+    from .ghost.plan import coverage
 
     why = ""
     if m is Method.AUTO:
@@ -180,34 +185,38 @@ def _split_on_oom(model: nn.Module, fn: Callable, batch: Any, m: Method, selecte
         _split_on_oom(model, fn, slice_batch(batch, n, a, b), m, selected, by_param, budget, oom)
         for a, b in ((0, half), (half, n))
     ]
-    total = torch.cat([t for t, _ in parts])
-    per = {k: torch.cat([p[k] for _, p in parts]) for k in parts[0][1]} if by_param else None
-    return total, per
+    total = torch.cat([t for t, _, _ in parts])
+    per = {k: torch.cat([p[k] for _, p, _ in parts]) for k in parts[0][1]} if by_param else None
+    return total, per, torch.cat([b for _, _, b in parts])
 
 
 def _fp16_rescaled(fn: Callable, run: Callable[[Callable], Result]) -> Result:
-    """Run; where a norm is not finite, rerun with the output scaled by 2^-s, norms by 4^s."""
-    total, per = run(fn)
+    """Run; where a norm is not finite, rerun with the output scaled by 2^-s, norms by 4^s.
+
+    An overflow shows as inf or as NaN (inf - inf): both are rerun, and an example whose output
+    is finite but whose norm stays NaN or inf after the last scale raises.
+    """
+    total, per, bad_out = run(fn)
     for s in _FP16_SCALES[1:]:
-        bad = ~torch.isfinite(total)
+        bad = ~torch.isfinite(total) & ~bad_out
         if not bad.any():
-            return total, per
+            return total, per, bad_out
         scale, back = 2.0**-s, 4.0**s
 
         def scaled(model: nn.Module, batch: Any, scale: float = scale) -> torch.Tensor:
             return fn(model, batch) * scale
 
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the first run already reported its outputs
-            t2, p2 = run(scaled)
+        t2, p2, _ = run(scaled)
         fix = bad & torch.isfinite(t2)
         total = torch.where(fix, t2 * back, total)
         if per is not None and p2 is not None:
             per = {k: torch.where(fix, p2[k] * back, v) for k, v in per.items()}
-    if torch.isinf(total).any():
-        idx = torch.nonzero(torch.isinf(total)).flatten().tolist()[:10]
+    left = ~torch.isfinite(total) & ~bad_out
+    if left.any():
+        idx = torch.nonzero(left).flatten().tolist()[:10]
         raise FloatingPointError(
-            f"float16 gradients overflow for example(s) {idx} even with the output scaled by "
-            f"2^-{_FP16_SCALES[-1]}; run the model in bfloat16 or float32"
+            f"float16 gradients overflow (inf or NaN) for example(s) {idx} even with the output "
+            f"scaled by 2^-{_FP16_SCALES[-1]} (or a NaN/inf input or activation that the output "
+            "does not show); run the model in bfloat16 or float32"
         )
-    return total, per
+    return total, per, bad_out

@@ -10,13 +10,15 @@ after all uses have been summed.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
 from torch import nn
 
-from ._common import check_output, infer_batch_size, warn_non_finite
+from ._common import check_output, infer_batch_size
+from .ghost.provenance import Provenance
 
 
 def loop_sq_grad_norms(
@@ -25,16 +27,19 @@ def loop_sq_grad_norms(
     batch: Any,
     selected: Mapping[str, nn.Parameter],
     by_param: bool,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor] | None, torch.Tensor]:
     """Per-example squared gradient norms, one backward per example.
 
     Must run inside `model_state_guard` (selected params require grad, nothing else does).
 
     Returns:
-        total [B] float64 on the CPU, and with `by_param` a dict name -> [B] float64 that sums
-        to it.
+        total [B] float64 on the CPU, with `by_param` a dict name -> [B] float64 that sums
+        to it, and the mask [B] of examples whose output was not finite (their norms NaN).
     """
-    out = check_output(fn(model, batch), infer_batch_size(batch))
+    size = infer_batch_size(batch)
+    iso = Isolation(batch, size)
+    with iso.forward():
+        out = check_output(fn(model, batch), size)
     n = out.shape[0]
     names = list(selected)
     params = list(selected.values())
@@ -46,7 +51,9 @@ def loop_sq_grad_norms(
     def make_hook(j: int):
         def hook(p: torch.Tensor) -> None:
             g = p.grad.detach()
-            # squares in at least float32 (exact for half-precision values), summed in float64
+            # squares in at least float32 (exact for half-precision values), summed in float64;
+            # a complex entry z contributes |z|² (its real and imaginary parts squared)
+            g = torch.view_as_real(g) if g.is_complex() else g
             sq = g.to(torch.promote_types(g.dtype, torch.float32)).square()
             acc[j][current[0]] += sq.sum(dtype=torch.float64)
             p.grad = None  # free at once: no full gradient copy is kept
@@ -56,12 +63,15 @@ def loop_sq_grad_norms(
     handles = [p.register_post_accumulate_grad_hook(make_hook(j)) for j, p in enumerate(params)]
     try:
         finite = torch.isfinite(out.detach()).cpu()
+        iso.start(~finite)
         for i in range(n):
             if not finite[i]:
                 continue
             current[0] = i
+            iso.current = i
             torch.autograd.backward(out[i], inputs=params, retain_graph=i < n - 1)
     finally:
+        iso.close()
         for h in handles:
             h.remove()
         for p in params:
@@ -69,6 +79,93 @@ def loop_sq_grad_norms(
     per = torch.stack([a.cpu() for a in acc]) if acc else torch.zeros(0, n, dtype=torch.float64,
                                                                        device="cpu")
     per[:, ~finite] = float("nan")
-    warn_non_finite(~finite)
     total = per.sum(0)
-    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None)
+    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None), ~finite
+
+
+class Isolation:
+    """Keeps one example's NaN/inf out of the other examples' gradients in the loop engine.
+
+    Every backward runs through the whole batch's graph: a weight gradient sums over all rows,
+    and a zero output gradient times a NaN activation of another example is NaN. The forward
+    therefore saves its tensors through hooks; those proven to hold the examples on dimension 0
+    (`Provenance`) are checked once, after the forward, for examples with non-finite rows; each
+    later backward reads them with the rows of such examples (other than its own) set to zero.
+    Exact: another example's rows get a zero gradient from this example's output anyway.
+    Tensors not proven example-major are read as saved (a NaN there may still spread; the
+    warning then names every example whose norm is not finite).
+    """
+
+    def __init__(self, batch: Any, size: int | None) -> None:
+        self.prov = Provenance(batch, size) if size else None
+        self.size = size or 0
+        self.saved: list[list[Any]] = []  # [tensor, cleaned copy or None, version, op tag]
+        if self.prov is not None:
+            self.prov.saved = self.saved
+        self.dirty: torch.Tensor | None = None
+        self.current = -1
+
+    @contextlib.contextmanager
+    def forward(self) -> Iterator[None]:
+        if self.prov is None:
+            yield
+            return
+        with self.prov, torch.autograd.graph.saved_tensors_hooks(self._pack, self._unpack):
+            yield
+
+    def _pack(self, t: torch.Tensor) -> list[Any]:
+        # saved-tensor hooks bypass autograd's in-place check: the version is checked here
+        entry = [t, None, t._version, None]  # the last: the saving op's tag (`Provenance`)
+        self.saved.append(entry)
+        return entry
+
+    def _rows(self, entry: list[Any]) -> torch.Tensor | None:
+        """The saved tensor as [B, -1] when it is example-major (its own tag, else that of the
+        op that saved it, known once the op has returned)."""
+        t = entry[0]
+        k = self.prov.tag(t) if self.prov is not None else None
+        k = entry[3] if k is None else k
+        if not k or t.dim() == 0 or t.shape[0] != self.size * k:
+            return None
+        if not (t.is_floating_point() or t.is_complex()):
+            return None
+        return t.reshape(self.size, -1)
+
+    def start(self, bad_out: torch.Tensor) -> None:
+        """After the forward: the examples whose outputs or example-major rows are not finite."""
+        dirty = bad_out.clone()
+        for entry in self.saved:
+            rows = self._rows(entry)
+            if rows is not None:
+                dirty |= ~torch.isfinite(rows).all(1).cpu()
+        self.dirty = dirty if dirty.any() else None
+        if self.dirty is None:
+            self.saved.clear()
+
+    def _unpack(self, entry: list[Any]) -> torch.Tensor:
+        t = entry[0]
+        if t._version != entry[2]:
+            raise RuntimeError(
+                "one of the variables needed for gradient computation has been modified by an "
+                f"inplace operation: a tensor of shape {list(t.shape)} was saved at version "
+                f"{entry[2]} and is now at version {t._version}"
+            )
+        if self.dirty is None:
+            return t
+        rows = self._rows(entry)
+        if rows is None:
+            return t
+        own = 0 <= self.current < self.size and bool(self.dirty[self.current])
+        if entry[1] is not None and not own:
+            return entry[1]
+        drop = self.dirty.clone()
+        if own:
+            drop[self.current] = False
+        clean = torch.where(drop.to(t.device).unsqueeze(1), torch.zeros_like(rows), rows)
+        clean = clean.reshape(t.shape)
+        if not own:
+            entry[1] = clean  # the same for every clean example's backward
+        return clean
+
+    def close(self) -> None:
+        self.saved.clear()

@@ -200,7 +200,10 @@ SCORE = (LOAD + SCORING.without("trace", "batch_size") + Options((
            type=bool),
     SCORING["trace"].replace(help="Also write each answer's per-token profile "
                              "(token_epistemic, token_aleatoric); ~T times the score."),
-    SCORING["batch_size"].replace(default=8, help="Pairs per forward pass."),
+    SCORING["batch_size"].replace(default=8, help="Pairs per forward pass (at most: a batch "
+                                  "over the memory budget is split, pairs grouped by length)."),
+    Option("memory_budget", None, "Bytes the score pass may hold at once (e.g. 4e9); default: "
+           "half the memory available (isograd.lm.memory).", type=float, positive=True),
     Option("shard", "none", "Under torchrun: a model copy per rank, or FSDP2's split of the "
            "weights across the ranks", choice=Shard),
     THREADS,

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .factors import Dense, Factor, Outer, work_dtype
+from .layout import require_batch_dim
 
 
 def matches(module: nn.Module) -> bool:
@@ -28,10 +29,7 @@ def _patches(module: nn.Conv1d | nn.Conv2d, a: Tensor) -> Tensor:
     """Unfolded input [B, positions, in·k...], exactly the windows the convolution saw."""
     one_d = isinstance(module, nn.Conv1d)
     want = 3 if one_d else 4
-    if a.dim() != want:
-        raise ValueError(
-            f"ghost needs a batch dimension first; {type(module).__name__} got {list(a.shape)}"
-        )
+    require_batch_dim(module, a, want, exact=True)
     if one_d:
         a = a.unsqueeze(2)
     kernel, stride, dilation = module.kernel_size, module.stride, module.dilation

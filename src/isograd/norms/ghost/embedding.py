@@ -17,6 +17,7 @@ from torch.func import functional_call
 
 from .._common import GhostUnsupported
 from .factors import Factor, Index, Outer
+from .layout import require_batch_dim
 
 
 def refuse(module: nn.Module) -> str | None:
@@ -32,8 +33,7 @@ def embedding_factors(
     """weight [V, d] = Σ_t onehot(id_t) ⊗ g_t."""
     if "weight" not in attrs:
         return {}
-    if ids.dim() < 1:
-        raise ValueError("ghost needs a batch dimension first; nn.Embedding got a scalar id")
+    require_batch_dim(module, ids, 1)
     ids = ids.reshape(ids.shape[0], -1)
     if module.padding_idx is not None:
         ids = torch.where(ids == module.padding_idx, torch.full_like(ids, -1), ids)

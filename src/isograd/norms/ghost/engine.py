@@ -34,27 +34,18 @@ from .._common import (
     check_output,
     infer_batch_size,
     memory_budget,
-    warn_non_finite,
 )
 from . import factors as fx
-from .graph import local_edges, walk
-from .layout import BROADCAST, Layout, classify, expand_output, record
-from .rules import GENERIC, Rule, rule_for
-
-
-@dataclass(eq=False)
-class _Owner:
-    """A module owning selected parameters directly: attr -> selected name."""
-
-    name: str
-    module: nn.Module
-    rule: Rule
-    attrs: dict[str, str]
+from . import generic
+from .graph import feeds_another, local_edges, walk
+from .layout import BROADCAST, Layout, classify, expand_output
+from .plan import Owner, plan
+from .provenance import Provenance
 
 
 @dataclass(eq=False)
 class _Call:
-    owner: _Owner
+    owner: Owner
     ctx: Any
     grads: list[Tensor | None]
     taps: list[tuple[int, Any]]  # (index among tensor outputs, GradientEdge)
@@ -62,6 +53,7 @@ class _Call:
     last: int
     layout: Layout
     params: dict[int, str]  # id of each selected parameter as the forward used it -> name
+    versions: list[tuple[Tensor, int]]  # captured tensors and their versions at capture
     pending: int = 0
     done: bool = False
 
@@ -83,66 +75,13 @@ def _seq() -> int | None:
     return None if view.grad_fn is None else view.grad_fn._sequence_nr() + 1
 
 
-def plan(
-    model: nn.Module, selected: Mapping[str, nn.Parameter], *, generic_ok: bool
-) -> list[_Owner]:
-    """The modules owning selected parameters, each with its rule (raises when none is exact)."""
-    ids = {id(p): n for n, p in selected.items()}
-    owners = []
-    for mname, m in model.named_modules():
-        attrs = {a: ids[id(p)] for a, p in m._parameters.items() if p is not None and id(p) in ids}
-        if not attrs:
-            continue
-        rule = rule_for(m)
-        label = f"{mname or '<root>'} ({type(m).__name__})"
-        if rule is None:
-            if not generic_ok:
-                raise GhostUnsupported(f"ghost has no rule for module {label}")
-            rule = GENERIC
-        reason = rule.refuse(m)
-        if reason:
-            raise GhostUnsupported(
-                f"ghost cannot compute exact per-example gradients for module {label}: {reason}; "
-                "use method='loop'"
-            )
-        owners.append(_Owner(label, m, rule, attrs))
-    return owners
-
-
-def unsupported_params(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> list[str]:
-    """Names of selected parameters owned by a module with no dedicated exact rule."""
-    ids = {id(p): n for n, p in selected.items()}
-    bad: list[str] = []
-    for m in model.modules():
-        rule = rule_for(m)
-        ok = rule is not None and rule.refuse(m) is None
-        for p in m._parameters.values():
-            if p is not None and id(p) in ids and not ok and ids[id(p)] not in bad:
-                bad.append(ids[id(p)])
-    return bad
-
-
-def coverage(model: nn.Module, selected: Mapping[str, nn.Parameter]) -> dict[str, str]:
-    """Which rule each selected parameter goes through ("a+b" for a parameter with two owners)."""
-    ids = {id(p): n for n, p in selected.items()}
-    used: dict[str, list[str]] = defaultdict(list)
-    for m in model.modules():
-        rule = rule_for(m)
-        reason = rule.refuse(m) if rule is not None else None
-        label = (rule or GENERIC).name if reason is None else f"refused: {reason}"
-        for p in m._parameters.values():
-            if p is not None and id(p) in ids:
-                used[ids[id(p)]].append(label)
-    return {n: "+".join(used[n]) for n in selected}
-
-
 class _Run:
     """State of one ghost call: recorded module calls, accumulated norms, hook handles."""
 
-    def __init__(self, owners: list[_Owner], names: list[str], budget: int) -> None:
+    def __init__(self, owners: list[Owner], names: list[str], budget: int) -> None:
         self.owners = owners
         self.budget = budget
-        self.proven: dict[Any, int] = {}  # grad_fn of example-major flattened outputs -> rows
+        self.prov: Provenance | None = None  # which tensors come from the batch, and how
         self.index = {n: j for j, n in enumerate(names)}
         self.recording = True
         self.calls: list[_Call] = []
@@ -161,14 +100,14 @@ class _Run:
             self.handles.append(m.register_forward_pre_hook(self._pre(owner), with_kwargs=True))
             self.handles.append(m.register_forward_hook(self._post(owner), with_kwargs=True))
 
-    def _pre(self, owner: _Owner) -> Callable:
+    def _pre(self, owner: Owner) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict) -> None:
             if self.recording:
                 self.starts[id(owner)].append(_seq())
 
         return hook
 
-    def _post(self, owner: _Owner) -> Callable:
+    def _post(self, owner: Owner) -> Callable:
         def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
             if not self.recording:
                 return
@@ -179,19 +118,20 @@ class _Run:
             if not taps or first is None:
                 return None  # no differentiable output (e.g. under no_grad): no gradient here
             layout = classify(owner.name, owner.rule.rows, args, kwargs, output, self.batch,
-                              self.proven)
+                              self.prov)
             ctx = layout.ctx(owner.rule.capture(module, args, kwargs, output))
+            versions = [(t, t._version) for t in tree_flatten(ctx)[0] if isinstance(t, Tensor)]
             new = None
             if layout.k == BROADCAST:  # each example's output gradient then has its own row
                 new = expand_output(output, self.batch)
                 tensors = [x for x in tree_flatten(new)[0] if isinstance(x, Tensor)]
                 taps = [(j, get_gradient_edge(x)) for j, x in enumerate(tensors) if x.requires_grad]
-            record(output, layout, self.proven)
             last = _seq() or first  # nodes of this call (the expand too) are in [first, last)
             # FSDP2 swaps in unsharded tensors for the forward: the graph holds those
             used = {id(module._parameters[a]): n for a, n in owner.attrs.items()}
             self.calls.append(
-                _Call(owner, ctx, [None] * len(tensors), taps, first, last, layout, used))
+                _Call(owner, ctx, [None] * len(tensors), taps, first, last, layout, used,
+                      versions))
             return new
 
         return hook
@@ -223,6 +163,14 @@ class _Run:
                     "tensor directly) has no rule. Use method='loop'"
                 )
         self.calls = [c for c in self.calls if any(e.node in reachable for _, e in c.taps)]
+        for c in self.calls:
+            nodes = [e.node for _, e in c.taps]
+            if len(set(nodes)) > 1 and feeds_another(nodes, c.first, c.last, reachable):
+                raise GhostUnsupported(
+                    f"module {c.owner.name} returns a tensor that it also used to compute "
+                    "another of its outputs (e.g. attention weights): the gradient reaching "
+                    "that output includes the internal use, counted twice. Use method='loop'"
+                )
         for c in self.calls:
             c.pending = sum(e.node in reachable for _, e in c.taps)
             for a, n in c.owner.attrs.items():
@@ -267,6 +215,12 @@ class _Run:
 
     def _process(self, call: _Call) -> None:
         owner = call.owner
+        changed = [list(t.shape) for t, v in call.versions if t._version != v]
+        if changed:  # the rule would read the new values, not those the forward used
+            raise GhostUnsupported(
+                f"a tensor module {owner.name} read in the forward (shape {changed[0]}) was "
+                "modified in place afterwards; use method='loop' (or avoid the in-place op)"
+            )
         call.grads = [call.layout.grad(g) for g in call.grads]
         for g in call.grads:
             if g is not None and (g.dim() == 0 or g.shape[0] != self.batch):
@@ -299,6 +253,7 @@ class _Run:
         for dc, _ in tied.done:
             p = tied.partials.pop((id(dc), id(call)), None)
             if p is not None and full is not None:
+                self._cross_budget(p.factor, full, call)
                 row += 2 * fx.finish(p, full).to(row.device)
         tied.done.append((call, attr))
         if f is None:
@@ -307,7 +262,19 @@ class _Run:
             if wc is call or wc.done:
                 continue
             fw = wc.owner.rule.factors(wc.owner.module, wc.ctx, None, [wa]).get(wa)
+            if fw is not None:
+                self._cross_budget(f, fw, call)
             tied.partials[(id(call), id(wc))] = fx.Partial(f) if fw is None else fx.partial(f, fw)
+
+    def _cross_budget(self, a: fx.Factor, b: fx.Factor, call: _Call) -> None:
+        """Refuse a tied parameter's cross term whose transient terms exceed the budget."""
+        need = fx.cross_bytes(a, b)
+        if need > self.budget:
+            raise GhostUnsupported(
+                f"ghost would need {need:,} bytes for the cross term between two uses of a tied "
+                f"parameter of module {call.owner.name}, over the memory budget of "
+                f"{self.budget:,} bytes (memory_budget= or $ISOGRAD_MEMORY_BUDGET)"
+            )
 
     def _sq_norm(self, f: fx.Factor, call: _Call) -> Tensor:
         """‖G_b‖² [B], over slices of examples that keep the transient terms under the budget.
@@ -363,7 +330,7 @@ def ghost_sq_grad_norms(
     selected: Mapping[str, nn.Parameter],
     by_param: bool,
     budget: int | None = None,
-) -> tuple[Tensor, dict[str, Tensor] | None]:
+) -> tuple[Tensor, dict[str, Tensor] | None, Tensor]:
     """Per-example squared gradient norms, all examples in one weightless backward.
 
     Must run inside `model_state_guard` (selected params require grad, nothing else does).
@@ -374,18 +341,29 @@ def ghost_sq_grad_norms(
             then processed in slices); None: `memory_budget()`'s default.
 
     Returns:
-        total [B] float64 on the CPU, and with `by_param` a dict name -> [B] float64 that sums
-        to it.
+        total [B] float64 on the CPU, with `by_param` a dict name -> [B] float64 that sums
+        to it, and the mask [B] of examples whose output was not finite (their norms NaN).
+        Examples are independent here: one example's NaN leaves the others' norms exact.
 
     Raises:
         GhostUnsupported: on any condition under which ghost cannot give an exact number.
     """
     names = list(selected)
     run = _Run(plan(model, selected, generic_ok=True), names, memory_budget(budget))
+    token = generic.BUDGET.set(run.budget)
     try:
         run.install()
         run.batch = infer_batch_size(batch)  # the layouts need it during the forward
-        out = check_output(fn(model, batch), run.batch)
+        run.prov = Provenance(batch, run.batch)
+        with run.prov:
+            out = check_output(fn(model, batch), run.batch)
+        for label, use in run.prov.misaligned():
+            raise GhostUnsupported(
+                f"ghost needs the examples on dimension 0 of every layer's output; module "
+                f"{label} produced a batch-free output with B rows that is not used row by row "
+                f"with the examples ({use}: e.g. a [T, d] position table at B == T). "
+                "Use method='loop'"
+            )
         run.recording = False
         n = out.shape[0]
         run.batch = n
@@ -400,10 +378,10 @@ def ghost_sq_grad_norms(
         run.finish(grads)
         del out, grads
     finally:
+        generic.BUDGET.reset(token)
         run.close()
     per = run.per.cpu()
     bad = ~finite.cpu()
     per[:, bad] = float("nan")
-    warn_non_finite(bad)
     total = per.sum(0)
-    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None)
+    return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None), bad

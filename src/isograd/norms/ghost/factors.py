@@ -200,6 +200,26 @@ def bytes_per_example(f: Factor) -> int:
     return (2 * _width(g) * _width(a) + one_hot) * size  # Lᵀ R [n, m], its square
 
 
+def cross_bytes(a: Factor, b: Factor) -> int:
+    """Upper bound of the transient bytes ``inner(a, b)`` (or `partial` then `finish`) needs
+    for the whole batch: two Gram matrices [B, Ta, Tb], or a materialised gradient and its
+    product with a dense one."""
+    sides = [s for f in (a, b) if isinstance(f, Outer) for s in (f.left, f.right)]
+    dense = [f.grad for f in (a, b) if isinstance(f, Dense)]
+    size = _dtype_of(*[s for s in sides if isinstance(s, Tensor)], *dense).itemsize
+    if dense:
+        return 3 * max(g.numel() for g in dense) * size
+    n = next(s.ids.shape[0] if isinstance(s, Index) else s.shape[0]
+             for s in sides if s is not None)
+
+    def rows(f: Outer) -> int:
+        s = f.left if f.left is not None else f.right
+        return 0 if s is None else (s.ids.shape[1] if isinstance(s, Index) else s.shape[1])
+
+    assert isinstance(a, Outer) and isinstance(b, Outer)
+    return 2 * n * rows(a) * rows(b) * size
+
+
 class GramCache:
     """Gram matrices of forward-side tensors shared by several layers (q/k/v read one input).
 

@@ -4,13 +4,15 @@ For a module whose own parameters have no dedicated rule, each example's input i
 the module again (``functional_call`` on a batch of one) and its output gradient is pulled back
 to the module's direct parameters with `torch.func.vjp`; `torch.func.vmap` batches this over
 examples. The per-example gradients are materialised ([B, *shape] per parameter), so the rule
-refuses, with the figure, when that would exceed `MAX_BYTES`. Exact whenever the module treats
+refuses, with the figure, when that would exceed the memory budget of the call (`BUDGET`,
+set by the engine to ``memory_budget``). Exact whenever the module treats
 examples independently (which the ghost engine assumes of the whole model anyway).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -18,17 +20,40 @@ from torch import Tensor, nn
 from torch.func import functional_call, vjp, vmap
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
-from .._common import GhostUnsupported
+from .._common import GhostUnsupported, memory_budget
 from .factors import Dense, Factor
+from .provenance import current
 
-MAX_BYTES = 2 * 1024**3
-"""Largest total size of materialised per-example gradients the generic rule accepts."""
+BUDGET: ContextVar[int | None] = ContextVar("isograd_ghost_budget", default=None)
+"""Bytes the materialised per-example gradients of one call may take (the engine sets it)."""
 
 
 def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-    """The call's arguments and which output leaves are tensors (references only)."""
+    """The call's arguments, which output leaves are tensors, and which argument leaves hold
+    one row per example (from their provenance; references only)."""
     leaves, _ = tree_flatten(output)
-    return args, kwargs, [isinstance(x, Tensor) for x in leaves]
+    return args, kwargs, [isinstance(x, Tensor) for x in leaves], example_rows(module, args, kwargs)
+
+
+def example_rows(module: nn.Module, args: tuple, kwargs: dict) -> list[bool] | None:
+    """Per argument leaf: sliced per example (True) or passed whole (False); None outside the
+    ghost forward (then a leading size equal to the batch decides)."""
+    prov = current()
+    if prov is None:
+        return None
+    rows = []
+    for x in tree_flatten((args, kwargs))[0]:
+        tag = prov.tag(x) if isinstance(x, Tensor) else None
+        if tag is not None and tag != 1:
+            raise GhostUnsupported(
+                f"the generic rule for {type(module).__name__} got an argument of shape "
+                f"{list(x.shape)} whose rows are not proven to be the examples; use method='loop'"
+            )
+        # batch-free leaves whose rows are all one (size 1, expanded under the broadcast
+        # layout, or an expand's stride 0): slicing them is harmless
+        rows.append(isinstance(x, Tensor) and (tag == 1 or (x.dim() > 0 and (
+            x.shape[0] == 1 or x.stride(0) == 0))))
+    return rows
 
 
 def _output_tensors(out: Any, is_tensor: Sequence[bool]) -> tuple[Tensor, ...]:
@@ -42,19 +67,23 @@ def generic_factors(
     """Per-example gradients of the module's own parameters `attrs`, each Dense [B, *shape]."""
     if grads is None or all(g is None for g in grads):
         return {}
-    args, kwargs, is_tensor = ctx
+    args, kwargs, is_tensor, rows = ctx
     n = next(g.shape[0] for g in grads if g is not None)
     own = dict(module.named_parameters(recurse=False))
     size = sum(own[a].numel() * own[a].element_size() for a in attrs) * n
-    if size > MAX_BYTES:
+    limit = BUDGET.get()
+    limit = memory_budget() if limit is None else limit
+    if size > limit:
         raise GhostUnsupported(
             f"the generic per-example rule for {type(module).__name__} would materialise "
-            f"{size / 1024**3:.1f} GiB of per-example gradients (limit {MAX_BYTES / 1024**3:.0f} "
-            "GiB); select fewer parameters or use method='loop'"
+            f"{size:,} bytes of per-example gradients, over the memory budget of {limit:,} "
+            "bytes (memory_budget= or $ISOGRAD_MEMORY_BUDGET); select fewer parameters or use "
+            "method='loop'"
         )
     flat, spec = tree_flatten((args, kwargs))
     batched = [
         i for i, x in enumerate(flat) if isinstance(x, Tensor) and x.dim() > 0 and x.shape[0] == n
+        and (rows is None or rows[i])
     ]
     fixed = {k: v.detach() for k, v in own.items() if k not in attrs}
     primals = {a: own[a].detach() for a in attrs}
@@ -77,6 +106,14 @@ def generic_factors(
 
     ex = [flat[i].detach() for i in batched]
     g_in = [grads[j].detach() for j in present]
-    with torch.no_grad():  # torch.func still differentiates; plain autograd records nothing
-        per = vmap(one, in_dims=(None, 0, 0))(primals, ex, g_in)
+    try:
+        with torch.no_grad():  # torch.func still differentiates; plain autograd records nothing
+            per = vmap(one, in_dims=(None, 0, 0))(primals, ex, g_in)
+    except torch.OutOfMemoryError:
+        raise
+    except RuntimeError as e:  # an op vmap cannot batch (data-dependent control flow, .item())
+        raise GhostUnsupported(
+            f"the generic per-example rule cannot run {type(module).__name__} under vmap "
+            f"({str(e).splitlines()[0][:200]}); use method='loop'"
+        ) from e
     return {a: Dense(per[a]) for a in attrs}

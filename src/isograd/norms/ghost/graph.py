@@ -73,3 +73,20 @@ def local_edges(
                 seen.add(child)
                 stack.append(child)
     return edges
+
+
+def feeds_another(starts: list[Any], first: int, last: int, reachable: set) -> bool:
+    """Whether one of a call's output nodes lies below another inside the call (an output the
+    module also used to compute another output: its tapped gradient then includes that use)."""
+    inside = [n for n in starts if n in reachable and first <= n._sequence_nr() < last]
+    targets = set(inside)
+    for start in inside:
+        stack, seen = [start], {start}
+        while stack:
+            for child in _children(stack.pop()):
+                if child in targets and child is not start:
+                    return True
+                if child not in seen and child in reachable and first <= child._sequence_nr() < last:
+                    seen.add(child)
+                    stack.append(child)
+    return False

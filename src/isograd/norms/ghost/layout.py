@@ -1,75 +1,44 @@
 """Where the examples sit in one module call, and how the rules are made to see them on dim 0.
 
-Every rule reads example b from row b of its captured tensors and output gradients. A call
-with batch size B falls in one of these layouts (anything else is refused, `GhostUnsupported`):
+Every rule reads example b from row b of its captured tensors and output gradients. Which
+tensors hold examples, and where, is read from their provenance (`provenance.py`), never from
+their shapes: a leading size that happens to equal B (a [T, d] position embedding at B == T,
+a time-major flatten) proves nothing. A call falls in one of these layouts (anything else is
+refused, `GhostUnsupported`, and ``method="auto"`` uses the loop engine):
 
-* **batched**: every output has B on dimension 0.
-* **broadcast**: the call sees no example: every tensor input and output has size 1 on dim 0
-  (GPT-2's position embedding of ``arange(T)[None]``, added to every example). Its output is
-  replaced by an expanded view ``[B, ...]``: the model adds the same numbers, and autograd then
-  delivers each example's output gradient in its own row instead of their sum. The captured
-  tensors are expanded alike (views, no copy).
-* **flattened**: every output has ``N = B·k`` rows (OPT's fc1/fc2 see ``[B·T, d]``), the rule
-  treats all middle dimensions as positions, and the input is proven example-major: it comes
-  from a reshape of a tensor with B on dim 0 (row-major, so example b owns rows b·k ... b·k+k-1),
-  possibly through row-wise ops or the output of an earlier proven call. Captured tensors and
-  output gradients are viewed as ``[B, k, ...]``. Routed tokens (mixture-of-experts layers index
-  rows) are never proven: refused.
+* **batched**: every output is example-major with one row per example.
+* **broadcast**: the call sees no example: every tensor input and output is batch-free with
+  size 1 on dim 0 (GPT-2's position embedding of ``arange(T)[None]``, added to every example).
+  Its output is replaced by an expanded view ``[B, ...]``: the model adds the same numbers, and
+  autograd then delivers each example's output gradient in its own row instead of their sum.
+  The captured tensors are expanded alike (views, no copy).
+* **flattened**: every output is example-major with ``N = B·k`` rows (OPT's fc1/fc2 see
+  ``[B·T, d]``: a row-major reshape of a tensor with the examples on dim 0, so example b owns
+  rows b·k ... b·k+k-1), and the rule treats all middle dimensions as positions. Captured
+  tensors and output gradients are viewed as ``[B, k, ...]``. Routed tokens (mixture-of-experts
+  layers index rows) and time-major rows are never proven: refused.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from torch import Tensor
+from torch import Tensor, nn
 from torch.utils._pytree import tree_flatten, tree_map
 
 from .._common import GhostUnsupported
+from .provenance import Provenance
 
 BATCHED, BROADCAST = 0, -1
 """`Layout.k` values besides the flattened factor k >= 2."""
-
-# autograd nodes that map row i of their (first) input to row i of their output, same shape
-_ROW_WISE = frozenset({
-    "ReluBackward0", "GeluBackward0", "SiluBackward0", "TanhBackward0", "SigmoidBackward0",
-    "EluBackward0", "LeakyReluBackward0", "HardtanhBackward0", "SoftplusBackward0",
-    "MishBackward0", "NativeLayerNormBackward0", "ToCopyBackward0", "CloneBackward0",
-    "NegBackward0",
-})
-_RESHAPES = frozenset({"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0"})
-_MAX_HOPS = 16
 
 
 def _leading(x: Any) -> list[int]:
     return [int(t.shape[0]) for t in tree_flatten(x)[0] if isinstance(t, Tensor) and t.dim() > 0]
 
 
-def example_major(a: Tensor, batch: int, proven: dict[Any, int]) -> bool:
-    """Whether `a`'s rows [N, ...] are example-major blocks of N/B rows (N a multiple of B)."""
-    n = int(a.shape[0])
-    if n % batch:
-        return False
-    node = a.grad_fn
-    if node is None:  # outside the graph: a contiguous view of a contiguous [B, ...] tensor
-        base = a._base
-        return (
-            base is not None and base.dim() > 0 and base.shape[0] == batch
-            and base.is_contiguous() and a.is_contiguous() and a.numel() == base.numel()
-            and a.data_ptr() == base.data_ptr()
-        )
-    for _ in range(_MAX_HOPS):
-        if node in proven:
-            return proven[node] == n
-        name = type(node).__name__
-        if name in _RESHAPES:
-            # a row-major reshape of [B, ...] into [N, ...] with B | N keeps each example's
-            # elements in one contiguous block of N/B rows
-            sizes = node._saved_self_sym_sizes
-            return len(sizes) > 0 and int(sizes[0]) == batch
-        if name not in _ROW_WISE or not node.next_functions or node.next_functions[0][0] is None:
-            return False
-        node = node.next_functions[0][0]
-    return False
+def _tensors(x: Any) -> list[Tensor]:
+    return [t for t in tree_flatten(x)[0] if isinstance(t, Tensor)]
 
 
 class Layout:
@@ -100,34 +69,55 @@ class Layout:
         return g.reshape(self.batch, self.k, *g.shape[1:])
 
 
+def require_batch_dim(module: nn.Module, x: Tensor, dims: int, exact: bool = False) -> None:
+    """`GhostUnsupported` unless `x` has at least (or, with `exact`, exactly) `dims` dimensions:
+    a rule's input without its batch dimension (an unbatched call) has no per-example rows."""
+    if x.dim() < dims or (exact and x.dim() != dims):
+        raise GhostUnsupported(
+            f"ghost needs a batch dimension first; {type(module).__name__} got shape "
+            f"{list(x.shape)}. Use method='loop'"
+        )
+
+
 def classify(
     label: str, rows_ok: bool, args: tuple, kwargs: dict, output: Any, batch: int | None,
-    proven: dict[Any, int],
+    prov: Provenance | None,
 ) -> Layout:
-    """The layout of one call (see the module docstring), or `GhostUnsupported` naming it."""
-    outs = _leading(output)
-    if batch is None or all(n == batch for n in outs):
+    """The layout of one call (see the module docstring), or `GhostUnsupported` naming it.
+
+    Read from the provenance tags of the call's tensors (`provenance.py`), not from their
+    shapes: a leading size equal to B proves nothing.
+    """
+    outs = [t for t in _tensors(output) if t.dim() > 0]
+    if batch is None or prov is None:
         return Layout(BATCHED, batch or 0)
-    ins = _leading((args, kwargs))
-    if outs and all(n == 1 for n in outs) and all(n == 1 for n in ins):
+    tags = [prov.tag(t) for t in outs]
+    ins = [prov.tag(t) for t in _tensors((args, kwargs)) if t.dim() > 0]
+    if outs and all(k == 1 for k in tags):
+        return Layout(BATCHED, batch)
+    if outs and all(k is None for k in tags + ins) and all(n == 1 for n in _leading((
+            args, kwargs, output))):
         return Layout(BROADCAST, batch)
-    first = next((t for t in tree_flatten((args, kwargs))[0] if isinstance(t, Tensor)), None)
-    n = outs[0] if outs else 0
-    if (
-        rows_ok and n > batch and n % batch == 0 and all(m == n for m in outs)
-        and first is not None and first.dim() > 0 and first.shape[0] == n
-        and example_major(first, batch, proven)
-    ):
-        return Layout(n // batch, batch)
+    if outs and all(k is None for k in tags) and all(t.shape[0] == batch for t in outs):
+        # batch-free rows, one per example (BART's arange(T).expand(B, -1) positions): exact
+        # when every use lines row b up with example b, checked once the forward is done
+        for t in outs:
+            prov.watch(t, label)
+        return Layout(BATCHED, batch)
+    k = tags[0] if tags else None
+    if rows_ok and k is not None and k >= 2 and all(t == k for t in tags):
+        return Layout(k, batch)
+    shapes = [list(t.shape) for t in outs]
     why = (
-        "its rules cannot take flattened rows" if not rows_ok and n and n % batch == 0
-        else "its rows are not proven to be example-major blocks (e.g. routed tokens of a "
-        "mixture-of-experts layer, or a sequence-first layout)" if n and n % batch == 0
-        else "the examples are not on dimension 0"
+        "its output does not come from the batch (a batch-free tensor such as pos(arange(T)) "
+        "of shape [T, d], with no example dimension)" if tags and all(t is None for t in tags)
+        else "its rules cannot take flattened rows" if k is not None and k >= 2
+        else "its rows are not proven to hold the examples in order on dimension 0 (e.g. a "
+        "sequence-first or time-major layout, or routed tokens of a mixture-of-experts layer)"
     )
     raise GhostUnsupported(
         f"ghost needs the examples on dimension 0 of every layer's output; module {label} "
-        f"produced leading sizes {outs} for a batch of {batch}: {why}. Use method='loop'"
+        f"produced shapes {shapes} for a batch of {batch}: {why}. Use method='loop'"
     )
 
 
@@ -138,12 +128,3 @@ def expand_output(output: Any, batch: int) -> Any:
         if isinstance(t, Tensor) and t.dim() > 0 and t.shape[0] == 1 else t,
         output,
     )
-
-
-def record(output: Any, layout: Layout, proven: dict[Any, int]) -> None:
-    """Remember a flattened call's output nodes: a later layer reading them is example-major."""
-    if layout.k > 1:
-        n = layout.batch * layout.k
-        for t in tree_flatten(output)[0]:
-            if isinstance(t, Tensor) and t.grad_fn is not None and t.dim() > 0 and t.shape[0] == n:
-                proven[t.grad_fn] = n

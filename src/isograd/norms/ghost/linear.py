@@ -12,13 +12,11 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from .factors import Dense, Factor, Outer, work_dtype
+from .layout import require_batch_dim
 
 
 def _rows(x: Tensor, module: nn.Module) -> Tensor:
-    if x.dim() < 2:
-        raise ValueError(
-            f"ghost needs a batch dimension first; {type(module).__name__} got shape {list(x.shape)}"
-        )
+    require_batch_dim(module, x, 2)
     return x.reshape(x.shape[0], -1, x.shape[-1])
 
 

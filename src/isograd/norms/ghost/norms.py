@@ -16,8 +16,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.func import functional_call
 
+from .._common import GhostUnsupported
 from . import generic
 from .factors import Dense, Factor, work_dtype
+from .layout import require_batch_dim
 
 
 def _affine(g: Tensor, xhat: Tensor, keep: Sequence[int], attrs: Sequence[str]) -> dict:
@@ -34,13 +36,6 @@ def _affine(g: Tensor, xhat: Tensor, keep: Sequence[int], attrs: Sequence[str]) 
     return out
 
 
-def _check(module: nn.Module, a: Tensor, min_dim: int) -> None:
-    if a.dim() < min_dim:
-        raise ValueError(
-            f"ghost needs a batch dimension first; {type(module).__name__} got {list(a.shape)}"
-        )
-
-
 def _trailing(module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | None,
               attrs: Sequence[str], normalise: Callable[[Tensor, tuple[int, ...]], Tensor]
               ) -> dict[str, Factor]:
@@ -48,7 +43,7 @@ def _trailing(module: nn.Module, a: Tensor, grads: Sequence[Tensor | None] | Non
     if grads is None or grads[0] is None:
         return {}
     shape = tuple(module.normalized_shape)
-    _check(module, a, len(shape) + 1)
+    require_batch_dim(module, a, len(shape) + 1)
     keep = range(a.dim() - len(shape), a.dim())
     return _affine(grads[0], normalise(a, shape), list(keep), attrs)
 
@@ -75,7 +70,7 @@ def group_norm_factors(
     """nn.GroupNorm: weight, bias [C] (channel dimension 1)."""
     if grads is None or grads[0] is None:
         return {}
-    _check(module, a, 2)
+    require_batch_dim(module, a, 2)
     xhat = F.group_norm(a, module.num_groups, None, None, module.eps)
     return _affine(grads[0], xhat, [1], attrs)
 
@@ -96,7 +91,7 @@ def batch_norm_factors(
     """nn.BatchNorm{1,2,3}d with running statistics: weight, bias [C]."""
     if grads is None or grads[0] is None:
         return {}
-    _check(module, a, 2)
+    require_batch_dim(module, a, 2)
     shape = [1, -1] + [1] * (a.dim() - 2)
     mean = module.running_mean.view(shape)
     rstd = torch.rsqrt(module.running_var.view(shape) + module.eps)
@@ -105,8 +100,13 @@ def batch_norm_factors(
 
 
 def capture_call(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> Any:
-    """Arguments and output of the call (references)."""
-    return args, kwargs, output
+    """Arguments and output of the call (references), and the generic rule's argument rows
+    (or why it could not take them: only needed when the broadcast rerun fails)."""
+    try:
+        rows: Any = generic.example_rows(module, args, kwargs)
+    except GhostUnsupported as e:
+        rows = e
+    return args, kwargs, output, rows
 
 
 def broadcast_factors(
@@ -123,7 +123,7 @@ def broadcast_factors(
     """
     if grads is None or grads[0] is None:
         return {}
-    args, kwargs, y = ctx
+    args, kwargs, y, rows = ctx
     g = grads[0]
     a = args[0] if args else None
     own = dict(module.named_parameters(recurse=False))
@@ -140,4 +140,6 @@ def broadcast_factors(
             got = torch.autograd.grad(y2, list(leaves.values()), g)
             return {k: Dense(v.reshape(v.shape[0], -1, v.shape[-1]).sum(1, dtype=work_dtype(v)))
                     for k, v in zip(leaves, got)}
-    return generic.generic_factors(module, (args, kwargs, [True]), grads, attrs)
+    if isinstance(rows, GhostUnsupported):
+        raise rows
+    return generic.generic_factors(module, (args, kwargs, [True], rows), grads, attrs)

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ...lm.batching import (
-    accepts,
+    batchable,
     encode_prompt,
     eval_mode,
+    forward_inputs,
     input_device,
     logits_at,
     pad,
@@ -45,14 +46,10 @@ def forward_batch(
     """
     batch = pad(seqs, 0, side="left", device=input_device(model))  # pad id 0: masked out
     t = batch["input_ids"].shape[1]
-    kwargs: dict[str, Any] = {"input_ids": batch["input_ids"],
-                              "attention_mask": batch["attention_mask"], "use_cache": False}
-    if accepts(model, "position_ids"):
-        kwargs["position_ids"] = batch["position_ids"]
-    elif len(seqs) > 1 and any(len(s) < t for s in seqs):
-        # without position ids left padding would shift positions: run the rows one by one
+    if not batchable(model, seqs):  # without position ids: the rows one by one
         parts = [forward_batch(model, [s], keep=keep, hidden=hidden) for s in seqs]
         return _stack_parts(parts, t)
+    kwargs: dict[str, Any] = {**forward_inputs(model, batch), "use_cache": False}
     if hidden:
         kwargs["output_hidden_states"] = True
     with eval_mode(model):
