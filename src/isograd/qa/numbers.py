@@ -33,10 +33,6 @@ def _small(word: str) -> tuple[int, str] | None:
     return None
 
 
-def _is_number_word(word: str) -> bool:
-    return word in SCALES or _small(word) is not None
-
-
 def numbers_to_digits(words: Sequence[str]) -> list[str]:
     """`words` with each run of number words replaced by its value in digits."""
     out: list[str] = []
