@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -168,7 +171,8 @@ def test_sigma2_must_be_a_finite_non_negative_number(sigma2, error):
 
 def test_sigma2_accepts_numeric_scalars_alike():
     ref = estimate(_mlp(3, 4), X, sigma2=0.5)
-    for s in (torch.tensor(0.5), 0.5, 1 / 2):
+    # not the plain float again (that would compare ref with itself): other scalar types
+    for s in (torch.tensor(0.5), np.float64(0.5), np.float32(0.5), Fraction(1, 2)):
         u = estimate(_mlp(3, 4), X, sigma2=s)
         assert u.sigma2 == 0.5 and torch.equal(u.epistemic, ref.epistemic)
 
