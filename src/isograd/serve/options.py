@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..lm.options import LOAD
 from ..options import Option, Options
+from ..qa.options import THREADS
 
 SERVE = LOAD + Options((
     Option("host", "127.0.0.1", "Address to listen on (127.0.0.1: this machine only)."),
@@ -26,7 +27,7 @@ SERVE = LOAD + Options((
            flag="--max-tokens"),
     Option("api_key", None, "Require 'Authorization: Bearer KEY' (or set ISOGRAD_API_KEY).",
            envvar="ISOGRAD_API_KEY"),
-    Option("threads", None, "Torch CPU threads.", type=int, min=1),
+    THREADS.replace(help="Torch CPU threads."),
 ))
 """Every option of ``isograd serve``; the Python-only ones of `run` (uncertainty, log_level)
 are its keywords."""
