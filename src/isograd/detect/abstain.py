@@ -41,6 +41,11 @@ GRID = tuple(round(0.01 * k, 2) for k in range(1, 101))
 """The candidate thresholds on P(wrong): 0.01, 0.02, ..., 1.0 (fixed before any data is seen,
 as learn-then-test requires)."""
 
+ALPHA = 0.3
+"""Default target error rate among the answered rows."""
+DELTA = 0.1
+"""Default risk that the threshold's guarantee fails."""
+
 
 @dataclass(frozen=True)
 class Threshold:
@@ -117,8 +122,8 @@ def _holm() -> type:
     return HolmEmptyNotCertified
 
 
-def choose_threshold(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float = 0.3,
-                     delta: float = 0.1) -> Threshold:
+def choose_threshold(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float = ALPHA,
+                     delta: float = DELTA) -> Threshold:
     """The largest certified answering threshold on labelled calibration rows.
 
     Args:

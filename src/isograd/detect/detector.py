@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from .abstain import Threshold, check_level, choose_threshold
+from .abstain import ALPHA, DELTA, Threshold, check_level, choose_threshold
 from .calibrate import Calibration, CalibrationMap, fit_calibrator, sigmoid
 from .features import (
     DetectorError,
@@ -277,8 +277,8 @@ def fit_detector(
     features: str | FeatureSet | Sequence[str] = FeatureSet.DEFAULT,
     calibration_rows: Sequence[Mapping[str, Any]] | None = None,
     calibration_labels: ArrayLike | None = None,
-    alpha: float = 0.3,
-    delta: float = 0.1,
+    alpha: float = ALPHA,
+    delta: float = DELTA,
     model_id: str | None = None,
     revision: str | None = None,
     calibration: str | Calibration = Calibration.NONE,

@@ -21,6 +21,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ..detect import Detector, DetectorError, FeatureSet
+from ..detect.abstain import ALPHA, DELTA
 from ..evaluate.report import read_scores
 from ..options import Option, Options
 
@@ -111,9 +112,9 @@ FIT = Options((
     Option("calibration_runs", (), "A run folder to choose the threshold on (repeatable); "
            "default: a held-back 30% of the fitting rows.", type=list[str],
            flag="--calibration", cli_default=None, coerce=lambda v: tuple(map(str, v))),
-    Option("alpha", 0.3, "Target error rate among the answered questions.", type=float,
+    Option("alpha", ALPHA, "Target error rate among the answered questions.", type=float,
            positive=True),
-    Option("delta", 0.1, "The threshold's guarantee holds with probability >= 1 - delta.",
+    Option("delta", DELTA, "The threshold's guarantee holds with probability >= 1 - delta.",
            type=float, positive=True),
     Option("features", FeatureSet.DEFAULT.value, "Feature set", choice=FeatureSet),
     Option("seed", 0, "Seed of the held-back split and the inner folds.", type=int),
