@@ -88,8 +88,9 @@ OVERRIDES: dict[str, dict] = {
 # the architecture's own reason, for those that no config here builds (checked by the sweep:
 # listed beside the last tier's error)
 OWN_REASONS: dict[str, str] = {
-    "blt": "its byte patcher and local encoder/decoder sub-configs keep sizes of their own: "
-           "over 30M parameters with every shared size tiny (no hand-written config yet)",
+    "blt": "its byte patcher, global and local encoder/decoder sub-configs keep sizes of their "
+           "own (a hash-embedding vocabulary of 500,002): over 30M parameters with every "
+           "shared size tiny; hand-written shrinks failed on their cross-attention widths",
     "cohere_compass_text": "its default config has no RoPE parameters for its own "
                            "'full_attention' layers (the model's rotary init fails)",
     "dbrx": "its default attention sub-config has no rope_theta (the model's rotary init fails)",
@@ -102,7 +103,9 @@ OWN_REASONS: dict[str, str] = {
               "exceed 30M parameters",
     "gemma4_text": "a per-layer (heterogeneous) config: head_dim varies by layer; its own "
                    "defaults exceed 30M parameters",
-    "gemma4_assistant": "its default config fails its own validation (validate_architecture)",
+    "gemma4_assistant": "its default config fails its own validation (validate_architecture: "
+                        "hidden_size_per_layer_input must be 0, its default sub-config sets "
+                        "256)",
     "gemma4_unified_assistant": "a per-layer (heterogeneous) config whose KV-sharing layer "
                                 "pattern 2 layers cannot hold",
     "inkling2_text": "computes in float32 inside (a float32 x float64 matmul): no float64 run",
