@@ -91,14 +91,18 @@ def _rerun_spread(model: nn.Module, fn: Callable, batch: Any, size: int | None,
     too: `Isolation` could not clean a tensor whose examples it cannot locate (a sequence-first
     layout, as inside nn.MultiheadAttention), so the NaN may have come from another example.
     Each is rerun alone, and its norms replace the batch's (in `per`, in place) when finite and
-    when its output alone equals its output in the batch (the model does not mix examples)."""
-    suspect = finite & ~torch.isfinite(per).all(0)
-    if size is None or int(suspect.sum()) + int((~finite).sum()) < 2:
+    when its output alone equals its output in the batch (the model does not mix examples).
+    A float16 overflow of many examples is rerun too (alone it overflows again, and the
+    float16 rescaling follows): a cost in that rare path only."""
+    bad = finite & ~torch.isfinite(per).all(0)
+    if size is None or int(bad.sum()) + int((~finite).sum()) < 2:
         return  # a single non-finite example: its own NaN, nothing spread
-    for i in torch.nonzero(suspect).flatten().tolist():
+    # every one is rerun, those with NaN rows of their own too: a padded row's NaN that the
+    # output masks out can leave the example's own gradient finite
+    for i in torch.nonzero(bad).flatten().tolist():
         one = slice_batch(batch, size, i, i + 1)
-        alone, parts, bad = loop_sq_grad_norms(model, fn, one, selected, True)
-        if bad.any() or not torch.isfinite(alone).all():
+        alone, parts, own = loop_sq_grad_norms(model, fn, one, selected, True)
+        if own.any() or not torch.isfinite(alone).all():
             continue  # its own NaN/inf: it stays non-finite
         with torch.no_grad():
             again = fn(model, one).detach().to(out.device)
