@@ -84,6 +84,10 @@ OVERRIDES: dict[str, dict] = {
     "qwen3_5_moe": dict(layer_types=["linear_attention", "full_attention"]),
     "dots1": dict(n_shared_experts=1),
     "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
+    "zamba2": dict(layers_block_type=["linear_attention", "hybrid"]),
+    # its shared transformer block is tied across hybrid layers: two of them, so 3 layers
+    "zamba": dict(num_hidden_layers=3, layers_block_type=["linear_attention", "hybrid", "hybrid"],
+                  attn_layer_period=1, attn_layer_offset=1),
 }
 # the architecture's own reason, for those that no config here builds (checked by the sweep:
 # listed beside the last tier's error)
@@ -120,8 +124,6 @@ OWN_REASONS: dict[str, str] = {
     "reformer": "its reversible layers refuse a backward outside train mode (and its axial "
                 "position factors must sum to the hidden size)",
     "xglm": "its float64 forward overflows a float conversion inside (sinusoidal positions)",
-    "zamba": "its layer pattern (mamba / hybrid) is validated against more layers than 2",
-    "zamba2": "its layer pattern (mamba / hybrid) is validated against more layers than 2",
 }
 TIERS = (
     ("tiny", {}),
