@@ -16,6 +16,7 @@ from pathlib import Path
 
 from isograd.evaluate import PAPER_TABLE2, method_label, paper_order, read_scores
 from isograd.evaluate.paper import SIGNALS
+from isograd.evaluate.render import auroc_text
 from isograd.qa.baselines import BASELINES
 from isograd.qa.evaluation import method_labels
 
@@ -30,12 +31,15 @@ MARK = ("<!-- qa-table -->", "<!-- /qa-table -->")
 
 
 def cell(e: dict | None, n: int | None = None) -> str:
-    """AUROC mean ± std; with `n` (the run's questions), the method's own n when it differs."""
-    if not e or e.get("auroc_mean") is None:
+    """The report's AUROC (on the rows ± bootstrap std, or "too few to rank"); with `n` (the
+    run's questions), the method's own n when it differs."""
+    if not e or (e.get("auroc") is None and not e.get("too_few")):
         return "–"
     own = e.get("n")
+    if e.get("too_few"):  # fewer than 30 answers of either class: no rank given
+        return f"too few to rank ({own - e['n_incorrect']} correct of {own})"
     tail = f" (n = {own})" if n is not None and own is not None and own != n else ""
-    return f"{e['auroc_mean']:.2f} ± {e['auroc_std']:.2f}{tail}"
+    return auroc_text(e) + tail
 
 
 def runs() -> dict[str, dict]:

@@ -58,6 +58,7 @@ class Option:
             while parsing too, so a ValueError it raises refuses the value there.
         coerce: a Python value -> its canonical form, checked (e.g. a list of names -> a
             tuple, each known); applied by `Options.resolve`.
+        positional: a command-line argument (``isograd fit-detector RUN_DIR...``), not a flag.
     """
 
     name: str
@@ -77,6 +78,7 @@ class Option:
     cli_default: Any = NEW
     parse: Callable[[Any], Any] | None = None
     coerce: Callable[[Any], Any] | None = None
+    positional: bool = False
 
     @property
     def cli_flag(self) -> str:
@@ -217,13 +219,16 @@ class Options:
             extra: dict[str, Any] = {}
             if o.min is not None:
                 extra["min"] = o.min
+            if o.positional:
+                extra["metavar"] = o.name.upper()
             if o.max is not None:
                 extra["max"] = o.max
             if o.envvar is not None:
                 extra["envvar"], extra["show_default"] = o.envvar, False
             decls = [o.flag] if o.flag else []  # typer derives --x (bools: --x/--no-x)
-            info = typer.Option(default, *decls, help=o.help_text(),
-                                callback=_callback(o, callbacks.get(o.name)), **extra)
+            make = typer.Argument if o.positional else typer.Option
+            info = make(default, *([] if o.positional else decls), help=o.help_text(),
+                        callback=_callback(o, callbacks.get(o.name)), **extra)
             params.append(inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY,
                                             default=info, annotation=o.type))
             notes[o.name] = o.type

@@ -31,9 +31,13 @@ NO_CUDA = not torch.cuda.is_available()
 # (id, arguments, substrings the one-line message must hold); placeholders: {F} the corpus
 # copy, {M} a tiny model folder, {RUN} an existing qa run of other options, {SCORED} an
 # existing `isograd score --out` file of another model, {PAIRS} / {QS} valid inputs,
-# {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model
+# {BLOCK} a regular file (so {BLOCK}/x cannot be created), {NOTMODEL} a folder that is no model,
+# {G} a tiny GPT-2 (512 learned positions)
 SCORE = ["score", "--quiet", "--model", "{M}"]
 QA = ["qa", "--quiet", "--model", "{M}", "--out", "{T}/new-run"]
+# {DONE}: a finished run of the tiny model on {DONE_QS}, copied into the test's folder
+DONE = ["qa", "--quiet", "--model", "{M}", "--dataset", "{DONE_QS}", "--methods", "none",
+        "--max-new-tokens", "4", "--out", "{DONE}"]
 CASES: list[tuple[str, list[str], list[str]]] = [
     # ---- isograd score: the --input file
     ("score-truncated-jsonl", [*SCORE, "--input", "{F}/pairs_truncated.jsonl", "--out", "{T}/o.jsonl"],
@@ -62,6 +66,24 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("score-out-not-writable", [*SCORE, "--input", "{PAIRS}", "--out", "{BLOCK}/o.jsonl"],
      ["'--out'", "blocker is a file"]),
     ("score-out-is-the-input", [*SCORE, "--input", "{PAIRS}", "--out", "{PAIRS}"], ["'--out'"]),
+    ("score-out-dev-null", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/null"],
+     ["'--out'", "/dev/null", "special file"]),
+    ("score-out-dev-full", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/full"],
+     ["'--out'", "/dev/full", "special file"]),
+    ("score-out-dev-stdout", [*SCORE, "--input", "{PAIRS}", "--out", "/dev/stdout"],
+     ["'--out'", "/dev/stdout", "special file"]),
+    ("score-input-is-a-folder", [*SCORE, "--input", "{RUN}", "--out", "{T}/o.jsonl"],
+     ["'--input'", "not a regular file"]),
+    ("score-prompt-longer-than-context", ["score", "--quiet", "--model", "{G}", "--input",
+                                          "{F}/pairs_prompt_too_long.jsonl", "--out", "{T}/o.jsonl"],
+     ["pairs_prompt_too_long.jsonl", "pair 'long'", "context of 512 positions"]),
+    ("score-pair-over-memory-budget", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                       "--memory-budget", "1000"],
+     ["pair 'a'", "memory budget", "--memory-budget"]),
+    ("score-memory-budget-zero", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                  "--memory-budget", "0"], ["'--memory-budget'"]),
+    ("score-fsdp-with-trace", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl", "--shard",
+                               "fsdp", "--trace"], ["--shard fsdp", "--trace"]),
     ("score-prompt-without-as-question", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
                                           "--prompt", "plain"], ["'--prompt'", "--as-question"]),
     # ---- isograd score: options
@@ -134,6 +156,13 @@ CASES: list[tuple[str, list[str], list[str]]] = [
                                         "semantic_entropy.entailment=ngram"], ["'--option'", "semantic_entropy"]),
     ("qa-malformed-option", [*QA, "--dataset", "{QS}", "--option", "semantic_entropy"],
      ["'--option'", "METHOD.KEY=VALUE"]),
+    ("qa-llm-judge-unconfigured", [*QA, "--dataset", "{QS}", "--judge", "llm"],
+     ["judge='llm'", "ISOGRAD_JUDGE_URL", "--judge"]),
+    ("qa-prompt-longer-than-context", ["qa", "--quiet", "--model", "{G}", "--out", "{T}/new-run",
+                                       "--dataset", "{F}/questions_prompt_too_long.jsonl"],
+     ["question 'long'", "context of 512 positions"]),
+    ("qa-out-dev-null", ["qa", "--quiet", "--dataset", "{QS}", "--out", "/dev/null"],
+     ["'--out'", "special file"]),
     ("qa-unknown-judge", [*QA, "--dataset", "{QS}", "--judge", "vibes"], ["'--judge'", "vibes"]),
     ("qa-unknown-prompt", [*QA, "--dataset", "{QS}", "--prompt", "long"], ["'--prompt'", "short"]),
     ("qa-unknown-dtype", [*QA, "--dataset", "{QS}", "--dtype", "int4"], ["--dtype", "int4"]),
@@ -141,6 +170,10 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("qa-limit-zero", [*QA, "--dataset", "{QS}", "--limit", "0"], ["'--limit'"]),
     ("qa-k-zero", [*QA, "--dataset", "{QS}", "--k", "0"], ["'--k'"]),
     ("qa-subset-zero", [*QA, "--dataset", "{QS}", "--subset", "0"], ["'--subset'"]),
+    ("qa-method-subset-of-a-cheap-method", [*QA, "--dataset", "{QS}", "--method-subset", "msp=3"],
+     ["'--method-subset'", "'msp'", "every question"]),
+    ("qa-method-subset-not-a-number", [*QA, "--dataset", "{QS}", "--method-subset", "p_true=many"],
+     ["'--method-subset'", "positive integer"]),
     ("qa-trace-subset-without-trace", [*QA, "--dataset", "{QS}", "--trace-subset", "3"],
      ["trace_subset", "needs trace=True"]),
     ("qa-trace-stage-without-trace", [*QA, "--dataset", "{QS}", "--stage", "trace"],
@@ -151,6 +184,31 @@ CASES: list[tuple[str, list[str], list[str]]] = [
     ("qa-model-not-a-model", ["qa", "--dataset", "{QS}", "--out", "{T}/r", "--model", "{NOTMODEL}"],
      ["'--model'", "not a model folder"]),
     ("qa-missing-dataset", ["qa", "--out", "{T}/r"], ["'--dataset'"]),
+    # ---- detectors: isograd qa --detector on a finished run, isograd score --detector,
+    # isograd fit-detector
+    *[(f"qa-detector-{name}", [*DONE, "--detector", f"{{F}}/{file}"], expect)
+      for name, file, expect in (
+          ("corrupt", "detector_corrupt.json", ["corrupt detector file"]),
+          ("future-version", "detector_future_version.json", ["format 99", "newer"]),
+          ("missing-feature", "detector_missing_feature.json", ["'no_such_field'", "missing"]),
+          ("other-model", "detector_other_model.json", ["'other-model'", "allow_model_mismatch"]))],
+    ("score-detector-corrupt", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                "--detector", "{F}/detector_corrupt.json"], ["corrupt detector file"]),
+    ("score-detector-missing-feature", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                        "--detector", "{F}/detector_missing_feature.json"],
+     ["'no_such_field'", "isograd score rows"]),
+    ("score-detector-other-model", [*SCORE, "--input", "{PAIRS}", "--out", "{T}/o.jsonl",
+                                    "--detector", "{F}/detector_other_model.json"], ["'other-model'"]),
+    ("fit-detector-unlabelled-run", ["fit-detector", "{F}/run_unlabelled", "--out", "{T}/d.json"],
+     ["run_unlabelled", "no 'correct' label"]),
+    ("fit-detector-missing-feature", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                      "{T}/d.json", "--features", "model-agnostic"],
+     ["'grad_log_p'", "missing"]),
+    ("fit-detector-not-a-run", ["fit-detector", "{T}", "--out", "{T}/d.json"], ["no scores.jsonl"]),
+    ("fit-detector-alpha-above-one", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                      "{T}/d.json", "--alpha", "1.5"], ["alpha"]),
+    ("fit-detector-unknown-features", ["fit-detector", "{F}/run_missing_feature", "--out",
+                                       "{T}/d.json", "--features", "all"], ["'--features'", "model-agnostic"]),
     # ---- isograd validate
     ("validate-unknown-problem", ["validate", "--out", "{T}/v", "--problems", "binary_linear,moons"],
      ["'--problems'", "moons", "binary_xor"]),
@@ -168,8 +226,28 @@ def model_dir(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("tiny"))
 
 
+@pytest.fixture(scope="module")
+def finished(model_dir, tmp_path_factory):
+    """A finished `isograd qa` run of the tiny model (the questions file, the run folder)."""
+    from isograd.qa.pipeline import run_qa
+
+    root = tmp_path_factory.mktemp("finished")
+    qs = root / "qs.jsonl"
+    qs.write_text("".join(json.dumps({"question": f"What is {i} plus {i}?", "answers": [str(2 * i)]})
+                          + "\n" for i in range(4)))
+    run_qa(root / "run", model=str(model_dir), dataset=str(qs), methods=(), max_new_tokens=4,
+           progress=False)
+    return qs, root / "run"
+
+
+@pytest.fixture(scope="module")
+def gpt2_dir(tmp_path_factory):
+    """A tiny GPT-2: a learned table of 512 positions, so a longer sequence cannot run."""
+    return save_tiny(tmp_path_factory.mktemp("gpt2"), kind="gpt2")
+
+
 @pytest.fixture
-def world(tmp_path, model_dir):
+def world(tmp_path, model_dir, gpt2_dir, finished):
     """The corpus copy, valid inputs and the existing outputs a failing command must not touch."""
     corpus = tmp_path / "fuzz"
     shutil.copytree(CORPUS, corpus)
@@ -190,7 +268,10 @@ def world(tmp_path, model_dir):
     notmodel = tmp_path / "notmodel"
     notmodel.mkdir()
     (notmodel / "config.json").write_text('{"model_type": "llama"}')
-    return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "RUN": str(run),
+    shutil.copytree(finished[1], tmp_path / "done")
+    return {"F": str(corpus), "T": str(tmp_path), "M": str(model_dir), "G": str(gpt2_dir),
+            "RUN": str(run),
+            "DONE": str(tmp_path / "done"), "DONE_QS": str(finished[0]),
             "SCORED": str(scored), "PAIRS": str(pairs), "QS": str(qs),
             "BLOCK": str(tmp_path / "blocker"), "NOTMODEL": str(notmodel)}
 
@@ -220,6 +301,8 @@ def test_corpus_is_large_enough():
 def test_bad_input_one_line_exit_2_nothing_changed(world, tmp_path, monkeypatch, capsys, args, expect):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("ISOGRAD_DEBUG", raising=False)
+    for var in ("ISOGRAD_JUDGE_URL", "ISOGRAD_JUDGE_MODEL"):  # the LLM judge unconfigured
+        monkeypatch.delenv(var, raising=False)
     before = _snapshot(tmp_path)
     with pytest.raises(SystemExit) as ei:
         main([a.format(**world) for a in args])
@@ -227,7 +310,8 @@ def test_bad_input_one_line_exit_2_nothing_changed(world, tmp_path, monkeypatch,
     assert _snapshot(tmp_path) == before  # every file byte-identical, and no new file
 
 
-@pytest.mark.parametrize("case", ["score-truncated-jsonl", "qa-registered-dataset-bad-copy"])
+@pytest.mark.parametrize("case", ["score-truncated-jsonl", "qa-registered-dataset-bad-copy",
+                                  "fit-detector-unlabelled-run"])
 def test_real_process(world, tmp_path, case):
     """The installed entry point as a user runs it (a warning, if any, is one line too)."""
     args, expect = next(c[1:] for c in CASES if c[0] == case)

@@ -49,12 +49,59 @@ def test_merge_orders_by_input_keeps_extras_and_removes_parts(tmp_path):
     assert dd.part_files(out) == [] and (tmp_path / "s.jsonl.partial").exists()
 
 
-def test_merge_refuses_a_duplicated_id_naming_both_files(tmp_path):
+def test_merge_refuses_a_conflicting_duplicate_naming_both_files(tmp_path):
     out = tmp_path / "s.jsonl"
     write(out, ["a"])
-    write(tmp_path / "s.jsonl.part1", ["a"])
-    with pytest.raises(ValueError, match=r"'a'.*s\.jsonl.*s\.jsonl\.part1"):
+    (tmp_path / "s.jsonl.part1").write_text(json.dumps({"id": "a", "v": "other"}) + "\n")
+    with pytest.raises(ValueError, match=r"'a'.*s\.jsonl.*s\.jsonl\.part1.*different"):
         dd.merge(out, ["a"])
+    assert (tmp_path / "s.jsonl.part1").exists()  # nothing removed
+
+
+def test_merge_keeps_one_copy_of_an_identical_duplicate(tmp_path):
+    out = tmp_path / "s.jsonl"
+    write(out, ["a", "b"])
+    write(tmp_path / "s.jsonl.part0", ["b"])
+    assert dd.merge(out, ["a", "b"]) == 2
+    assert [json.loads(x) for x in out.read_text().splitlines()] == [
+        {"id": "a", "v": "a"}, {"id": "b", "v": "b"}]
+
+
+KILLED_MERGE = """
+import os, signal, sys
+from pathlib import Path
+import isograd.rows.ranks as dd
+real = dd.rewrite_rows
+def rewrite_then_die(path, rows):
+    real(path, rows)
+    os.kill(os.getpid(), signal.SIGKILL)  # between rewriting the output and removing the parts
+dd.rewrite_rows = rewrite_then_die
+dd.merge(Path(sys.argv[1]), ["a", "b", "c", "d"])
+"""
+
+
+def test_merge_killed_between_its_two_steps_then_rerun(tmp_path):
+    """A real kill (SIGKILL) after the output is rewritten, before the parts are removed: every
+    row is then in both places; the rerun merges to the file an uninterrupted merge writes."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "s.jsonl"
+    write(out, ["c"])
+    write(tmp_path / "s.jsonl.part0", ["a", "d"])
+    write(tmp_path / "s.jsonl.part1", ["b"])
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for f in ("s.jsonl", "s.jsonl.part0", "s.jsonl.part1"):
+        (ref / f).write_bytes((tmp_path / f).read_bytes())
+    proc = subprocess.run([sys.executable, "-c", KILLED_MERGE, str(out)])
+    assert proc.returncode == -9
+    assert len(dd.part_files(out)) == 2 and len(dd.read_all(out)) == 7  # in both places
+    assert dd.merge(out, ["a", "b", "c", "d"]) == 4
+    assert dd.merge(ref / "s.jsonl", ["a", "b", "c", "d"]) == 4
+    assert out.read_bytes() == (ref / "s.jsonl").read_bytes()
+    assert [json.loads(x)["id"] for x in out.read_text().splitlines()] == ["a", "b", "c", "d"]
+    assert dd.part_files(out) == []
 
 
 def test_outside_torchrun_one_rank_and_no_sharding(monkeypatch):

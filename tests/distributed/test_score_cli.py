@@ -156,3 +156,23 @@ def test_killed_rank_fails_the_job_and_rerun_under_one_process_finishes(
     assert f"scored {N_PAIRS - kept} pair(s)" in proc.stdout
     assert_same(read(out), single)
     assert not list(tmp_path.glob("scores.jsonl.part*"))
+
+
+def test_changed_answers_rescored_under_two_processes(folder, pairs, single, readme, tmp_path):
+    """Two answers changed keeping their ids (one in each rank's share of the rerun): both rows
+    recomputed under two processes, every other row kept, each id once in the merged file."""
+    out = tmp_path / "scores.jsonl"
+    first = read(pairs)
+    for i in (2, 5):
+        first[i] = {**first[i], "answer": " something else"}
+    edited = tmp_path / "edited.jsonl"
+    edited.write_text("".join(json.dumps(r) + "\n" for r in first))
+    assert run(score_args(folder, edited, out)).returncode == 0
+    stale = {r["id"]: r for r in read(out)}
+    proc = run(variant(readme["one node"], pairs, out, folder, nproc=2)[:-1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "scored 2 pair(s)" in proc.stdout
+    got = read(out)
+    assert_same(got, single)  # q2 and q5 now hold the pairs' real answers
+    assert [r for r in got if r["id"] not in ("q2", "q5")] == [
+        stale[r["id"]] for r in got if r["id"] not in ("q2", "q5")]

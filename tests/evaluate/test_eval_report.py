@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -143,7 +144,8 @@ def test_single_class_gives_no_auroc_but_no_crash():
 def test_write_report(tmp_path, rows, metrics):
     # the caller names the baselines (evaluate imports no qa): here a hand-written label
     written = write_report(tmp_path, metrics, rows, labels={"semantic_entropy": "SE, by hand"})
-    assert [p.name for p in written] == ["metrics.json", "report.md", "roc.png", "risk_coverage.png"]
+    assert [p.name for p in written] == ["metrics.json", "report.md", "answers.md", "roc.png",
+                                         "risk_coverage.png"]
     loaded = json.loads((tmp_path / "metrics.json").read_text())  # strict JSON: NaN would fail below
     assert loaded["n"] == metrics["n"] and "NaN" not in (tmp_path / "metrics.json").read_text()
     assert loaded["methods"]["combined"]["auroc_mean"] == pytest.approx(metrics["methods"]["combined"]["auroc_mean"])
@@ -152,7 +154,8 @@ def test_write_report(tmp_path, rows, metrics):
     assert "Grünefeld" in md and "isograd qa --x" in md
     assert "| SE, by hand | not run" in md  # every Table-2 row shown, under the given label
     c = metrics["methods"]["combined"]
-    assert f"{c['auroc_mean']:.2f} ± {c['auroc_std']:.2f}" in md
+    # one AUROC everywhere: the plain AUROC on the rows, ± the bootstrap std
+    assert f"| {c['label']} | {c['auroc']:.2f} ± {c['auroc_std']:.2f} |" in md
     assert (tmp_path / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -161,6 +164,59 @@ def test_markdown_for_dataset_without_paper_numbers(rows):
     md = render_markdown(m)
     assert "reports no numbers" in md and "0.63 ± 0.08" not in md
     assert "paper_auroc_mean" not in m["methods"]["combined"]
+    header = next(ln for ln in md.splitlines() if ln.startswith("| method |"))
+    assert "paper" not in header  # no column the paper cannot fill
+    assert all(ln.count("|") == header.count("|") for ln in md.splitlines()
+               if ln.startswith("| ") and "---" not in ln and "AUROC" not in ln)
+
+
+def test_too_few_of_either_class_is_not_ranked():
+    rows = make_rows(200, seed=3)
+    for i, r in enumerate(rows):  # p_true only on the first 40 rows: few of one class at most
+        if i >= 40:
+            r["p_true"] = None
+    m = evaluate(rows, METHODS, dataset="truthfulqa-gen")
+    y = [not r["correct"] for r in rows[:40]]
+    few = min(sum(y), 40 - sum(y)) < 30  # 40 rows cannot hold 30 of each class
+    assert few and m["methods"]["p_true"]["too_few"] is True
+    assert m["methods"]["epistemic"]["too_few"] is False  # 200 rows, both classes >= 30
+    md = render_markdown(m)
+    line = next(ln for ln in md.splitlines() if ln.startswith("| p_true |"))
+    assert f"too few to rank ({40 - sum(y)} correct, {sum(y)} incorrect)" in line
+    assert "± 0.00" not in line
+
+
+def test_answers_worst_first_and_roc_styles(tmp_path, rows, metrics, monkeypatch):
+    import isograd.evaluate.render as R
+
+    seen = {}
+    real = R.finish
+
+    def spy(fig, ax, path, **kw):
+        name = Path(path).name
+        seen[name] = [(str(ln.get_color()), ln.get_linestyle()) for ln in ax.get_lines()[1:]]
+        seen["legend"] = kw["legend"]
+        real(fig, ax, path, **kw)
+
+    import isograd.evaluate.curves as C
+
+    monkeypatch.setattr(R, "finish", spy)
+    monkeypatch.setattr(C, "finish", spy)
+    judged = [{**r, "p_error": float(k % 7) / 7} for k, r in enumerate(rows)]
+    write_report(tmp_path, metrics, judged)
+    for fig in ("roc.png", "risk_coverage.png"):  # no two curves alike, the legend outside
+        assert len(set(seen[fig])) == len(seen[fig]) >= 4 and len({s for _, s in seen[fig]}) > 1
+    assert seen["legend"]["bbox_to_anchor"][0] > 1
+    table = [ln.split(" | ") for ln in (tmp_path / "answers.md").read_text().splitlines()
+             if ln.startswith("| ") and ln[2].isdigit()]
+    assert len(table) == len(rows)
+    # without a detector in the metrics the order is the combined score's (worst first)
+    from isograd.evaluate.table import oriented_columns
+
+    _, cols = oriented_columns(rows, metrics)
+    want = [rows[i]["question"] for i in np.argsort(-cols["combined"], kind="stable")]
+    assert [t[1] for t in table] == want
+    assert {t[3].strip(" |") for t in table} == {"correct", "wrong"}
 
 
 def test_read_scores(tmp_path, rows):

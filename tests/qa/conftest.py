@@ -26,9 +26,15 @@ def no_cost(rows):
             for r in rows]
 
 
+def no_fp(rows):
+    """Rows without their input fingerprints (which hold the options as given, e.g. a model
+    by name or by folder, and which rows written before they existed lack)."""
+    return [{k: v for k, v in r.items() if k != "input_fp"} for r in rows]
+
+
 def stage_rows(out):
-    """Every stage file's rows (timings dropped), and the joined view's."""
-    return {s: no_cost(read_rows(out / f"{s}.jsonl")) for s in (*STAGE_FILES, "scores")}
+    """Every stage file's rows (timings and fingerprints dropped), and the joined view's."""
+    return {s: no_fp(no_cost(read_rows(out / f"{s}.jsonl"))) for s in (*STAGE_FILES, "scores")}
 
 
 @pytest.fixture(scope="session")

@@ -303,7 +303,8 @@ def test_cache_dir_matches_lm_models(monkeypatch):
 
 @pytest.mark.parametrize("name, n", [("truthfulqa-gen", 817), ("truthfulqa-mc1", 817),
                                      ("triviaqa", 3000), ("triviaqa-150", 150),
-                                     ("nq-open", 3610)])
+                                     ("nq-open", 3610), ("arc-easy-train", 2251),
+                                     ("arc-easy-validation", 570), ("arc-easy-test", 2376)])
 def test_packaged_files_row_counts_and_versions(monkeypatch, name, n):
     import warnings
 
@@ -320,6 +321,8 @@ def test_packaged_files_row_counts_and_versions(monkeypatch, name, n):
     assert any(f.name.startswith("LICENSE") for f in path.parent.iterdir())
     if name == "truthfulqa-gen":
         assert all(q.incorrect for q in qs)
+    if name.startswith("arc-easy"):
+        assert all(q.options[q.label] == q.answers[0] for q in qs)
     if name == "truthfulqa-mc1":
         assert all(q.options[q.label] == q.answers[0] for q in qs)
         gen_ids = {q.id for q in load_dataset("truthfulqa-gen")}
@@ -344,3 +347,55 @@ def test_real_truthfulqa_v0_is_a_known_version(monkeypatch):
         warnings.simplefilter("error")
         qs = load_dataset("truthfulqa-gen", data=V0 / "TruthfulQA.csv")
     assert len(qs) == 817
+
+
+# --------------------------------------------------------------------- ARC-Easy
+
+
+def test_arc_easy_sha256_options_and_labels_from_the_raw_lines(monkeypatch):
+    import hashlib
+    import json
+    import re
+    from collections import Counter
+
+    monkeypatch.setattr(D, "PACKAGED_DATA", PACKAGED)
+    readme = (PACKAGED / "arc_easy" / "README.md").read_text()
+    for split in ("train", "validation", "test"):
+        path = PACKAGED / "arc_easy" / f"ARC-Easy-{split}.jsonl"
+        row = re.search(rf"\| ARC-Easy-{split}\.jsonl \| (\d+) \| (\d+) \| ([0-9a-f]{{64}}) \|", readme)
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == row.group(3)
+        assert DATASETS[f"arc-easy-{split}"].sha256 == {row.group(3): "ai2_arc"}
+        raw = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+        qs = load_dataset(f"arc-easy-{split}")
+        assert len(qs) == len(raw) == int(row.group(2))
+        for q, r in zip(qs, raw):  # the key's text is the label's option; ids from the file
+            assert q.id == f"arc-{r['id']}" and q.dataset == f"arc-easy-{split}"
+            assert q.options[q.label] == r["choices"]["text"][r["choices"]["label"].index(r["answerKey"])]
+            assert len(q.options) == len(r["choices"]["text"]) and len(q.incorrect) == len(q.options) - 1
+        if split == "test":
+            assert Counter(len(q.options) for q in qs) == {4: 2365, 3: 7, 5: 4}
+
+
+@pytest.mark.parametrize("rec, msg", [
+    ({"id": "a", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]},
+      "answerKey": "C"}, "'answerKey'"),
+    ({"id": "a", "question": "Q?", "choices": {"text": ["x", "y"], "label": ["A"]},
+      "answerKey": "A"}, "2 texts but 1 labels"),
+    ({"id": "a", "question": "Q?", "choices": {"text": ["x", 3], "label": ["A", "B"]},
+      "answerKey": "A"}, "'choices.text'"),
+    ({"question": "Q?", "choices": {"text": ["x", "y"], "label": ["A", "B"]}, "answerKey": "A"},
+     "'id'"),
+])
+def test_arc_malformed_line_names_file_line_and_field(tmp_path, rec, msg):
+    import json
+
+    good = {"id": "ok", "question": "Fine?", "choices": {"text": ["a", "b"], "label": ["1", "2"]},
+            "answerKey": "2"}
+    p = tmp_path / "arc.jsonl"
+    p.write_text(json.dumps(good) + "\n" + json.dumps(rec) + "\n")
+    with pytest.raises(DatasetError, match=msg) as e:
+        load_dataset("arc-easy-test", data=p)
+    assert "arc.jsonl:2" in str(e.value)
+    p.write_text(json.dumps(good) + "\n" + json.dumps(good) + "\n")
+    with pytest.raises(DatasetError, match="duplicate id 'ok'"):
+        load_dataset("arc-easy-test", data=p)

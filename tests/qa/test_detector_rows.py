@@ -59,3 +59,49 @@ def test_folders_without_labels_are_refused(tmp_path):
     (copy / "config.json").write_text("{broken")
     with pytest.raises(RunLabelsError, match="invalid JSON"):
         run_rows(copy)
+
+
+def synthetic_run(tmp_path, name, n, seed):
+    from ..detect.rows import synthetic_rows
+
+    rows, correct = synthetic_rows(n, seed=seed)
+    return make_run(tmp_path, name, [{**r, "correct": bool(c)} for r, c in zip(rows, correct)]), rows, correct
+
+
+def test_fit_detector_command_writes_what_fit_detector_fits(tmp_path, capsys):
+    from isograd.cli import main
+    from isograd.detect import load_detector
+
+    run, rows, correct = synthetic_run(tmp_path, "fit", 400, 0)
+    cal, crows, ccorrect = synthetic_run(tmp_path, "cal", 300, 1)
+    out = tmp_path / "det.json"
+    with pytest.raises(SystemExit) as e:
+        main(["fit-detector", str(run), "--out", str(out), "--calibration", str(cal),
+              "--alpha", "0.45", "--delta", "0.2", "--features", "model-agnostic"])
+    assert e.value.code == 0
+    want = fit_detector(rows, correct, features="model-agnostic", calibration_rows=crows,
+                        calibration_labels=ccorrect, alpha=0.45, delta=0.2, model_id="tiny")
+    got = load_detector(out)
+    assert got.to_dict() == want.to_dict()
+    assert got.threshold.n_calibration == 300 and got.threshold.threshold is not None
+    line = capsys.readouterr().out.strip()
+    assert f"P(wrong) <= {want.threshold.threshold:.2f}" in line and "\n" not in line
+
+
+def test_fit_detector_defaults_and_no_threshold_line(tmp_path, capsys):
+    from isograd.cli import main
+    from isograd.detect import CALIBRATION_SHARE, load_detector
+    from isograd.qa.detector_rows import FIT, fit_runs
+
+    assert (FIT["alpha"].default, FIT["delta"].default) == (0.3, 0.1)
+    run, rows, correct = synthetic_run(tmp_path, "fit", 400, 0)
+    with pytest.raises(SystemExit) as e:
+        main(["fit-detector", str(run), "--out", str(tmp_path / "d.json"), "--alpha", "0.01"])
+    assert e.value.code == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(err) == 1 and "no threshold" in err[0] and "alpha=0.01" in err[0]
+    det = load_detector(tmp_path / "d.json")
+    assert det.threshold.threshold is None and det.predict(rows).abstain.all()
+    assert det.threshold.n_calibration == round(CALIBRATION_SHARE * 400)
+    again = fit_runs(run, tmp_path / "d2.json", alpha=0.01)
+    assert again.to_dict() == det.to_dict()

@@ -160,3 +160,47 @@ def test_score_file_writes_signals_and_profiles(lm, tmp_path):
         assert len(r["token_epistemic"]) == r["n_tokens"] and "by_layer" in r
     with pytest.raises(ValueError, match="covariance=.layer-scaled."):
         score_file(pairs, out, loaded=lm, progress=False)  # other options into the same file
+
+
+def test_method_subsets_give_each_costly_method_its_own_n(lm, nq_file, tmp_path):
+    """--method-subset: each listed baseline on its own first N, the samples on the largest N of
+    the methods that read them, every other method (MSP, mean token entropy) on all."""
+    from isograd.qa.options import QAConfig, method_subsets
+
+    out = tmp_path / "per-method"
+    per = {"p_true": 2, "semantic_entropy": 3, "naive_entropy": 1}
+    m = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm, method_subsets=per, **KW)
+    ids = [r["id"] for r in read_rows(out / "generate.jsonl")]
+    assert len(ids) == 6 and len(read_rows(out / "score.jsonl")) == 6
+
+    def stage_ids(stage):
+        return [r["id"] for r in read_rows(out / f"{stage}.jsonl")]
+
+    for name, n in per.items():
+        assert stage_ids(f"baseline-{name}") == ids[:n] and m["methods"][name]["n"] == n
+    assert stage_ids("samples") == ids[:3]  # naive (1) and semantic entropy (3) read them
+    for cheap in ("msp", "mean_token_entropy"):
+        assert stage_ids(f"baseline-{cheap}") == ids and m["methods"][cheap]["n"] == 6
+    assert m["methods"]["epistemic"]["n"] == 6
+    assert m["config"]["method_subsets"] == per
+    assert QAConfig.from_json(m["config"]).method_subsets == per
+    assert "`--method-subset`: P(True) 2" in (out / "report.md").read_text()
+    # a larger N for one method computes only its new rows; the others stay byte for byte
+    before = {s: (out / f"{s}.jsonl").read_text() for s in ("baseline-p_true", "samples",
+                                                            "baseline-semantic_entropy")}
+    m2 = run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm,
+                method_subsets={**per, "p_true": 5}, **KW)
+    assert stage_ids("baseline-p_true") == ids[:5] and m2["methods"]["p_true"]["n"] == 5
+    assert (out / "baseline-p_true.jsonl").read_text().startswith(before["baseline-p_true"])
+    for s in ("samples", "baseline-semantic_entropy"):
+        assert (out / f"{s}.jsonl").read_text() == before[s]
+    assert method_subsets("p_true=500, semantic_entropy=20") == {"p_true": 500,
+                                                                  "semantic_entropy": 20}
+    for bad, msg in (("msp=3", "always covers every question"), ("p_true=0", "positive"),
+                     ("p_true=x", "positive"), ("oracle=3", "allowed: p_true"),
+                     ("p_true", "METHOD=N")):
+        with pytest.raises(ValueError, match=msg):
+            method_subsets(bad)
+    with pytest.raises(ValueError, match="does not run"):
+        run_qa(out, dataset="nq-open", data=str(nq_file), loaded=lm,
+               method_subsets={"p_true": 2}, **{**KW, "methods": ("msp",)})

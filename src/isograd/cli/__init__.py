@@ -25,6 +25,7 @@ from .checks import (
     INPUT_ERRORS,
     debug,
     fail,
+    in_file,
     model_name,
     one_line_errors,
     optional,
@@ -139,6 +140,9 @@ def _qa(*, out: str | None, convert: str | None, quiet: bool, **options: Any) ->
     with quieted(quiet):
         metrics = run_qa(out, **options, progress=not quiet,
                          command="isograd " + shlex.join(sys.argv[1:]))
+    det = (metrics or {}).get("detector")
+    if det and det["threshold"] is None:  # said even with --quiet: it changes every row
+        typer.echo(f"warning: {_no_threshold(options['detector'])}", err=True)
     if quiet:
         return
     stage = options.get("stage", "all")
@@ -173,6 +177,34 @@ def _score(*, input: str, out: str, quiet: bool, **options: Any) -> None:
     if not quiet and int(os.environ.get("RANK", "0")) == 0:
         where = f" by {os.environ['WORLD_SIZE']} processes" if launched() else ""
         typer.echo(f"scored {n} pair(s) into {out}{where}")
+    if options.get("detector") and _no_threshold(options["detector"]):
+        typer.echo(f"warning: {_no_threshold(options['detector'])}", err=True)
+
+
+def _no_threshold(path: str) -> str | None:
+    """The one line saying a detector file has no threshold (every row abstains), else None."""
+    from ..detect import load_detector
+
+    return load_detector(path, allow_model_mismatch=True).abstains_always()
+
+
+def _fit_detector(*, run_dirs: list[str], out: str, quiet: bool, **options: Any) -> None:
+    """Fit a detector of wrong answers on finished `isograd qa` run folders; write its JSON.
+
+    The threshold (answer when P(wrong) <= t) is chosen on the --calibration runs, else on a
+    held-back 30% of the fitting rows, so that the error rate among the answered is at most
+    alpha with probability >= 1 - delta (MAPIE learn-then-test).
+    """
+    from ..qa.detector_rows import fit_runs
+
+    det = fit_runs(run_dirs, out, **{k: v for k, v in options.items() if v is not None})
+    t = det.threshold
+    if t.threshold is None:
+        typer.echo(f"warning: {det.abstains_always()}; wrote {out}", err=True)
+    elif not quiet:
+        typer.echo(f"wrote {out}: answer when P(wrong) <= {t.threshold:.2f} (on {t.n_calibration}"
+                   f" calibration rows: coverage {t.coverage:.2f}, error {t.error:.2f}; alpha "
+                   f"{t.alpha:g}, delta {t.delta:g})")
 
 
 def _serve(*, detector: str | None, **options: Any) -> None:
@@ -213,9 +245,14 @@ def _commands() -> None:
     app.command(name="qa")(one_line_errors(qa_cli.typer_command(
         _qa, doc=_qa.__doc__ or "", callbacks={**CALLBACKS, "out": optional(out_dir)})))
     app.command(name="score")(one_line_errors(score_cli.typer_command(
-        _score, doc=_score.__doc__ or "", callbacks={**CALLBACKS, "out": out_file})))
+        _score, doc=_score.__doc__ or "",
+        callbacks={**CALLBACKS, "out": out_file, "input": in_file})))
     app.command(name="serve")(one_line_errors(SERVE.typer_command(
         _serve, doc=_serve.__doc__ or "", callbacks=CALLBACKS)))
+    from ..qa.detector_rows import FIT
+
+    app.command(name="fit-detector")(one_line_errors((FIT + Options((QUIET,))).typer_command(
+        _fit_detector, doc=_fit_detector.__doc__ or "", callbacks={"out": out_file})))
 
 
 _commands()

@@ -95,9 +95,26 @@ def problem_names(values: Sequence[str] | None) -> list[str]:
     return names
 
 
+SPECIAL_ROOTS = ("/dev/", "/proc/", "/sys/")
+"""Where files are devices, pipes or views of a process, never an output (/dev/shm aside)."""
+
+
+def special_file(p: Path) -> bool:
+    """`p` (or what its links point to) is a device, pipe, socket or terminal: /dev/null
+    swallows the rows, /dev/full grows forever, /dev/stdout cannot be rewritten or resumed."""
+    where = [str(p.absolute()), os.path.realpath(p)]
+    if any(w.startswith(SPECIAL_ROOTS) and not w.startswith("/dev/shm/") for w in where):
+        return True
+    return p.exists() and not (p.is_file() or p.is_dir())
+
+
 def writable(value: str, *, folder: bool) -> str:
-    """`value` can be written as a file (folder=False) or a folder: checked before any work."""
+    """`value` can be written as a file (folder=False) or a folder: checked before any work.
+    Special files (`special_file`) are refused: an output must be a regular file or folder."""
     p = Path(value).expanduser()
+    if special_file(p):
+        raise typer.BadParameter(f"{value} is a special file (a device, pipe or terminal); "
+                                 f"expected a regular {'folder' if folder else 'file'}")
     if p.exists() and p.is_dir() != folder:
         raise typer.BadParameter(f"{value} is a {'file' if folder else 'folder'}; expected a "
                                  f"{'folder' if folder else 'file'}")
@@ -126,6 +143,15 @@ def out_dir(value: str) -> str:
 
 def out_file(value: str) -> str:
     return writable(value, folder=False)
+
+
+def in_file(value: str) -> str:
+    """An input file: a regular file (a folder or special file is refused; a missing one is
+    the core function's error, naming it)."""
+    p = Path(value).expanduser()
+    if special_file(p) or (p.exists() and not p.is_file()):
+        raise typer.BadParameter(f"{value} is not a regular file")
+    return value
 
 
 def positive(value: float | None) -> float | None:

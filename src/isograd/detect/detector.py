@@ -104,6 +104,20 @@ class Detector:
         pe = self.p_error(raw_matrix(rows, self.feature_names))
         return DetectorOutput(pe, ~self.threshold.answers(pe))
 
+    def annotate(self, rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+        """Copies of `rows`, each with its ``p_error`` and ``abstain`` (`predict`)."""
+        out = self.predict(rows)
+        return [{**r, "p_error": float(pe), "abstain": bool(a)}
+                for r, pe, a in zip(rows, out.p_error, out.abstain)]
+
+    def abstains_always(self) -> str | None:
+        """The one line to tell a user when no threshold met α (every row abstains), else None."""
+        t = self.threshold
+        if t.threshold is not None:
+            return None
+        return (f"the detector has no threshold (none met alpha={t.alpha:g} at delta={t.delta:g} "
+                f"on {t.n_calibration} calibration rows): every row gets abstain: true")
+
     def p_error(self, raw: NDArray[np.float64]) -> NDArray[np.float64]:
         """P(wrong) of raw feature values [N, F] (columns in `feature_names` order)."""
         z = (transform(self.features, raw) - np.array(self.mean)) / np.array(self.scale)

@@ -29,6 +29,15 @@ def pyplot():
     return plt
 
 
+STYLES = ("-", "--", "-.", (0, (3, 1, 1, 1, 1, 1)))
+"""The curves' line styles, cycled beside the 20 colours of tab20."""
+
+
+def line_style(plt: Any, k: int) -> dict[str, Any]:
+    """The colour and line style of the `k`-th curve of a figure: no two of 20 look alike."""
+    return {"color": plt.get_cmap("tab20")(k % 20), "ls": STYLES[k % len(STYLES)]}
+
+
 def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, title: str,
            legend: dict[str, Any]) -> None:
     """Label one-axes figure `fig`, write it to `path` (120 dpi)."""
@@ -36,8 +45,9 @@ def finish(fig: Any, ax: Any, path: str | Path, *, xlabel: str, ylabel: str, tit
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.legend(**legend)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    if "bbox_to_anchor" not in legend:  # a legend outside keeps the axes' own size
+        fig.tight_layout()
+    fig.savefig(path, dpi=120, bbox_inches="tight")  # a legend outside the axes included
 
 
 def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, np.ndarray],
@@ -66,7 +76,8 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
                 continue
             cov, risk = M.risk_coverage(y[ok], s[ok])
             name = (labels or {}).get(m, m)
-            ax.plot(cov, risk, lw=1.3, label=f"{name} (AURC {risk.mean():.2f})")
+            ax.plot(cov, risk, lw=1.3, label=f"{name} (AURC {risk.mean():.2f})",
+                    **line_style(plt, len(ax.get_lines()) - 1))
         if alpha is not None:
             ax.axhline(alpha, color="C3", lw=1, ls=":", label=f"target α = {alpha:g}")
         for name, (c, r) in (chosen or {}).items():
@@ -75,7 +86,7 @@ def plot_risk_coverage(path: str | Path, y: np.ndarray, oriented: Mapping[str, n
         ax.set_xlim(0, 1)
         finish(fig, ax, path, xlabel="coverage (fraction of answers kept, most confident first)",
                ylabel="error rate among the kept answers", title=title or "Risk–coverage",
-               legend={"fontsize": 6, "loc": "best"})
+               legend={"fontsize": 7, "loc": "center left", "bbox_to_anchor": (1.02, 0.5)})
     finally:
         plt.close(fig)
 

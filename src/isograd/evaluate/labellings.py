@@ -34,7 +34,8 @@ def second_labelling(rows: Sequence[Mapping[str, Any]], y_first: np.ndarray,
     Returns:
         None when some row lacks ``correct_f1``; else ``{"label", "n", "n_incorrect",
         "agreement", "methods": {name: {"n" (rows with the method), "auroc_first",
-        "auroc_second", "auroc_second_mean", "auroc_second_std"}}}``.
+        "auroc_second", "auroc_second_mean", "auroc_second_std", "too_few_first",
+        "too_few_second" (`metrics.too_few`)}}}``.
     """
     vals = [r.get(SECOND) for r in rows]
     if not rows or any(v not in (True, False, 0, 1) for v in vals):
@@ -51,6 +52,7 @@ def second_labelling(rows: Sequence[Mapping[str, Any]], y_first: np.ndarray,
         entry: dict[str, Any] = {"n": int(ok.sum())}
         for key, y in (("first", np.asarray(y_first)), ("second", y2)):
             yy = y[ok]
+            entry[f"too_few_{key}"] = M.too_few(yy)
             has_both = 0 < yy.sum() < len(yy)
             entry[f"auroc_{key}"] = M.auroc(yy, s[ok]) if has_both else None
             if key == "second":
@@ -73,17 +75,19 @@ def labellings_markdown(metrics: Mapping[str, Any], labels: Mapping[str, str]) -
              f"The two labels agree on {sec['agreement']:.1%} of the answers.", "",
              ]
     subset = any(e.get("n", sec["n"]) != sec["n"] for e in sec["methods"].values())
-    lines += ["| method | n | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+    lines += ["| method | n | AUROC, first label | AUROC, token F1 (± bootstrap std) |",
               "| --- | --- | --- | --- |"] if subset else [
-              "| method | AUROC, first label | AUROC, token F1 (bootstrap mean ± std) |",
+              "| method | AUROC, first label | AUROC, token F1 (± bootstrap std) |",
               "| --- | --- | --- |"]
 
-    def f(x: float | None) -> str:
-        return "–" if x is None else f"{x:.2f}"
+    def f(x: float | None, few: bool | None) -> str:
+        return "too few to rank" if few else "–" if x is None else f"{x:.2f}"
 
     for m, e in sec["methods"].items():
-        second = (f"{e['auroc_second_mean']:.2f} ± {e['auroc_second_std']:.2f}"
-                  if e.get("auroc_second_mean") is not None else "–")
+        second = ("too few to rank" if e.get("too_few_second") else
+                  f"{e['auroc_second']:.2f} ± {e['auroc_second_std']:.2f}"
+                  if e.get("auroc_second") is not None else "–")
         nv = f" {e.get('n', '?')} |" if subset else ""
-        lines.append(f"| {labels.get(m, m)} |{nv} {f(e['auroc_first'])} | {second} |")
+        lines.append(f"| {labels.get(m, m)} |{nv} {f(e['auroc_first'], e.get('too_few_first'))} "
+                     f"| {second} |")
     return "\n".join(lines) + "\n"

@@ -16,6 +16,16 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+MIN_PER_CLASS = 30
+"""A score evaluated on fewer labelled answers than this of either class (correct, incorrect)
+is too few to rank: reports say so instead of giving its AUROC (`too_few`)."""
+
+
+def too_few(y_true: ArrayLike) -> bool:
+    """Fewer than `MIN_PER_CLASS` rows of either class (1 = incorrect, 0 = correct)."""
+    y = np.asarray(y_true)
+    return min(int(y.sum()), int(len(y) - y.sum())) < MIN_PER_CLASS
+
 
 def _check(y_true: ArrayLike, score: ArrayLike) -> tuple[NDArray[np.int64], NDArray[np.float64]]:
     y = np.asarray(y_true)

@@ -1,5 +1,6 @@
 """The files of an evaluated run: metrics.json, report.md and the figures (roc.png,
-risk_coverage.png, token_profile.png when rows hold per-token profiles); reading scores.jsonl.
+risk_coverage.png, token_profile.png when rows hold per-token profiles, reliability.png with a
+detector); reading scores.jsonl.
 
 The numbers come from :mod:`isograd.evaluate.table`, the text and plot from
 :mod:`isograd.evaluate.render`; this module only writes and reads.
@@ -16,10 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from .calibration import plot_reliability
 from .curves import plot_risk_coverage, plot_token_profiles
 from .paper import method_label
-from .render import plot_roc, render_report
-from .table import oriented_columns
+from .render import answers_markdown, plot_roc, render_report
+from .table import REFERENCE, oriented_columns
 
 
 def _jsonable(x: Any) -> Any:
@@ -39,7 +41,8 @@ def _jsonable(x: Any) -> Any:
 def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
                  rows: Sequence[Mapping[str, Any]],
                  labels: Mapping[str, str] | None = None) -> list[Path]:
-    """Write metrics.json, report.md (`render_report`) and roc.png (roc.png skipped with a warning without matplotlib).
+    """Write metrics.json, report.md (`render_report`), answers.md (every question, worst
+    first: `answers_markdown`) and the figures (skipped with a warning without matplotlib).
 
     Args:
         labels: report names of methods this package does not name itself (`method_label`).
@@ -57,14 +60,29 @@ def write_report(out_dir: str | Path, metrics: Mapping[str, Any],
     p.write_text(render_report(metrics, labels), encoding="utf-8")
     written.append(p)
     y, oriented = oriented_columns(rows, metrics)
+    by = next((m for m in ("p_error", REFERENCE, "epistemic") if m in oriented), None)
+    p = out / "answers.md"
+    worst = oriented[by] if by else np.zeros(len(rows))
+    p.write_text(answers_markdown(rows, worst, method_label(by, labels) if by else "file order",
+                                  "p_error" in oriented), encoding="utf-8")
+    written.append(p)
     try:
         p = out / "roc.png"
         title = f"{metrics.get('dataset') or ''} · {metrics.get('model') or ''}"
         plot_roc(p, y, oriented, title, labels)
         written.append(p)
         p = out / "risk_coverage.png"
-        plot_risk_coverage(p, y, oriented, {m: method_label(m, labels) for m in oriented}, title)
+        det = metrics.get("detector")
+        chosen = ({"detector's threshold": (det["coverage"], det["error_answered"])}
+                  if det and det["error_answered"] is not None else None)
+        plot_risk_coverage(p, y, oriented, {m: method_label(m, labels) for m in oriented}, title,
+                           alpha=det["alpha"] if det else None, chosen=chosen)
         written.append(p)
+        if det and "p_error" in oriented:
+            p = out / "reliability.png"
+            plot_reliability(p, y, {method_label("p_error", labels): oriented["p_error"]},
+                             title=f"Reliability · {title}")
+            written.append(p)
         p = out / "token_profile.png"
         if plot_token_profiles(p, rows, title):
             written.append(p)

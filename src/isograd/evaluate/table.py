@@ -120,8 +120,10 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
         labels: report names of methods this package does not name itself (`method_label`).
 
     Returns:
-        ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc_mean", "auroc_std",
-        "auroc", "prr", "aurc", "aurac", "n", "n_incorrect" (the rows that have the method),
+        ``{"model", "dataset", "n", "accuracy", "methods": {NAME: {"auroc" (on the rows: the
+        number reports show, ± "auroc_std"), "auroc_mean", "auroc_std" (bootstrap), "prr",
+        "aurc", "aurac", "n", "n_incorrect" (the rows that have the method), "too_few" (fewer
+        than `metrics.MIN_PER_CLASS` of either class),
         "higher_is_uncertain", "cost_s", "cost_fwd",
         ...}}, "base_rate", "n_incorrect", "comparisons", "spearman", "second_labelling"
         (AUROCs under token F1 >= 0.5 when every row has ``correct_f1``, else None), ...}``.
@@ -149,6 +151,7 @@ def evaluate(rows: Sequence[Mapping[str, Any]], methods: Mapping[str, bool], *, 
                                  "n": int(ok.sum()), "n_missing": int((~ok).sum()),
                                  "n_incorrect": int(y[ok].sum())}
         yy, ss = y[ok], s[ok]
+        entry["too_few"] = M.too_few(yy)
         if 0 < yy.sum() < len(yy):
             mean, std = M.bootstrap_auroc(yy, ss, n=n_boot, seed=seed)
             entry.update(auroc_mean=mean, auroc_std=std, auroc=M.auroc(yy, ss),
@@ -241,8 +244,8 @@ def oriented_columns(rows: Sequence[Mapping[str, Any]], metrics: Mapping[str, An
 def alternative_metrics(rows: Sequence[Mapping[str, Any]], prediction: str,
                         predictions: Sequence[str], *, seed: int = 0,
                         n_boot: int = 300) -> dict[str, Any]:
-    """AUROC (bootstrap mean ± std) of epistemic / aleatoric / combined under each definition
-    of p in ``predictions`` whose fields every row has.
+    """AUROC (on the rows; bootstrap mean and std) of epistemic / aleatoric / combined under
+    each definition of p in ``predictions`` whose fields every row has.
 
     The run's own ``prediction`` is read from the headline fields (``epistemic``, ...), the
     others from suffixed ones (``epistemic_<prediction>``, ...).
@@ -258,7 +261,8 @@ def alternative_metrics(rows: Sequence[Mapping[str, Any]], prediction: str,
         e = np.array([r[f"epistemic{suf}"] for r in rows], dtype=float)
         a = np.array([r[f"aleatoric{suf}"] for r in rows], dtype=float)
         c = rank_mean({"epistemic": e, "aleatoric": a})
-        out[pred] = {n: dict(zip(("auroc_mean", "auroc_std"),
-                                 M.bootstrap_auroc(y, v, n=n_boot, seed=seed)))
+        out[pred] = {n: {**dict(zip(("auroc_mean", "auroc_std"),
+                                    M.bootstrap_auroc(y, v, n=n_boot, seed=seed))),
+                         "auroc": M.auroc(y, v), "too_few": M.too_few(y)}
                      for n, v in (("epistemic", e), ("aleatoric", a), ("combined", c))}
     return out

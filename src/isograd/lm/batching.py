@@ -115,6 +115,50 @@ def encode_pairs(
     return pairs
 
 
+CONTEXT_ATTRS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
+"""Where a model's config states its context (the first present wins; GPT-2: n_positions)."""
+
+
+POSITION_TABLES = ("wpe", "pos")
+"""Name parts of a learned position table (GPT-2's ``wpe``, OPT's ``embed_positions``)."""
+
+
+def context_length(model: Any) -> int | None:
+    """The most positions `model` can take: its config's context when it has a learned
+    position table (no row beyond it: GPT-2, OPT); None otherwise (rotary or ALiBi positions
+    run on, exactly, past the trained length)."""
+    cfg = getattr(model, "config", None)
+    limit = next((v for v in (getattr(cfg, a, None) for a in CONTEXT_ATTRS)
+                  if isinstance(v, int) and not isinstance(v, bool) and v > 0), None)
+    learned = limit is not None and any(
+        isinstance(m, torch.nn.Embedding) and any(k in name.rsplit(".", 1)[-1]
+                                                  for k in POSITION_TABLES)
+        for name, m in model.named_modules())
+    return limit if learned else None
+
+
+def check_context(model: Any, lengths: Sequence[int], names: Sequence[str], *,
+                  extra: int = 0) -> None:
+    """Refuse, before any work, a sequence longer than the model's context (beyond it a learned
+    position table has no row: GPT-2 fails with an IndexError after earlier batches ran).
+
+    Args:
+        model: the causal LM. lengths: tokens per sequence. names: how the error names each.
+        extra: tokens each sequence will still grow by (e.g. ``max_new_tokens``).
+
+    Raises:
+        ValueError: the first sequence too long, named, with its length and the context.
+    """
+    limit = context_length(model)
+    if limit is None:
+        return
+    for name, n in zip(names, lengths):
+        if n + extra > limit:
+            grow = f" (+ {extra} new)" if extra else ""
+            raise ValueError(f"{name} is {n}{grow} tokens, longer than the model's context of "
+                             f"{limit} positions; shorten it or leave it out")
+
+
 # ----------------------------------------------------------------------------- padding
 
 

@@ -24,6 +24,7 @@ from ..layer_scale import Covariance, LayerScale, layer_scaled_sq_norms
 from ..norms.api import Method, sq_grad_norms
 from .batching import (
     Answer,
+    check_context,
     encode_pairs,
     forward_inputs,
     input_device,
@@ -243,8 +244,8 @@ def _pair_fn(pred: Prediction, saved: dict[str, torch.Tensor]):
     return fn
 
 
-def _checked_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[Answer], verb: str,
-                   *, padding_side: str, sigma2: float,
+def _checked_pairs(model: Any, tokenizer: Any, prompts: Sequence[str],
+                   answers: Sequence[Answer], verb: str, *, padding_side: str, sigma2: float,
                    **counts: int) -> list[tuple[list[int], list[int]]]:
     """The encoded (prompt ids, answer ids) pairs, after the argument checks `score` and
     `token_trace` share (`counts`: options that must be >= 1, by name)."""
@@ -258,6 +259,8 @@ def _checked_pairs(tokenizer: Any, prompts: Sequence[str], answers: Sequence[Ans
     pairs = encode_pairs(tokenizer, prompts, answers)
     if not pairs:
         raise ValueError(f"no (prompt, answer) pairs to {verb}")
+    check_context(model, [len(p) + len(a) for p, a in pairs],
+                  [f"pair {i} (prompt + answer)" for i in range(len(pairs))])
     return pairs
 
 
@@ -295,7 +298,7 @@ def token_trace(
     Returns:
         (one `TokenTrace` per pair, float64 [B] max_t U_E(t), float64 [B] mean_t U_E(t)).
     """
-    pairs = _checked_pairs(tokenizer, prompts, answers, "trace", padding_side=padding_side,
+    pairs = _checked_pairs(model, tokenizer, prompts, answers, "trace", padding_side=padding_side,
                            sigma2=sigma2, batch_size=batch_size)
     return _trace_pairs(model, pairs, sigma2, pad=pad_id(tokenizer), padding_side=padding_side,
                         batch_size=batch_size, method=method, params=params)
@@ -358,7 +361,7 @@ def score(
     pred = Prediction.parse(prediction)
     cov = Covariance.parse(covariance)
     rule = LayerScale.parse(layer_scale)
-    pairs = _checked_pairs(tokenizer, prompts, answers, "score", padding_side=padding_side,
+    pairs = _checked_pairs(model, tokenizer, prompts, answers, "score", padding_side=padding_side,
                            sigma2=sigma2, batch_size=batch_size,
                            trace_batch_size=trace_batch_size, last_layers=last_layers)
     run = dict(pad=pad_id(tokenizer), padding_side=padding_side, batch_size=batch_size,

@@ -1,7 +1,8 @@
 """QA datasets as :class:`Question` lists: the registered ones and a user's own file.
 
 Registered ids (``DATASETS``): ``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa`` (3,000
-questions), ``triviaqa-150`` (the earlier 150-question sample), ``nq-open``. Their files ship
+questions), ``triviaqa-150`` (the earlier 150-question sample), ``nq-open``, and ARC-Easy's
+three splits ``arc-easy-train``, ``arc-easy-validation``, ``arc-easy-test`` (multiple choice). Their files ship
 inside the package (``isograd/qa/data/``, with licenses and provenance). Where a file is read
 from, in this order (the first hit wins):
 
@@ -35,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .parsers import (
+    parse_arc,
     parse_nq_open,
     parse_triviaqa,
     parse_truthfulqa_csv,
@@ -119,6 +121,18 @@ DATASETS: dict[str, DatasetSpec] = {
             parse_nq_open,
             "Natural Questions open-domain dev: 3,610 questions with short answers",
         ),
+        *(DatasetSpec(
+            f"arc-easy-{split}", f"arc_easy/ARC-Easy-{split}.jsonl",
+            # the allenai/ai2_arc ARC-Easy splits as redistributed there, pinned commit
+            "https://raw.githubusercontent.com/zhaoxlpku/HKU-DASC7606-A2/"
+            f"fcca017f3468a25901ad298913e976c42ad9165e/data/ARC-Easy-{split}.jsonl",
+            {sha: "ai2_arc"}, parse_arc,
+            f"ARC-Easy {split}: {n} science questions, one correct option among 3-5 (mostly 4)",
+        ) for split, n, sha in (
+            ("train", "2,251", "75d0bb9b9218278fb9cb430fc0ace63d71cfe02ca1a03d39374260c7cd7c67f7"),
+            ("validation", "570", "e45dbcd2d8e8235af16302f4be0dd00c5d173878c583f4dfe55b70f9df07b2f8"),
+            ("test", "2,376", "c9757629cb775832c3c67b4aa1425e3eda01708a2b02fa229b0c3ed1bcb70fe1"),
+        )),
     )
 }
 
@@ -246,7 +260,7 @@ def load_dataset(name: str, *, data: str | Path | None = None, limit: int | None
 
     Args:
         name: one of ``DATASETS`` (``truthfulqa-gen``, ``truthfulqa-mc1``, ``triviaqa``,
-            ``triviaqa-150``, ``nq-open``), or the path of a user's JSONL or CSV file
+            ``triviaqa-150``, ``nq-open``, ``arc-easy-train`` / ``-validation`` / ``-test``), or the path of a user's JSONL or CSV file
             (fields: `isograd.qa.user_datasets`).
         data: a file or a folder (the packaged data's layout, or holding the file); overrides
             the search (see the module docstring). Registered datasets only.

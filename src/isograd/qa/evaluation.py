@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from ..rows.files import rewrite_rows
-from ..rows.stagefiles import RunMismatchError, rows_by_id
+from ..rows.stagefiles import RunMismatchError, read_config, rows_by_id
 from .options import QAConfig
 from .stages import headline, join_row
 
@@ -21,7 +21,11 @@ def method_labels() -> dict[str, str]:
     """How reports name each baseline (its class's ``label``), for `isograd.evaluate`."""
     from .baselines import BASELINES
 
-    return {name: cls.label for name, cls in BASELINES.items()}
+    return {**{name: cls.label for name, cls in BASELINES.items()}, "p_error": DETECTOR_LABEL}
+
+
+DETECTOR_LABEL = "detector P(wrong)"
+"""How reports name a detector's ``p_error`` (``isograd qa --detector``)."""
 
 
 def run_methods(rows: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict[str, bool]:
@@ -34,7 +38,33 @@ def run_methods(rows: Sequence[dict[str, Any]], config: dict[str, Any]) -> dict[
     methods = {"epistemic": True, "aleatoric": True}
     methods.update({m: True for m in SIGNALS if any(r.get(m) is not None for r in rows)})
     methods.update({m: BASELINES[m].higher_is_uncertain for m in config["methods"]})
+    if any(r.get("p_error") is not None for r in rows):  # applied by ``--detector``
+        methods["p_error"] = True
     return methods
+
+
+def detector_metrics(rows: Sequence[dict[str, Any]], detector: Any) -> dict[str, Any]:
+    """The detector section of metrics.json: its file's threshold, α, δ and features; on these
+    rows its Brier, log-loss and ECE, the share answered (coverage) and the error among the
+    answered (None when it answers none)."""
+    import numpy as np
+
+    from ..evaluate.calibration import calibration_summary, reliability
+
+    wrong = np.array([0 if r["correct"] else 1 for r in rows])
+    pe = np.array([r["p_error"] for r in rows], dtype=np.float64)
+    answered = ~np.array([r["abstain"] for r in rows], dtype=bool)
+    t, rel = detector.threshold, reliability(wrong, pe)
+    return {
+        "threshold": t.threshold, "alpha": t.alpha, "delta": t.delta,
+        "n_calibration": t.n_calibration, "features": detector.feature_names,
+        "model_id": detector.model_id, "fingerprint": detector.fingerprint, "n": len(rows),
+        "coverage": float(answered.mean()),
+        "error_answered": float(wrong[answered].mean()) if answered.any() else None,
+        **calibration_summary(wrong, pe),
+        "reliability": {"mean_prob": rel.mean_prob.tolist(), "error_rate": rel.error_rate.tolist(),
+                        "count": rel.count.tolist()},
+    }
 
 
 def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
@@ -58,11 +88,45 @@ def run_metrics(rows: Sequence[dict[str, Any]], config: dict[str, Any], *,
 
 
 def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
-                 score_prediction: str, command: str | None = None) -> dict[str, Any]:
+                 score_prediction: str, command: str | None = None,
+                 detector: Any = None) -> dict[str, Any]:
     """The evaluate stage: join the stage rows of `ids`, compute the metrics, write
-    metrics.json, report.md, roc.png, config.json and the joined view scores.jsonl."""
+    metrics.json, report.md, roc.png, config.json and the joined view scores.jsonl.
+
+    With `detector` (an `isograd.detect.Detector`), every row gets its ``p_error`` and
+    ``abstain``, the detector is a method of the table and metrics.json has its section
+    (`detector_metrics`); a row lacking one of its features stops before any file is written.
+    """
     from ..evaluate import score_columns, write_report
 
+    rows = join_rows(out, config, ids, score_prediction=score_prediction)
+    if detector is not None:
+        rows = detector.annotate(rows)
+    metrics = run_metrics(rows, config, command=command)
+    if detector is not None:
+        metrics["detector"] = detector_metrics(rows, detector)
+    _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))
+    view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
+    rewrite_rows(out / "scores.jsonl", view)
+    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    write_report(out, metrics, rows, labels=method_labels())
+    return metrics
+
+
+def recorded_prediction(out: Path, config: dict[str, Any]) -> str:
+    """The definition of p the run's score rows hold as their headline (its score stage's)."""
+    score = read_config(out, "score")
+    return score.options["prediction"] if score else config["prediction"]
+
+
+def join_rows(out: Path, config: dict[str, Any], ids: Sequence[str], *,
+              score_prediction: str) -> list[dict[str, Any]]:
+    """The one join of a run's stage rows: one row per id of `ids` (every stage's fields, the
+    headline p under ``config["prediction"]``); only reads.
+
+    Raises:
+        RunMismatchError: a question lacks the rows of a stage that covers it.
+    """
     base = [f"baseline-{m}" for m in config["methods"]]
     stages = ["generate", "grade", "score", *(["trace"] if config.get("trace") else []), *base]
     parts = {s: rows_by_id(out, s) for s in stages}
@@ -80,13 +144,7 @@ def evaluate_run(out: Path, config: dict[str, Any], ids: Sequence[str], *,
                          samples.get(qid), [parts[b][qid] for b in base if qid in parts[b]],
                          trace=parts["trace"].get(qid) if "trace" in parts else None)
         rows.append(headline(row, score_prediction, config["prediction"]))
-    metrics = run_metrics(rows, config, command=command)
-    _, cols, _, _ = score_columns(rows, run_methods(rows, config), seed=config.get("seed", 0))
-    view = [{**r, "combined": float(c)} for r, c in zip(rows, cols["combined"])]
-    rewrite_rows(out / "scores.jsonl", view)
-    (out / "config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-    write_report(out, metrics, rows, labels=method_labels())
-    return metrics
+    return rows
 
 
 def print_table(metrics: dict[str, Any]) -> None:

@@ -277,6 +277,26 @@ def _judge_prompt(q: Question, answer: str) -> str:
     return "\n".join(lines)
 
 
+def _judge_endpoint(error: type[Exception]) -> tuple[str, str]:
+    """(ISOGRAD_JUDGE_URL, ISOGRAD_JUDGE_MODEL), or `error` naming the unset variables."""
+    base = os.environ.get("ISOGRAD_JUDGE_URL", "").strip()
+    model = os.environ.get("ISOGRAD_JUDGE_MODEL", "").strip()
+    if not base or not model:
+        raise error("judge='llm' needs ISOGRAD_JUDGE_URL and ISOGRAD_JUDGE_MODEL set; set "
+                    "them, or choose another --judge")
+    return base, model
+
+
+def check_judge(judge: str | Judge) -> None:
+    """Refuse an LLM judge without its endpoint before any work (a ValueError: bad input).
+
+    Raises:
+        ValueError: ``judge`` is "llm" and ISOGRAD_JUDGE_URL or ISOGRAD_JUDGE_MODEL is unset.
+    """
+    if Judge.parse(judge) is Judge.LLM:
+        _judge_endpoint(ValueError)
+
+
 def llm_judge(q: Question, answer: str) -> Grade:
     """Ask the OpenAI-compatible endpoint in ISOGRAD_JUDGE_URL (chat completions, temperature 0).
 
@@ -284,10 +304,7 @@ def llm_judge(q: Question, answer: str) -> Grade:
     ``.../chat/completions`` URL; ISOGRAD_JUDGE_MODEL the model; ISOGRAD_JUDGE_KEY an optional
     bearer key (never logged or put in an error); ISOGRAD_JUDGE_TIMEOUT seconds (default 30).
     """
-    base = os.environ.get("ISOGRAD_JUDGE_URL", "").strip()
-    model = os.environ.get("ISOGRAD_JUDGE_MODEL", "").strip()
-    if not base or not model:
-        raise JudgeError("judge='llm' needs ISOGRAD_JUDGE_URL and ISOGRAD_JUDGE_MODEL set")
+    base, model = _judge_endpoint(JudgeError)
     url = base if base.rstrip("/").endswith("/chat/completions") else base.rstrip("/") + "/chat/completions"
     body = json.dumps({
         "model": model, "temperature": 0, "max_tokens": 4,

@@ -75,6 +75,42 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     return out
 
 
+CHEAP_METHODS = ("msp", "mean_token_entropy")
+"""Baselines that cost at most one forward pass: no per-method subset, they cover every question
+(beside the gradient scores) unless ``--subset`` is given."""
+
+
+def method_subsets(value: str | dict[str, int] | None) -> dict[str, int]:
+    """``"p_true=500,semantic_entropy=500"`` (or a dict) -> ``{method: N}``, checked.
+
+    Raises:
+        ValueError: an unknown or cheap method, or N not a positive integer.
+    """
+    if value is None:
+        return {}
+    if isinstance(value, str):
+        pairs = [item.partition("=") for item in value.split(",") if item.strip()]
+        if any(not sep for _, sep, _ in pairs):
+            raise ValueError(f"{value!r} must look like METHOD=N,METHOD=N")
+        items = [(k.strip(), v.strip()) for k, _, v in pairs]
+    else:
+        items = list(dict(value).items())
+    out: dict[str, int] = {}
+    costly = [m for m in ALL_METHODS if m not in CHEAP_METHODS]
+    for m, n in items:
+        if m not in costly:
+            why = " (it always covers every question)" if m in CHEAP_METHODS else ""
+            raise ValueError(f"no per-method subset for {m!r}{why}; allowed: {', '.join(costly)}")
+        try:
+            size = int(n)
+        except (TypeError, ValueError):
+            size = 0
+        if isinstance(n, bool) or size < 1 or str(size) != str(n).strip():
+            raise ValueError(f"{m}={n!r}: N must be a positive integer")
+        out[m] = size
+    return out
+
+
 def comma_list(value: str | Sequence[str] | None) -> tuple[str, ...]:
     """"a, b" (or a sequence) -> ("a", "b")."""
     if value is None:
@@ -89,11 +125,20 @@ THREADS = Option("threads", None, "Torch CPU threads for the call (1 is fastest 
                  "machine; keep it fixed within a run: it can change float rounding).", type=int,
                  min=1)
 
+DETECTOR = Options((
+    Option("detector", None, "A detector file (isograd fit-detector): adds p_error and abstain "
+           "to every row; on a finished run only these and the report are computed."),
+    Option("allow_model_mismatch", False, "Apply a detector fitted on another model (the "
+           "model check only; a missing feature still stops).", type=bool),
+))
+"""The detector options of ``isograd qa`` and ``isograd score``."""
+
 # the order of the recorded options is that of a run's config.json
 QA = Options((
     LOAD["model"],
     Option("dataset", "truthfulqa-gen", "truthfulqa-gen | truthfulqa-mc1 | triviaqa | "
-           "triviaqa-150 | nq-open, or the path of your own .jsonl/.csv (question + "
+           "triviaqa-150 | nq-open | arc-easy-train | arc-easy-validation | arc-easy-test, or "
+           "the path of your own .jsonl/.csv (question + "
            "answers/answer, or question + choices + label).", stages=("generate",),
            recorded=True, cli_default=None),
     Option("data", None, "Another copy of a registered dataset: a file or folder (default: "
@@ -129,6 +174,11 @@ QA = Options((
     Option("subset", None, "Run the costly stages (trace, samples, baselines) on the first N "
            "questions only; each method is evaluated on the questions that have it.", type=int,
            min=1, recorded=True),
+    Option("method_subsets", {}, "A costly baseline's own --subset: METHOD=N,... (e.g. "
+           "p_true=500,semantic_entropy=500); the samples cover the largest N of the methods "
+           "that read them; unlisted methods cover every question (a larger N later computes "
+           "only the missing rows).", flag="--method-subset", recorded=True, cli_default=None,
+           parse=method_subsets, coerce=method_subsets),
     Option("trace_subset", None, "The trace stage's own --subset (it costs ~T times the "
            "score); needs --trace.", type=int, min=1, recorded=True),
     *LOAD.without("model", "dtype", "device"),
@@ -139,6 +189,7 @@ QA = Options((
     SCORING["batch_size"].replace(help="Questions per generation batch and per "
                                   "forward+backward of the score stage."),
     THREADS,
+    *DETECTOR,
     Option("progress", True, "Show a progress bar per stage.", type=bool, cli=False),
 ))
 """Every option of `isograd.qa.pipeline.run_qa` (and of ``isograd qa`` but ``--convert`` and
@@ -149,10 +200,14 @@ SCORE = (LOAD + SCORING.without("trace", "batch_size") + Options((
            type=bool),
     SCORING["trace"].replace(help="Also write each answer's per-token profile "
                              "(token_epistemic, token_aleatoric); ~T times the score."),
-    SCORING["batch_size"].replace(default=8, help="Pairs per forward pass."),
+    SCORING["batch_size"].replace(default=8, help="Pairs per forward pass (at most: a batch "
+                                  "over the memory budget is split, pairs grouped by length)."),
+    Option("memory_budget", None, "Bytes the score pass may hold at once (e.g. 4e9); default: "
+           "half the memory available (isograd.lm.memory).", type=float, positive=True),
     Option("shard", "none", "Under torchrun: a model copy per rank, or FSDP2's split of the "
            "weights across the ranks", choice=Shard),
     THREADS,
+    *DETECTOR,
     Option("progress", True, "Show a progress bar.", type=bool, cli=False),
 ))).with_(prompt={"help": "With --as-question: prompt style", "stages": (),
                   "legacy": "short", "cli_default": None})
@@ -160,12 +215,22 @@ SCORE = (LOAD + SCORING.without("trace", "batch_size") + Options((
 ``--input``, ``--out``, ``--threads`` and ``--quiet``)."""
 
 
-def _subset_of(self: Any, stage: str) -> int | None:
+def _subset_of(self: Any, stage: str, samplers: Sequence[str] | None = None) -> int | None:
     """How many of the first questions stage `stage` covers (None: all): ``trace_subset``
-    (else ``subset``) for the trace, ``subset`` for samples and baselines."""
+    (else ``subset``) for the trace; a baseline's ``method_subsets`` entry, else ``subset``;
+    for the samples the largest of those of `samplers` (the methods that read them; default:
+    every costly method of the run)."""
     if stage == "trace" and self.trace_subset is not None:
         return self.trace_subset
-    if stage in ("trace", "samples") or stage.startswith("baseline-"):
+    per = self.method_subsets or {}
+    if stage.startswith("baseline-"):
+        return per.get(stage[len("baseline-"):], self.subset)
+    if stage == "samples" and per:
+        names = samplers if samplers is not None else [m for m in self.methods
+                                                        if m not in CHEAP_METHODS]
+        sizes = [per.get(m, self.subset) for m in names]
+        return None if not sizes or None in sizes else max(sizes)
+    if stage in ("trace", "samples"):
         return self.subset
     return None
 

@@ -141,3 +141,39 @@ def parse_nq_open(path: Path, name: str = "nq-open") -> list[Question]:
         rows.append((q, dedupe(answers)))
     ids = unique_ids("nq", [r[0] for r in rows])
     return [Question(id=i, dataset=name, question=q, answers=a) for i, (q, a) in zip(ids, rows)]
+
+
+def parse_arc(path: Path, name: str = "arc-easy-test") -> list[Question]:
+    """ARC JSON lines ``{"id", "question", "choices": {"text": [...], "label": [...]},
+    "answerKey"}``: options = the choices' texts in file order, label = the index of
+    ``answerKey`` among the choices' labels; id = ``arc-<the file's id>``."""
+    out: list[Question] = []
+    seen: dict[str, int | None] = {}
+    for line, rec in iter_jsonl(path):
+        rec = need_dict(path, line, rec)
+        q = need_str(path, line, rec, "question")
+        rid = need_str(path, line, rec, "id")
+        choices = rec.get("choices")
+        texts = choices.get("text") if isinstance(choices, dict) else None
+        keys = choices.get("label") if isinstance(choices, dict) else None
+        for what, v in (("text", texts), ("label", keys)):
+            if not isinstance(v, list) or not all(isinstance(t, str) and t.strip() for t in v):
+                raise DatasetError(path, line, f"field 'choices.{what}' must be a list of "
+                                   "non-empty strings")
+        if len(texts) != len(keys) or len(texts) < 2:
+            raise DatasetError(path, line, f"field 'choices': {len(texts)} texts but "
+                               f"{len(keys)} labels (at least 2 options needed)")
+        key = rec.get("answerKey")
+        if key not in keys:
+            raise DatasetError(path, line, f"field 'answerKey': {key!r} is none of the labels "
+                               f"{keys}")
+        qid = f"arc-{rid}"
+        if qid in seen:
+            raise DatasetError(path, line, f"duplicate id {rid!r} (first at line {seen[qid]})")
+        seen[qid] = line
+        options = tuple(t.strip() for t in texts)
+        lab = keys.index(key)
+        out.append(Question(id=qid, dataset=name, question=q, answers=(options[lab],),
+                            incorrect=tuple(o for j, o in enumerate(options) if j != lab),
+                            options=options, label=lab))
+    return out

@@ -11,7 +11,9 @@ the evaluate stage in `isograd.qa.evaluation`, the files and the one row loop in
   questions only, the others on all (``trace_subset`` sets the trace's own N, for its ~T times
   the score's cost); each method is then evaluated on the questions that have it, and the report
   gives every method's n. N is no stage option: a larger N later computes only the rows the
-  first run lacks.
+  first run lacks. ``method_subsets={"p_true": 500, ...}`` gives a costly baseline its own N
+  (the samples cover the largest N of the methods that read them); the others, MSP and mean
+  token entropy always among them, then cover every question.
 
 * Each stage can run alone (``stage=``); a rerun computes only the rows a stage lacks, so a
   kill at any point loses at most the batch in flight. Adding a baseline computes only that
@@ -23,6 +25,9 @@ the evaluate stage in `isograd.qa.evaluation`, the files and the one row loop in
 * ``evaluate`` joins the stage rows of the requested questions, computes the combined scores
   and the metrics, and writes the reports and a joined ``scores.jsonl`` view (with
   ``combined``); it never writes into a stage file.
+* ``detector``: a detector file (``isograd fit-detector``) adds each row's ``p_error`` and
+  ``abstain`` and the detector's section of the report; on a finished run that is all it
+  computes (every stage's rows are there: no model is loaded, no gradient recomputed).
 * ``DIR/run.lock`` refuses a second run on the same DIR while the first is alive.
 * A run folder of the earlier single-file format (scores.jsonl + config.json) is converted by
   `isograd.qa.legacy.convert_run` (``isograd qa --convert DIR``): its rows are split into stage files, nothing is
@@ -46,10 +51,17 @@ from ..rows.runner import run_rows
 from ..rows.stagefiles import RunMismatchError, StageConfig, read_config, rows_by_id, stage_path
 from ..rows.stagefiles import open_stage as open_config
 from . import stages as S
-from .evaluation import evaluate_run
+from .evaluation import evaluate_run, recorded_prediction
 from .legacy import is_legacy
 from .options import QA, QAConfig, Stage
-from .stagerules import check_score, force, make_baselines, stage_configs
+from .stagerules import (
+    check_score,
+    force,
+    legacy_row_matches,
+    make_baselines,
+    row_fingerprint,
+    stage_configs,
+)
 
 __all__ = ["run_qa"]
 
@@ -79,6 +91,7 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
     from ..lm.options import load_options
     from ..rows import ranks
     from .datasets import load_dataset
+    from .grading import check_judge
 
     o = QA.resolve(options)
     if o["trace_subset"] is not None and not o["trace"]:
@@ -91,36 +104,55 @@ def run_qa(out: str | Path, *, loaded: tuple[Any, Any] | None = None,
     recorded = {k: v for k, v in o.items() if k in QAConfig.__dataclass_fields__}
     cfg = QAConfig(**{**recorded, "data": str(o["data"]) if o["data"] else None})
     baselines = make_baselines(cfg)  # unknown method names fail before anything is written
+    unused = sorted(set(cfg.method_subsets) - set(cfg.methods))
+    if unused:
+        raise ValueError(f"method_subsets (--method-subset) names {', '.join(unused)}, which "
+                         "methods (--methods) does not run")
+    detector = None
+    if o["detector"]:  # a bad file or another model fails before anything is written
+        from ..detect import load_detector
+
+        detector = load_detector(o["detector"], model_id=cfg.model, revision=o["revision"],
+                                 allow_model_mismatch=o["allow_model_mismatch"])
+    if which in (Stage.ALL, Stage.GRADE):
+        check_judge(cfg.judge)  # an unconfigured LLM judge fails before generation
     questions = load_dataset(cfg.dataset, data=o["data"], limit=o["limit"])
     outp = Path(out)
     saved_threads = torch.get_num_threads()
     rank = ranks.setup(cfg.device)  # under torchrun: this process's share
     ranks.on_peer_failure(rank, outp / "generate.jsonl")
+    lazy = LazyModel(cfg, loaded, o["batch_size"], load, ranks.device_for(cfg.device, rank))
+    mc = bool(questions) and questions[0].label is not None
+    configs = stage_configs(cfg, baselines, multiple_choice=mc)
+    old = read_config(outp, "generate")
+    if (which in (Stage.ALL, Stage.GENERATE) and not is_legacy(outp)
+            and (old is None or old.fingerprint == configs["generate"].fingerprint)):
+        # a prompt beyond the model's context is refused before any file is touched (a run
+        # of other options is refused by its recorded config instead, without a model)
+        done = rows_by_id(outp, "generate")
+        todo = [q for q in questions if q.id not in done]
+        if todo:
+            S.check_prompts(lazy.env(), todo)
     # rank 0 holds the lock and writes the configs and the report; every rank computes rows
     with run_lock(outp) if rank.main else contextlib.nullcontext():
         if is_legacy(outp):
             raise RunMismatchError(
                 f"{outp} holds a run in the earlier single-file format (scores.jsonl); convert "
                 f"it first with `isograd qa --convert {outp}` (nothing is recomputed)")
-        configs = stage_configs(cfg, baselines,
-                                multiple_choice=bool(questions) and questions[0].label is not None)
         if rank.main:
             force(outp, o["force_stages"], configs)
         if o["threads"]:
             torch.set_num_threads(o["threads"])
         try:
-            run_stages(outp, cfg, which, configs, baselines, questions,
-                       LazyModel(cfg, loaded, o["batch_size"], load,
-                                 ranks.device_for(cfg.device, rank)),
+            run_stages(outp, cfg, which, configs, baselines, questions, lazy,
                        o["batch_size"], o["progress"], rank)
         finally:
             torch.set_num_threads(saved_threads)
         metrics = None
         if which in (Stage.ALL, Stage.EVALUATE) and rank.main:
-            score_cfg = read_config(outp, "score")
             metrics = evaluate_run(outp, cfg.to_json(), [q.id for q in questions],
-                                   score_prediction=score_cfg.options["prediction"]
-                                   if score_cfg else cfg.prediction, command=command)
+                                   score_prediction=recorded_prediction(outp, cfg.to_json()),
+                                   command=command, detector=detector)
         barrier(rank)  # the job ends with the report written
         return metrics
 
@@ -175,10 +207,16 @@ def run_stages(out: Path, cfg: Any, which: Stage, configs: dict[str, StageConfig
     def key(q: Any) -> str:
         return q.id
 
+    samplers = [m for m, b in baselines.items() if b.needs_samples]
+    gen: dict[str, dict[str, Any]] = {}  # the generate rows, once that stage is done
+
     def go(name: str, compute: Any, bs: int = 1) -> None:
-        # the costly stages cover the first questions only (`run_qa`'s ``subset``)
-        run_rows(stage_path(out, name), questions[:cfg.subset_of(name)], compute, key=key,
-                 batch_size=bs, desc=f"{name} {cfg.dataset}", progress=progress)
+        # the costly stages cover the first questions only (``subset``, ``method_subsets``)
+        c = configs[name]
+        run_rows(stage_path(out, name), questions[:cfg.subset_of(name, samplers)], compute,
+                 key=key, batch_size=bs, desc=f"{name} {cfg.dataset}", progress=progress,
+                 fingerprint=lambda q: row_fingerprint(c, q, gen.get(q.id)),
+                 legacy=lambda q, row: legacy_row_matches(name, q, row, gen.get(q.id)))
 
     def open_stage(out: Path, new: StageConfig, **kw: Any) -> None:
         # rank 0 records the config first; the others then find it and check against it
@@ -193,7 +231,7 @@ def run_stages(out: Path, cfg: Any, which: Stage, configs: dict[str, StageConfig
         go("generate", lambda qs: S.generate_rows(lazy.env(), qs), batch_size)
     if which == Stage.EVALUATE:
         return
-    gen = need_rows(out, "generate", questions)
+    gen.update(need_rows(out, "generate", questions))
     if runs(Stage.GRADE):
         open_stage(out, configs["grade"])
         go("grade", lambda qs: S.grade_rows(lazy.env(), qs, gen))

@@ -11,6 +11,13 @@ mismatch.
 | samples | generate | k, temperature, max_new_tokens, seed | samples.jsonl (sampling methods) |
 | baseline-NAME | generate (+ samples) | the method's options | baseline-NAME.jsonl |
 
+Every row also carries the fingerprint of its own input (``input_fp``, `row_fingerprint`): the
+question (generate, grade: its references too) or the generate row it reads, with the stage's
+options; a rerun recomputes a row whose input changed (`isograd.rows.runner.run_rows`). Rows
+written before ``input_fp`` existed (`legacy_row_matches`): a generate row is checked by the
+question text it stores, a later stage's row is trusted while its generate row is such a row
+too (it was then not recomputed since).
+
 An option enters a fingerprint unless it equals the value runs made before it entered that
 fingerprint used (`isograd.options.Option.legacy`), so old runs resume and a changed default
 never resumes old rows under its new meaning.
@@ -24,6 +31,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from ..rows.files import digest
+from ..rows.runner import FINGERPRINT
 from ..rows.stagefiles import (
     RunMismatchError,
     StageConfig,
@@ -138,3 +147,29 @@ def check_score(out: Path, new: StageConfig) -> str:
             f"{out}: the score stage was run with prediction={have!r} and its rows lack "
             f"{want!r} (first_token needs --alternatives); pass --force-stage score to redo it")
     return have
+
+
+GENERATED = ("prompt", "answer", "token_ids", "pick")
+"""The fields of a generate row that the later stages read as their input."""
+
+
+def row_fingerprint(config: StageConfig, question: Any,
+                    generated: dict[str, Any] | None = None) -> str:
+    """The fingerprint of one row's input: its question (or the generate row `generated` it
+    reads) and the stage's options (but ``prediction``: score rows hold every definition)."""
+    options = {k: v for k, v in config.options.items()
+               if not (config.stage == "score" and k == "prediction")}
+    q = {k: getattr(question, k) for k in ("question", "answers", "incorrect", "options",
+                                           "label")}
+    value: dict[str, Any] = {"options": options, "question": q}
+    if generated is not None:
+        value["generate"] = {k: generated.get(k) for k in GENERATED}
+    return digest(value)
+
+
+def legacy_row_matches(stage: str, question: Any, row: dict[str, Any],
+                       generated: dict[str, Any] | None = None) -> bool:
+    """Whether a row without ``input_fp`` (written before it existed) is still its question's."""
+    if stage == "generate":
+        return row.get("question") == question.question
+    return generated is not None and FINGERPRINT not in generated

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..lm.score import scalar_fields
+from ..rows.runner import FINGERPRINT
 
 GRADIENT_FWD = 3.0  # one forward + one backward (a backward counts as 2 forward passes)
 
@@ -65,6 +66,24 @@ def _greedy_batch(env: Env, prompts: list[str]) -> list[Any]:
     return list(generate.greedy_answers(env.model, env.tokenizer, prompts,
                                         max_new_tokens=env.cfg.max_new_tokens,
                                         batch_size=env.batch_size))
+
+
+def check_prompts(env: Env, questions: list[Any]) -> None:
+    """Refuse, before the generate stage writes a row, a question whose prompt (plus the
+    answer tokens it may grow by; MC1: its longest option) exceeds the model's context."""
+    from ..lm import qa_prompt
+    from ..lm.batching import check_context, encode_answer, encode_prompt
+
+    lengths = []
+    for q in questions:
+        prompt = qa_prompt(env.tokenizer, q.question, env.cfg.prompt)
+        n = len(encode_prompt(env.tokenizer, prompt))
+        if q.label is not None:
+            n += max(len(encode_answer(env.tokenizer, prompt, o)) for o in q.options)
+        lengths.append(n)
+    mc = bool(questions) and questions[0].label is not None
+    check_context(env.model, lengths, [f"question {q.id!r}'s prompt" for q in questions],
+                  extra=0 if mc else env.cfg.max_new_tokens)
 
 
 def generate_rows(env: Env, questions: list[Any]) -> list[dict[str, Any]]:
@@ -289,16 +308,21 @@ def join_row(gen: dict[str, Any], grade: dict[str, Any], score: dict[str, Any],
              trace: dict[str, Any] | None = None) -> dict[str, Any]:
     """One question's row of the joined view (scores.jsonl): every stage's fields, without the
     generate stage's internals (prompt, token ids and log-probabilities, MC1 ``scores``).
-    A question outside a run's ``subset`` has no samples, baselines or trace rows."""
-    skip = {"prompt", "token_ids", "token_logprobs", "scores"}
+    A question outside a run's ``subset`` has no samples, baselines or trace rows; the rows'
+    input fingerprints stay in their stage files."""
+    skip = {"prompt", "token_ids", "token_logprobs", "scores", FINGERPRINT}
     row = {k: v for k, v in gen.items() if k not in skip}
-    row.update({k: v for k, v in grade.items() if k != "id"})
-    row.update({k: v for k, v in score.items() if k != "id"})
+
+    def fields(r: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in r.items() if k not in ("id", FINGERPRINT)}
+
+    row.update(fields(grade))
+    row.update(fields(score))
     if trace is not None:
-        row.update({k: v for k, v in trace.items() if k != "id"})
+        row.update(fields(trace))
     if samples is not None:
         row["cost_samples_s"] = samples["cost_samples_s"]
         row["samples"] = [x["text"] for x in samples["samples"]]
     for b in baselines:
-        row.update({k: v for k, v in b.items() if k != "id"})
+        row.update(fields(b))
     return row

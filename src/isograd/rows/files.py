@@ -7,6 +7,7 @@ of ``isograd score``, and the per-rank part files of a torchrun job (`isograd.ro
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -26,6 +27,13 @@ def json_safe(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [json_safe(v) for v in x]
     return x
+
+
+def digest(value: Any) -> str:
+    """16 hex digits identifying a JSON value (a stage's config, a row's input and the options
+    that change it); keys sorted, so equal values give equal digests."""
+    text = json.dumps(value, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------- files

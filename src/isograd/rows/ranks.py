@@ -132,14 +132,27 @@ def read_all(out: Path) -> list[dict[str, Any]]:
     return [r for p in [out, *part_files(out)] for r in read_rows(p)]
 
 
+def drop_rows(out: Path, ids: set[str]) -> None:
+    """Remove the rows of `ids` from `out` and its part files (each rewritten atomically)."""
+    for p in [out, *part_files(out)]:
+        rows = read_rows(p)
+        kept = [r for r in rows if r["id"] not in ids]
+        if len(kept) < len(rows):
+            rewrite_rows(p, kept)
+
+
 def merge(out: Path, order: Sequence[str]) -> int:
     """Fold the part files into `out`: rows in `order` (input ids), then any others; parts removed.
+
+    Crash-safe: `out` is rewritten atomically before the parts are removed, so a merge killed
+    in between leaves each of those rows twice, identical; a rerun keeps one copy of an
+    identical duplicate.
 
     Returns:
         The number of rows written.
 
     Raises:
-        ValueError: an id appears twice (its files are named).
+        ValueError: an id appears twice with different rows (its files are named).
     """
     parts = part_files(out)
     if not parts:
@@ -149,8 +162,10 @@ def merge(out: Path, order: Sequence[str]) -> int:
     for p in [out, *parts]:
         for r in read_rows(p):
             if r["id"] in rows:
-                raise ValueError(f"id {r['id']!r} is in both {where[r['id']]} and {p}; "
-                                 "remove one of the two rows")
+                if r == rows[r["id"]]:
+                    continue  # a merge killed before it removed the parts
+                raise ValueError(f"id {r['id']!r} is in both {where[r['id']]} and {p}, with "
+                                 "different rows; remove one of the two")
             rows[r["id"]], where[r["id"]] = r, p
     pos = {rid: i for i, rid in enumerate(order)}
     ranked = sorted(rows.values(), key=lambda r: pos.get(r["id"], len(pos)))  # stable

@@ -10,7 +10,6 @@ process or under torchrun), so a killed stage resumes where it stopped.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Mapping, Sequence
@@ -18,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .files import read_rows
+from .files import digest, read_rows
 
 
 class RunMismatchError(ValueError):
@@ -42,8 +41,7 @@ class StageConfig:
     @property
     def fingerprint(self) -> str:
         """16 hex digits identifying (options, upstream)."""
-        text = json.dumps({"options": self.options, "upstream": self.upstream}, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return digest({"options": self.options, "upstream": self.upstream})
 
     def to_json(self) -> dict[str, Any]:
         return {"stage": self.stage, "options": dict(self.options),
