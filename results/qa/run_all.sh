@@ -33,6 +33,11 @@ for ds in "${@:-triviaqa truthfulqa-gen truthfulqa-mc1 nq-open}"; do
       truthfulqa-gen) run truthfulqa-gen "${COSTLY[@]}" ;;
       truthfulqa-mc1) run truthfulqa-mc1 --methods p_true,msp,mean_token_entropy --no-alternatives ;;
       nq-open) run nq-open --limit 1000 --no-alternatives "${COSTLY[@]}" ;;
+      arc-easy-train|arc-easy-validation|arc-easy-test)  # multiple choice: nothing sampled
+        nice -n 10 .venv/bin/isograd qa --dataset "$d" --model smollm2-135m --max-new-tokens 16 \
+          --seed 0 --threads 2 --batch-size 8 --methods p_true,msp,mean_token_entropy \
+          --no-alternatives --out "results/qa/$d" > "results/qa/$d.log" 2>&1 \
+          || echo "run $d failed, see results/qa/$d.log" ;;
       *) echo "unknown dataset $d" ;;
     esac
   done
