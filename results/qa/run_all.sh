@@ -14,9 +14,10 @@
 set -u
 cd "$(dirname "$0")/../.."
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
-COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1 --batch-size 8
+COMMON=(--model smollm2-135m --max-new-tokens 16 --k 5 --seed 0 --threads 1 --batch-size 8)
+# semantic entropy's option only where it runs (an option for a method not run is refused)
+COSTLY=(--trace --subset 500 --trace-subset ${TRACE_SUBSET:-200}
         --option semantic_entropy.entailment=ngram)
-COSTLY=(--trace --subset 500 --trace-subset ${TRACE_SUBSET:-200})
 run() {  # dataset, extra args...
   local ds=$1; shift
   # folders written before isograd qa had stages: split into stage files first (no recompute)
