@@ -105,6 +105,27 @@ def test_split_check_counts_violations_on_the_test_part():
     assert 0.2 < chk.mean_coverage < 0.4
     never = split_check(s, np.ones(4000, dtype=int), alpha=0.2, delta=0.1, splits=5)
     assert never.none_rate == 1.0 and never.mean_coverage == 0.0 and never.violation_rate == 0.0
+    assert never.noise_rate == never.pooled_violation_rate == 0.0
+
+
+def test_split_check_noise_rate_is_the_binomial_tail_of_the_test_part():
+    # one P(wrong) for every row: a certified threshold answers every row, so each split's test
+    # part answers m = n_test rows of whole-set error e = K / N, and the noise rate is the
+    # binomial tail P(Bin(m, e) > alpha·m) exactly; the test part's own violations follow the
+    # hypergeometric tail of drawing m rows from the N (within 3 standard errors)
+    from scipy.stats import binom, hypergeom
+
+    n, k, alpha, splits = 8000, 1440, 0.205, 150
+    w = np.zeros(n, dtype=int)
+    w[:k] = 1
+    chk = split_check(np.full(n, 0.05), w, alpha=alpha, delta=0.1, splits=splits,
+                      calibration_share=0.9, seed=0)
+    m = chk.n_test
+    assert chk.none_rate == 0.0 and chk.mean_coverage == 1.0 and chk.pooled_violation_rate == 0.0
+    assert chk.noise_rate == pytest.approx(binom.sf(np.floor(alpha * m), m, k / n), rel=1e-9)
+    want = hypergeom.sf(np.floor(alpha * m), n, k, m)
+    assert abs(chk.violation_rate - want) <= 3 * np.sqrt(want * (1 - want) / splits) + 1e-9
+    assert set(chk.to_dict()) >= {"noise_rate", "pooled_violation_rate", "violation_rate"}
 
 
 def test_candidates_answering_no_row_do_not_block_the_others():

@@ -227,3 +227,18 @@ def test_flipping_the_score_mirrors_auroc():
     m1, sd1 = M.bootstrap_auroc(y, s, n=100)
     m2, sd2 = M.bootstrap_auroc(y, -s, n=100)
     assert m2 == pytest.approx(1 - m1, abs=1e-12) and sd2 == pytest.approx(sd1, abs=1e-12)
+
+
+def test_paired_difference_interval_and_p_agree():
+    rng = np.random.default_rng(4)
+    y = rng.integers(0, 2, 400)
+    strong, noise = y + rng.normal(scale=0.8, size=400), rng.normal(size=400)
+    d = M.paired_difference(y, strong, noise, n=300, seed=2)
+    # the difference is the plain AUROCs' difference; a clear gain has an interval above 0
+    assert d.difference == pytest.approx(M.auroc(y, strong) - M.auroc(y, noise))
+    assert 0 < d.low < d.difference < d.high and d.excludes_zero() == 1
+    assert d.p_value == M.paired_bootstrap(y, strong, noise, n=300, seed=2) < 0.05
+    flipped = M.paired_difference(y, noise, strong, n=300, seed=2)
+    assert flipped.excludes_zero() == -1 and flipped.difference == pytest.approx(-d.difference)
+    same = M.paired_difference(y, noise, 3 * noise, n=300, seed=2)
+    assert same.difference == 0 and same.excludes_zero() == 0 and same.p_value == 1.0

@@ -170,26 +170,39 @@ class SplitCheck:
     Attributes:
         violation_rate: share of splits whose threshold gives a test error among the answered
             above alpha (splits answering no test row count as no violation).
+        pooled_violation_rate: share of splits whose threshold gives an error among the answered
+            above alpha on all the rows (calibration and test part together: the closest this
+            set comes to the population the guarantee is about).
+        noise_rate: the violation rate that the test part's sampling noise alone would give:
+            the mean over splits of P(Binomial(m, e) > alpha·m), with m the test rows answered
+            and e the threshold's error among the answered on all the rows.
         none_rate: share of splits where no threshold was certified.
         mean_coverage: mean share of the test rows answered.
         splits, n_calibration, n_test: how many splits, and the two parts' sizes.
     """
 
     violation_rate: float
+    pooled_violation_rate: float
+    noise_rate: float
     none_rate: float
     mean_coverage: float
     splits: int
     n_calibration: int
     n_test: int
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form."""
+        return dataclasses.asdict(self)
+
 
 def split_check(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float, delta: float,
                 splits: int = 500, calibration_share: float = 0.5, seed: int = 0) -> SplitCheck:
     """Choose the threshold on a random calibration part, measure the error on the rest.
 
-    The test part has its own sampling noise: with n_test answered rows and a true error of
-    exactly alpha, about half the splits would exceed alpha on the test part, so compare the
-    violation rate with δ only when the test part is large.
+    The test part has its own sampling noise: with m answered test rows and a true error of
+    exactly alpha, about half the splits would exceed alpha on the test part. So the check
+    also gives the rate that noise alone explains (``noise_rate``) and the violation rate on
+    all the rows (``pooled_violation_rate``); compare those with δ.
 
     Args:
         p_error: [N] a detector's P(wrong) on rows it was not fitted on.
@@ -200,14 +213,16 @@ def split_check(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float, delta: fl
             large).
         seed: the splits' seed.
     """
+    from scipy.stats import binom
+
     pe = np.asarray(p_error, dtype=np.float64)
     w = np.asarray(wrong).astype(np.int64)
     n_cal = int(round(calibration_share * len(pe)))
     if not 0 < n_cal < len(pe):
         raise DetectorError(f"calibration_share {calibration_share} leaves an empty part")
     rng = np.random.default_rng(seed)
-    viol = none = 0
-    cov = []
+    viol = pooled = none = 0
+    cov, noise = [], []
     for _ in range(splits):
         perm = rng.permutation(len(pe))
         cal, test = perm[:n_cal], perm[n_cal:]
@@ -216,5 +231,11 @@ def split_check(p_error: ArrayLike, wrong: ArrayLike, *, alpha: float, delta: fl
         none += thr.threshold is None
         cov.append(ans.mean())
         viol += bool(ans.any() and w[test][ans].mean() > alpha)
-    return SplitCheck(viol / splits, none / splits, float(np.mean(cov)), splits, n_cal,
-                      len(pe) - n_cal)
+        every = thr.answers(pe)
+        e = float(w[every].mean()) if every.any() else 0.0
+        pooled += e > alpha
+        m = int(ans.sum())
+        # P(errors > alpha·m) for m answered rows of true error e
+        noise.append(float(binom.sf(np.floor(alpha * m), m, e)) if m else 0.0)
+    return SplitCheck(viol / splits, pooled / splits, float(np.mean(noise)), none / splits,
+                      float(np.mean(cov)), splits, n_cal, len(pe) - n_cal)

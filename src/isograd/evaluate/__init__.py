@@ -10,12 +10,14 @@ metrics table, pure), ``paper`` (the paper's numbers and the reports' names of s
 from .calibration import brier, ece, log_loss, plot_reliability, reliability
 from .combine import log_features, logistic_cv, rank_mean, zscore_mean
 from .metrics import (
+    PairedDifference,
     accuracy,
     aurc,
     auroc,
     benjamini_hochberg,
     bootstrap_auroc,
     paired_bootstrap,
+    paired_difference,
     prr,
     rankdata,
     roc_curve,
@@ -30,7 +32,7 @@ __all__ = [
     "PAPER_COLUMN", "PAPER_TABLE2", "accuracy", "alternative_metrics", "aurc", "auroc",
     "benjamini_hochberg", "bootstrap_auroc", "brier", "ece", "log_loss", "plot_reliability",
     "reliability", "evaluate", "log_features", "logistic_cv",
-    "method_label", "paired_bootstrap", "paper_order", "plot_roc", "predictions_markdown", "prr",
+    "method_label", "PairedDifference", "paired_bootstrap", "paired_difference", "paper_order", "plot_roc", "predictions_markdown", "prr",
     "rank_mean", "rankdata", "read_scores", "render_markdown", "render_report", "roc_curve", "score_columns",
     "spearman", "write_report", "zscore_mean",
 ]

@@ -5,13 +5,16 @@ means more uncertain. Everything is numpy only, exact under ties, and determinis
 
 - :func:`auroc`: Mann–Whitney U with mid-ranks (= ``sklearn.metrics.roc_auc_score``).
 - :func:`bootstrap_auroc`: mean ± std over resamples of the rows (the paper: 300).
-- :func:`paired_bootstrap`: two-sided p-value for AUROC(s1) = AUROC(s2) on the same resamples.
+- :func:`paired_difference`: AUROC(s1) − AUROC(s2) with its 95% interval and p-value on the same
+  resamples; :func:`paired_bootstrap`: that p-value alone.
 - :func:`benjamini_hochberg`: FDR-adjusted p-values.
 - :func:`spearman`; :func:`prr`, :func:`aurc` as LM-Polygraph defines them; :func:`aurac`
   (1 − AURC); :func:`risk_coverage` (the curve behind AURC); :func:`accuracy`.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -161,13 +164,36 @@ def bootstrap_auroc(y_true: ArrayLike, score: ArrayLike, *, n: int = 300,
     return float(a.mean()), float(a.std())
 
 
-def paired_bootstrap(y_true: ArrayLike, s1: ArrayLike, s2: ArrayLike, *, n: int = 300,
-                     seed: int = 0) -> float:
-    """Two-sided p-value of H0: AUROC(s1) = AUROC(s2), paired over the same resamples.
+@dataclass(frozen=True)
+class PairedDifference:
+    """AUROC(s1) − AUROC(s2) on the same rows, with its paired bootstrap.
 
-    With d = AUROC(s1) − AUROC(s2) on the data and d_b on resample b, the bootstrap distribution
-    shifted to the null is d_b − d; p = (1 + #{|d_b − d| ≥ |d|}) / (n + 1) (never 0; smallest
-    1/(n+1)). Identical scores give p = 1.
+    Attributes:
+        difference: AUROC(s1) − AUROC(s2) on the data.
+        low, high: the percentile 95% interval of the difference over the resamples.
+        p_value: two-sided p-value of H0: the two AUROCs are equal (`paired_bootstrap`).
+        n: the resamples.
+    """
+
+    difference: float
+    low: float
+    high: float
+    p_value: float
+    n: int
+
+    def excludes_zero(self) -> int:
+        """+1 when the interval lies above 0, −1 below it, 0 when it holds 0."""
+        return 1 if self.low > 0 else -1 if self.high < 0 else 0
+
+
+def paired_difference(y_true: ArrayLike, s1: ArrayLike, s2: ArrayLike, *, n: int = 300,
+                      seed: int = 0) -> PairedDifference:
+    """AUROC(s1) − AUROC(s2) with its 95% interval and p-value, paired over the same resamples.
+
+    With d the difference on the data and d_b on resample b: the interval is the 2.5th and
+    97.5th percentiles of d_b; the null distribution is d_b shifted to 0, so
+    p = (1 + #{|d_b − d| ≥ |d|}) / (n + 1) (never 0; smallest 1/(n+1)). Identical scores give
+    d = 0 and p = 1.
     """
     y, a = _check(y_true, s1)
     _, b = _check(y_true, s2)
@@ -178,7 +204,16 @@ def paired_bootstrap(y_true: ArrayLike, s1: ArrayLike, s2: ArrayLike, *, n: int 
     db = _weighted_auc(y, _groups(a), w) - _weighted_auc(y, _groups(b), w)
     # tolerance: identical scores must give exactly |d_b − d| = 0 ≥ |d| = 0
     extreme = np.abs(db - d) >= abs(d) - 1e-12
-    return float((1 + extreme.sum()) / (n + 1))
+    lo, hi = np.percentile(db, [2.5, 97.5])
+    return PairedDifference(float(d), float(lo), float(hi), float((1 + extreme.sum()) / (n + 1)),
+                            n)
+
+
+def paired_bootstrap(y_true: ArrayLike, s1: ArrayLike, s2: ArrayLike, *, n: int = 300,
+                     seed: int = 0) -> float:
+    """Two-sided p-value of H0: AUROC(s1) = AUROC(s2), paired over the same resamples
+    (`paired_difference`'s ``p_value``)."""
+    return paired_difference(y_true, s1, s2, n=n, seed=seed).p_value
 
 
 def benjamini_hochberg(pvals: ArrayLike) -> NDArray[np.float64]:
