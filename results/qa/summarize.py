@@ -72,10 +72,13 @@ def table() -> list[str]:
     return out
 
 
-def write_readme() -> None:
+def write_readme(lines: list[str] | None = None, mark: tuple[str, str] = MARK) -> None:
+    """Write `lines` (default: the QA table) into README.md between the `mark` comments (also
+    used by results/trust/study.py)."""
     text = README.read_text(encoding="utf-8")
-    a, b = text.index(MARK[0]) + len(MARK[0]), text.index(MARK[1])
-    README.write_text(text[:a] + "\n" + "\n".join(table()) + "\n" + text[b:], encoding="utf-8")
+    a, b = text.index(mark[0]) + len(mark[0]), text.index(mark[1])
+    body = "\n".join(table() if lines is None else lines)
+    README.write_text(text[:a] + "\n" + body + "\n" + text[b:], encoding="utf-8")
 
 
 def main() -> None:
@@ -129,10 +132,11 @@ def diagnostics() -> None:
 
 
 def _boot(y, s) -> str:
-    from isograd.evaluate.metrics import bootstrap_auroc
+    """The plain AUROC ± its bootstrap std (the reports' one AUROC)."""
+    from isograd.evaluate.metrics import auroc, bootstrap_auroc
 
-    mean, std = bootstrap_auroc(y, s, n=300, seed=0)
-    return f"{mean:.2f} ± {std:.2f}"
+    _, std = bootstrap_auroc(y, s, n=300, seed=0)
+    return f"{auroc(y, s):.2f} ± {std:.2f}"
 
 
 def combinations() -> None:

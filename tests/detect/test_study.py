@@ -52,8 +52,16 @@ def test_oof_detector_and_the_gradient_ablation():
     assert res["detector"]["auroc"] == pytest.approx(auroc(~correct, oof))
     # the synthetic labels depend on the gradient norm: leaving it out loses AUROC
     assert res["detector"]["auroc"] > res["detector_no_gradient"]["auroc"]
-    assert 0 < res["gradient_p_value"] <= 1
+    g = res["gradient"]
+    assert 0 < g["p_value"] <= 1 and g["low"] <= g["difference"] <= g["high"]
+    assert g["difference"] == pytest.approx(res["detector"]["auroc"]
+                                            - res["detector_no_gradient"]["auroc"])
     assert {"msp (isotonic)", "grad_log_p (isotonic)", "epistemic (isotonic)",
             "total (sigma2 fitted)"} <= set(res)
-    assert "combined (isotonic)" not in res  # the rows have no such score
+    # the rows carry no combined score: the rank mean of epistemic and aleatoric stands in
+    from isograd.evaluate import rank_mean
+
+    comb = rank_mean({k: [r[k] for r in rows] for k in ("epistemic", "aleatoric")})
+    assert res["combined (isotonic)"]["auroc"] == pytest.approx(
+        auroc(~correct, oof_calibrated(comb, ~correct)))
     assert res["detector"]["n_wrong"] == int((~correct).sum())

@@ -192,7 +192,7 @@ def _fit_detector(*, run_dirs: list[str], out: str, quiet: bool, **options: Any)
     """Fit a detector of wrong answers on finished `isograd qa` run folders; write its JSON.
 
     The threshold (answer when P(wrong) <= t) is chosen on the --calibration runs, else on a
-    held-back 30% of the fitting rows, so that the error rate among the answered is at most
+    held-back share of the fitting rows (see --calibration), so that the error rate among the answered is at most
     alpha with probability >= 1 - delta (MAPIE learn-then-test).
     """
     from ..qa.detector_rows import fit_runs

@@ -78,6 +78,26 @@ def _probability_metrics(y: NDArray[np.int64], prob: NDArray[np.float64]) -> dic
             "n_wrong": int(y.sum())}
 
 
+def single_score(rows: Sequence[Mapping[str, Any]], name: str) -> NDArray[np.float64]:
+    """[N] one score of the rows (NaN where a row lacks it). ``combined``, when the rows do not
+    carry it, is the paper's combination computed over these rows as the reports compute it:
+    the rank mean of epistemic and aleatoric (`isograd.evaluate.rank_mean`)."""
+    def col(n: str) -> NDArray[np.float64]:
+        return np.array([float(r[n]) if isinstance(r.get(n), (int, float)) else np.nan
+                         for r in rows])
+
+    if name == "combined" and not any("combined" in r for r in rows):
+        from ..evaluate import rank_mean
+
+        e, a = col("epistemic"), col("aleatoric")
+        out = np.full(len(rows), np.nan)
+        ok = np.isfinite(e) & np.isfinite(a)
+        if ok.any():
+            out[ok] = rank_mean({"epistemic": e[ok], "aleatoric": a[ok]})
+        return out
+    return col(name)
+
+
 def within_set(rows: Sequence[Mapping[str, Any]], labels: ArrayLike | None, *,
                features: str | FeatureSet | Sequence[str] = FeatureSet.DEFAULT,
                scores: Sequence[str] = SINGLE_SCORES, seed: int = 0,
@@ -86,12 +106,15 @@ def within_set(rows: Sequence[Mapping[str, Any]], labels: ArrayLike | None, *,
 
     Returns:
         ``{"detector": m, "detector_no_gradient": m, "<score> (isotonic)": m, ...,
-        "total (sigma2 fitted)": {"auroc", "gap", "mse", "n"}, "gradient_p_value": p}`` with m
+        "total (sigma2 fitted)": {"auroc", "gap", "mse", "n"}, "gradient": d}`` with m
         = {auroc, brier, log_loss, ece, n, n_wrong}; a score absent from some rows is measured
-        on the rows that have it; ``gradient_p_value`` is the paired bootstrap p-value of
-        AUROC(detector) = AUROC(detector without gradient features).
+        on the rows that have it (``combined``: `single_score`); ``gradient`` is the paired
+        bootstrap of AUROC(detector) − AUROC(detector without gradient features)
+        (`isograd.evaluate.paired_difference` as a dict: difference, low, high, p_value, n).
     """
-    from ..evaluate import auroc, paired_bootstrap
+    import dataclasses
+
+    from ..evaluate import auroc, paired_difference
     from ..evaluate.calibration import binned
 
     wrong = wrong_labels(rows, labels)
@@ -100,16 +123,15 @@ def within_set(rows: Sequence[Mapping[str, Any]], labels: ArrayLike | None, *,
     plain = oof_detector(rows, 1 - wrong, features=without_gradient(names), seed=seed)
     out: dict[str, Any] = {"detector": _probability_metrics(wrong, det),
                            "detector_no_gradient": _probability_metrics(wrong, plain),
-                           "gradient_p_value": paired_bootstrap(wrong, det, plain, n=n_boot,
-                                                                seed=seed)}
+                           "gradient": dataclasses.asdict(
+                               paired_difference(wrong, det, plain, n=n_boot, seed=seed))}
     for name in scores:
-        keep = np.array([isinstance(r.get(name), (int, float)) and np.isfinite(r[name])
-                         for r in rows])
+        s = single_score(rows, name)
+        keep = np.isfinite(s)
         if keep.sum() < 10 or len(np.unique(wrong[keep])) < 2:
             continue
-        s = np.array([float(r[name]) for r, k in zip(rows, keep) if k])
         out[f"{name} (isotonic)"] = _probability_metrics(
-            wrong[keep], oof_calibrated(s, wrong[keep], seed=seed))
+            wrong[keep], oof_calibrated(s[keep], wrong[keep], seed=seed))
     p = np.array([float(r["p"]) for r in rows])
     total = oof_sigma2_total(p, [float(r["grad_log_p"]) for r in rows], 1 - wrong, seed=seed)
     sq = (1 - wrong - p) ** 2

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from ..detect import Detector, DetectorError, FeatureSet
+from ..detect import CALIBRATION_SHARE, Detector, DetectorError, FeatureSet
 from ..detect.abstain import ALPHA, DELTA
 from ..evaluate.report import read_scores
 from ..options import Option, Options
@@ -110,7 +110,7 @@ FIT = Options((
            "and config.json).", type=list[str], positional=True),
     Option("out", ..., "The detector file to write (JSON)."),
     Option("calibration_runs", (), "A run folder to choose the threshold on (repeatable); "
-           "default: a held-back 30% of the fitting rows.", type=list[str],
+           f"default: a held-back {CALIBRATION_SHARE:.0%} of the fitting rows.", type=list[str],
            flag="--calibration", cli_default=None, coerce=lambda v: tuple(map(str, v))),
     Option("alpha", ALPHA, "Target error rate among the answered questions.", type=float,
            positive=True),
