@@ -5,6 +5,7 @@ from ._common import (
     EngineFallbackWarning,
     GhostUnsupported,
     NonFiniteOutputWarning,
+    parse_size,
 )
 from .api import Method, OnOOM, sq_grad_norms
 
@@ -15,5 +16,6 @@ __all__ = [
     "Method",
     "NonFiniteOutputWarning",
     "OnOOM",
+    "parse_size",
     "sq_grad_norms",
 ]

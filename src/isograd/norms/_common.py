@@ -44,26 +44,33 @@ DEFAULT_MEMORY_BUDGET = 2 * 1024**3
 _UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 
-def memory_budget(value: int | str | None = None) -> int:
-    """The ghost engine's memory budget in bytes: `value`, else $ISOGRAD_MEMORY_BUDGET, else 2 GiB.
+def parse_size(raw: int | float | str, where: str = "size") -> int:
+    """Bytes from a number of bytes or a size such as "512MiB", "1.5GB", "2G" (binary units).
 
-    Accepts a number of bytes or a size such as "512MiB", "1.5GB", "2G" (binary units).
+    Raises:
+        ValueError: naming `where`, for anything else or a size under 1 byte.
     """
-    raw = value if value is not None else os.environ.get(MEMORY_BUDGET_ENV)
-    if raw is None:
-        return DEFAULT_MEMORY_BUDGET
-    where = "memory_budget" if value is not None else f"${MEMORY_BUDGET_ENV}"
     if isinstance(raw, (int, float)) and not isinstance(raw, bool):
         n = float(raw)
     else:
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([kmgtKMGT]?)(?:i?[bB])?\s*", str(raw))
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kmgtKMGT]?)(?:i?[bB])?\s*",
+                         str(raw))
         if m is None:
             raise ValueError(f"{where} must be a number of bytes or a size like '512MiB', "
                              f"'2GiB'; got {raw!r}")
         n = float(m.group(1)) * _UNITS[m.group(2).lower()]
-    if n < 1:
+    if not n >= 1:
         raise ValueError(f"{where} must be at least 1 byte, got {raw!r}")
     return int(n)
+
+
+def memory_budget(value: int | str | None = None) -> int:
+    """The ghost engine's memory budget in bytes: `value`, else $ISOGRAD_MEMORY_BUDGET, else 2 GiB
+    (`parse_size`: a number of bytes or a size such as "512MiB")."""
+    raw = value if value is not None else os.environ.get(MEMORY_BUDGET_ENV)
+    if raw is None:
+        return DEFAULT_MEMORY_BUDGET
+    return parse_size(raw, "memory_budget" if value is not None else f"${MEMORY_BUDGET_ENV}")
 
 
 def select_params(model: nn.Module, params: ParamSelection) -> dict[str, nn.Parameter]:

@@ -12,6 +12,7 @@ from typing import Any
 from .._choice import Choice
 from ..lm.fsdp import Shard
 from ..lm.options import LOAD, SCORING
+from ..norms import parse_size
 from ..options import Option, Options
 from .grading import Judge
 
@@ -78,6 +79,11 @@ def parse_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
 CHEAP_METHODS = ("msp", "mean_token_entropy")
 """Baselines that cost at most one forward pass: no per-method subset, they cover every question
 (beside the gradient scores) unless ``--subset`` is given."""
+
+
+def memory_size(value: int | float | str) -> int:
+    """``--memory-budget``'s bytes (`isograd.norms.parse_size`: 4e9, "4GiB", ...)."""
+    return parse_size(value, "memory budget")
 
 
 def method_subsets(value: str | dict[str, int] | None) -> dict[str, int]:
@@ -202,8 +208,9 @@ SCORE = (LOAD + SCORING.without("trace", "batch_size") + Options((
                              "(token_epistemic, token_aleatoric); ~T times the score."),
     SCORING["batch_size"].replace(default=8, help="Pairs per forward pass (at most: a batch "
                                   "over the memory budget is split, pairs grouped by length)."),
-    Option("memory_budget", None, "Bytes the score pass may hold at once (e.g. 4e9); default: "
-           "half the memory available (isograd.lm.memory).", type=float, positive=True),
+    Option("memory_budget", None, "Bytes the score pass may hold at once: a number of bytes or a "
+           "size like 4GiB; default: half the memory available (isograd.lm.memory).",
+           parse=memory_size, coerce=memory_size),
     Option("shard", "none", "Under torchrun: a model copy per rank, or FSDP2's split of the "
            "weights across the ranks", choice=Shard),
     THREADS,
