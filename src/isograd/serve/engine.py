@@ -24,7 +24,7 @@ from typing import Any
 
 from ..lm import score, scored_token_ids, token_trace
 from ..lm.sampling import Sample, decode
-from .schema import Job
+from .schema import Job, ServeOptions
 
 UNCERTAINTY_FIELDS = ("p", "log_p", "epistemic", "aleatoric", "total", "grad_log_p")
 
@@ -96,16 +96,17 @@ class Engine:
     Args:
         model, tokenizer: the causal LM (`isograd.lm.load_model`).
         uncertainty: False skips the score pass (plain generation).
-        prediction, sigma2: as `isograd.lm.score`.
+        prediction, sigma2: as `isograd.lm.score` (None: `ServeOptions`' defaults, the server's).
         detector: an object with ``predict(rows) -> out`` (``out.p_error``, ``out.abstain``
             arrays), rows being `isograd.lm.score`'s per-row scalars; None for no detector.
     """
 
     def __init__(self, model: Any, tokenizer: Any, *, uncertainty: bool = True,
-                 prediction: str = "geometric", sigma2: float = 1.0,
+                 prediction: str | None = None, sigma2: float | None = None,
                  detector: Any = None) -> None:
-        self.model, self.tokenizer = model, tokenizer
-        self.uncertainty, self.prediction, self.sigma2 = uncertainty, prediction, sigma2
+        self.model, self.tokenizer, self.uncertainty = model, tokenizer, uncertainty
+        self.prediction = ServeOptions.prediction if prediction is None else prediction
+        self.sigma2 = ServeOptions.sigma2 if sigma2 is None else sigma2
         self.detector = detector
 
     def run(self, jobs: Sequence[Job]) -> list[Completion | Exception]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..lm.batching import encode_prompt
+from ..lm.options import SCORING
 from ..lm.prompts import has_chat_template
 from .options import SERVE
 
@@ -69,7 +70,7 @@ class ServeOptions:
     max_body_bytes: int = 1_000_000
     api_key: str | None = None
     uncertainty: bool = True
-    prediction: str = "geometric"
+    prediction: str = SCORING["prediction"].default
     sigma2: float = 1.0
 
     def __post_init__(self) -> None:
