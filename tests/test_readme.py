@@ -115,3 +115,30 @@ def test_readme_qa_table_is_the_committed_metrics():
         report = (README.parent / d / "report.md").read_text()
         assert "AURAC" in report
         assert ("## Two labellings" in report) == bool(m["second_labelling"])
+
+
+def test_readme_trust_tables_are_the_committed_study():
+    """The README's "Trust or abstain" tables are results/trust/study.py's rendering of the
+    committed study.json, on the issue's full runs (the sizes checked against their metrics)."""
+    import importlib.util
+    import json
+
+    root = README.parent
+    spec = importlib.util.spec_from_file_location("trust_study", root / "results/trust/study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    s = json.loads((root / "results/trust/study.json").read_text())
+    text = README.read_text()
+    a, b = (text.index(m) for m in study.MARK)
+    assert text[a + len(study.MARK[0]):b].strip().splitlines() == study.tables(s)
+    for name, info in s["sets"].items():  # each set is its committed run, whole
+        m = json.loads((root / info["folder"] / "metrics.json").read_text())
+        assert (info["n"], info["n_wrong"]) == (m["n"], m["n_incorrect"]), name
+    assert s["sets"]["TriviaQA"]["n"] == 3000 and s["sets"]["NQ-open"]["n"] == 3610
+    if "arc" in s:  # the three ARC-Easy splits, whole
+        assert s["arc"]["n"] == {"train": 2251, "validation": 570, "test": 2376}
+    else:  # the README says plainly that they are missing
+        assert "is not in these tables yet" in text
+    assert s["splits"] >= 500 and s["command"] in text
+    for fig in re.findall(r"\((results/trust/[^)]+\.png)\)", text):
+        assert (root / fig).is_file(), fig
