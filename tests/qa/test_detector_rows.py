@@ -26,7 +26,8 @@ def make_run(tmp_path: Path, name: str, rows: list[dict], model: str = "tiny") -
 def test_committed_run_gives_rows_labels_and_model(tmp_path):
     run = RESULTS / "triviaqa"
     rr = run_rows(run)
-    lines = [json.loads(x) for x in (run / "scores.jsonl").read_text().splitlines() if x.strip()]
+    # split on "\n" only: str.splitlines would also split at U+2028 and friends inside a question
+    lines = [json.loads(x) for x in (run / "scores.jsonl").read_text().split("\n") if x.strip()]
     assert len(rr.rows) == len(lines) == len(rr.correct)
     assert rr.correct.tolist() == [r["correct"] for r in lines]
     assert rr.model_id == json.loads((run / "config.json").read_text())["model"]
