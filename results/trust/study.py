@@ -38,8 +38,8 @@ from isograd.detect import (
     split_check,
     within_set,
 )
-from isograd.evaluate import auroc
-from isograd.evaluate.calibration import calibration_summary, plot_reliability
+from isograd.detect.study import probability_metrics
+from isograd.evaluate.calibration import plot_reliability
 from isograd.qa.detector_rows import RunRows, run_rows
 
 HERE = Path(__file__).resolve().parent
@@ -72,11 +72,6 @@ def slug(name: str) -> str:
 def load(folder: str) -> RunRows | None:
     d = QA / folder
     return run_rows(d) if (d / "scores.jsonl").is_file() else None
-
-
-def probability(y_wrong: np.ndarray, p_error: np.ndarray) -> dict:
-    return {"auroc": auroc(y_wrong, p_error), **calibration_summary(y_wrong, p_error),
-            "n": int(len(y_wrong)), "n_wrong": int(y_wrong.sum())}
 
 
 def threshold_on(p_cal, w_cal, p_test, w_test, alpha: float) -> dict:
@@ -127,7 +122,7 @@ def study(quick: bool) -> dict:
             det = fit_detector(runs[src].rows, runs[src].correct, model_id=runs[src].model_id)
             pe = det.predict(runs[dst].rows).p_error
             out["transfer"].append({"fit": src, "apply": dst,
-                                    **probability((~runs[dst].correct).astype(int), pe),
+                                    **probability_metrics((~runs[dst].correct).astype(int), pe),
                                     "within_auroc": out["within"][dst]["detector"]["auroc"]})
     for name in ("TriviaQA", "NQ-open"):
         if name in runs:
@@ -155,7 +150,7 @@ def arc_study(arc: dict[str, RunRows], splits: int) -> dict:
     for key, feats in (("detector", FeatureSet.DEFAULT), ("log_p only", ["log_p"])):
         det = fit_detector(tr.rows, tr.correct, features=feats, model_id=tr.model_id)
         p_va, p_te = det.predict(va.rows).p_error, det.predict(te.rows).p_error
-        res[key] = {"test": probability(w_te, p_te),
+        res[key] = {"test": probability_metrics(w_te, p_te),
                     "alphas": [threshold_on(p_va, w_va, p_te, w_te, a) for a in ARC_ALPHAS],
                     "lowest_certified_alpha": lowest_certified(p_va, w_va)}
         if key == "detector":

@@ -70,10 +70,12 @@ def oof_sigma2_total(p: ArrayLike, grad_log_p: ArrayLike, correct: ArrayLike, *,
     return out
 
 
-def _probability_metrics(y: NDArray[np.int64], prob: NDArray[np.float64]) -> dict[str, float]:
+def probability_metrics(y: ArrayLike, prob: ArrayLike) -> dict[str, float]:
+    """AUROC, Brier, log-loss, ECE, n and n_wrong of P(wrong) `prob` against `y` (1 = wrong)."""
     from ..evaluate import auroc
     from ..evaluate.calibration import calibration_summary
 
+    y = np.asarray(y)
     return {"auroc": auroc(y, prob), **calibration_summary(y, prob), "n": len(y),
             "n_wrong": int(y.sum())}
 
@@ -121,8 +123,8 @@ def within_set(rows: Sequence[Mapping[str, Any]], labels: ArrayLike | None, *,
     names = feature_names(rows, features)
     det = oof_detector(rows, 1 - wrong, features=names, seed=seed)
     plain = oof_detector(rows, 1 - wrong, features=without_gradient(names), seed=seed)
-    out: dict[str, Any] = {"detector": _probability_metrics(wrong, det),
-                           "detector_no_gradient": _probability_metrics(wrong, plain),
+    out: dict[str, Any] = {"detector": probability_metrics(wrong, det),
+                           "detector_no_gradient": probability_metrics(wrong, plain),
                            "gradient": dataclasses.asdict(
                                paired_difference(wrong, det, plain, n=n_boot, seed=seed))}
     for name in scores:
@@ -130,7 +132,7 @@ def within_set(rows: Sequence[Mapping[str, Any]], labels: ArrayLike | None, *,
         keep = np.isfinite(s)
         if keep.sum() < 10 or len(np.unique(wrong[keep])) < 2:
             continue
-        out[f"{name} (isotonic)"] = _probability_metrics(
+        out[f"{name} (isotonic)"] = probability_metrics(
             wrong[keep], oof_calibrated(s[keep], wrong[keep], seed=seed))
     p = np.array([float(r["p"]) for r in rows])
     total = oof_sigma2_total(p, [float(r["grad_log_p"]) for r in rows], 1 - wrong, seed=seed)
