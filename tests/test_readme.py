@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -66,6 +67,36 @@ def test_llm_snippet_runs_as_written(tmp_path, monkeypatch):
     )
 
 
+def _auroc_cell(m: dict, name: str) -> str:
+    """A table cell of method `name` in run metrics `m`, written out independently of
+    results/qa/summarize.py: the plain AUROC ± the bootstrap std, its n where it ran on a
+    subset, or "too few to rank" under 30 answers of either class."""
+    e = m["methods"].get(name)
+    if e and e.get("too_few"):
+        assert min(e["n_incorrect"], e["n"] - e["n_incorrect"]) < 30
+        return f"too few to rank ({e['n'] - e['n_incorrect']} correct of {e['n']})"
+    if e and e.get("auroc") is not None:
+        return f"{e['auroc']:.2f} ± {e['auroc_std']:.2f}" + (
+            f" (n = {e['n']})" if e["n"] != m["n"] else "")
+    return "–"
+
+
+def _block(text: str, mark: str) -> list[str]:
+    a, b = text.index(f"<!-- {mark} -->"), text.index(f"<!-- /{mark} -->")
+    return text[a + len(f"<!-- {mark} -->"):b].strip().splitlines()
+
+
+def _summarize():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("qa_summarize",
+                                                  README.parent / "results/qa/summarize.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass looks itself up there
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_readme_qa_table_is_the_committed_metrics():
     """Every cell of the README's QA table is the committed results/qa/<dataset>/metrics.json:
     n, accuracy, positives, and each method's AUROC (with its n where it ran on a subset)."""
@@ -95,15 +126,7 @@ def test_readme_qa_table_is_the_committed_metrics():
         elif cells[0] in names:
             name = names[cells[0]]
             for m, got in zip(metrics, cells[1:5]):
-                e = m["methods"].get(name)
-                want = "–"
-                if e and e.get("too_few"):  # fewer than 30 answers of either class
-                    assert min(e["n_incorrect"], e["n"] - e["n_incorrect"]) < 30
-                    want = f"too few to rank ({e['n'] - e['n_incorrect']} correct of {e['n']})"
-                elif e and e.get("auroc") is not None:  # the plain AUROC ± the bootstrap std
-                    want = f"{e['auroc']:.2f} ± {e['auroc_std']:.2f}"
-                    want += f" (n = {e['n']})" if e["n"] != m["n"] else ""
-                assert got == want, (cells[0], m["dataset"], got, want)
+                assert got == _auroc_cell(m, name), (cells[0], m["dataset"], got)
             seen.add(name)
     paper_six = {"p_true", "semantic_entropy", "naive_entropy", "aleatoric", "epistemic", "combined"}
     assert paper_six | set(SIGNALS) <= seen
@@ -142,3 +165,79 @@ def test_readme_trust_tables_are_the_committed_study():
     assert s["splits"] >= 500 and s["command"] in text
     for fig in re.findall(r"\((results/trust/[^)]+\.png)\)", text):
         assert (root / fig).is_file(), fig
+
+
+def test_readme_models_table_is_the_committed_metrics():
+    """The two-model table: one column per finished run of each model (its link, n, accuracy,
+    positives and every method's AUROC from its metrics.json); the runs without a column are
+    named as not finished, and SmolLM2's four runs of the table are there."""
+    import json
+
+    from isograd.evaluate.paper import SCORE_LABELS, method_label
+    from isograd.qa.baselines import BASELINES
+    from isograd.qa.evaluation import method_labels
+
+    names = {method_label(n, method_labels()): n for n in [*SCORE_LABELS, *BASELINES]}
+    lines = _block(README.read_text(), "models-table")
+    head = [c.strip() for c in lines[0].strip("|").split("|")][1:]
+    links = [re.fullmatch(r"\[([^]]+), ([^]]+)\]\((results/qa/[^/]+)/report\.md\)", c) for c in head]
+    assert all(links), head
+    metrics = [json.loads((README.parent / g.group(3) / "metrics.json").read_text()) for g in links]
+    for g, m in zip(links, metrics):  # the column's model is the run's model
+        assert m["config"]["model"] == {"SmolLM2": "smollm2-135m", "Gemma 3": "gemma3-270m"}[g.group(2)]
+    table = [line for line in lines[2:] if line.startswith("|")]
+    rows = {c[0]: c[1:] for c in ([x.strip() for x in line.strip("|").split("|")] for line in table)}
+    assert rows["questions (accuracy)"] == [f"{m['n']} ({m['accuracy']:.3f})" for m in metrics]
+    assert rows["incorrect answers (positives)"] == [str(m["n_incorrect"]) for m in metrics]
+    for label, cells in rows.items():
+        if label in names:
+            assert cells == [_auroc_cell(m, names[label]) for m in metrics], label
+    assert {"epistemic", "aleatoric", "p_true", "msp"} <= {names.get(k) for k in rows}
+    shown = {(g.group(1), g.group(2)) for g in links}
+    assert {("TriviaQA", "SmolLM2"), ("TruthfulQA gen", "SmolLM2"), ("TruthfulQA MC1", "SmolLM2")} <= shown
+    rest = " ".join(line for line in lines if line.startswith("Not finished yet:"))
+    for title in ("TriviaQA", "TruthfulQA gen", "TruthfulQA MC1", "ARC-Easy test"):
+        for model in ("SmolLM2", "Gemma 3"):
+            assert ((title, model) in shown) != (f"{model} on {title}" in rest), (title, model)
+
+
+def test_readme_findings_are_recomputed_from_the_runs():
+    """Each finding's line is results/qa/summarize.py's verdict on the committed scores, and
+    each measured verdict agrees with its own numbers: the difference recomputed here from
+    scores.jsonl, "holds" exactly when the printed interval excludes 0 with the claimed sign."""
+    import json
+
+    import numpy as np
+
+    from isograd.evaluate import read_scores
+    from isograd.evaluate.metrics import auroc
+    from isograd.qa.evaluation import run_methods
+
+    summarize = _summarize()
+    lines = _block(README.read_text(), "findings")
+    assert lines == summarize.findings()
+    assert len(lines) == len(summarize.FINDINGS) >= 8
+    num = r"([+−]\d\.\d\d)"
+    measured = 0
+    for f, line in zip(summarize.FINDINGS, lines):
+        assert line.startswith(f"- {f.text}: ")
+        for model, (name, _) in summarize.MODELS.items():
+            m = re.search(rf"(holds|not shown) on {name} \({num} \[{num}, {num}\], n = (\d+)\)", line)
+            if not m:
+                assert re.search(rf"(not run on {name} yet|too few to test on {name})", line), line
+                continue
+            word, (d, lo, hi), n = m.group(1), (float(x.replace("−", "-")) for x in m.group(2, 3, 4)), int(m.group(5))
+            assert lo <= d <= hi
+            holds = (lo > 0) if f.sign > 0 else (hi < 0)
+            assert (word == "holds") == holds, line
+            folder = summarize.run_folder(model, f.dataset)
+            config = json.loads((folder / "metrics.json").read_text())["config"]
+            rows = read_scores(folder / "scores.jsonl")
+            orient = run_methods(rows, config)
+            keys = [f.s1] + ([f.s2] if f.s2 else [])
+            rows = [r for r in rows if all(r.get(k) is not None for k in [*keys, f.label])]
+            y = np.array([0 if r[f.label] else 1 for r in rows])
+            a = [auroc(y, np.array([r[k] for r in rows], float) * (1 if orient[k] else -1)) for k in keys]
+            assert len(rows) == n and abs((a[0] - (a[1] if f.s2 else 0.5)) - d) <= 0.005 + 1e-9, line
+            measured += 1
+    assert measured >= 8  # SmolLM2's runs at least

@@ -3,7 +3,8 @@
 Usage: .venv/bin/python results/qa/summarize.py [--readme]   (reads results/qa/<dataset>/
 metrics.json and scores.jsonl). ``--readme`` writes the table into README.md between its
 ``<!-- qa-table -->`` markers instead of printing it (tests/test_readme.py holds every cell to
-the metrics.json files). Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer
+the metrics.json files), the two-model table between ``<!-- models-table -->`` and the
+findings' verdicts on each model between ``<!-- findings -->``. Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer
 length; the ways of combining epistemic and aleatoric, measured on the same rows; and, when
 results/qa/prompts/ holds runs (results/qa/prompts/run.sh), the prompt-style comparison.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from isograd.evaluate import PAPER_TABLE2, method_label, paper_order, read_scores
@@ -28,6 +30,12 @@ DATASETS = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "nq-open"]
 TITLES = {"triviaqa": "TriviaQA", "truthfulqa-gen": "TruthfulQA gen",
           "truthfulqa-mc1": "TruthfulQA MC1", "nq-open": "NQ-open"}
 MARK = ("<!-- qa-table -->", "<!-- /qa-table -->")
+MODELS_MARK = ("<!-- models-table -->", "<!-- /models-table -->")
+FINDINGS_MARK = ("<!-- findings -->", "<!-- /findings -->")
+# the two model families (issue 24): run folder prefix of each, and the datasets run on both
+MODELS = {"smollm2-135m": ("SmolLM2", ""), "gemma3-270m": ("Gemma 3", "gemma3-270m-")}
+BOTH = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "arc-easy-test"]
+TITLES_BOTH = {**TITLES, "arc-easy-test": "ARC-Easy test"}
 
 
 def cell(e: dict | None, n: int | None = None) -> str:
@@ -70,6 +78,132 @@ def table() -> list[str]:
         sp.append("–" if v is None else f"{v:+.2f}".replace("-", "−"))
     out.append("| Spearman(epistemic, P(True)) | " + " | ".join(sp) + " | ≈ −0.2 | ≈ −0.2 |")
     return out
+
+
+def run_folder(model: str, dataset: str) -> Path:
+    """results/qa/<prefix><dataset>: SmolLM2's runs unprefixed, Gemma's under gemma3-270m-."""
+    return HERE / (MODELS[model][1] + dataset)
+
+
+def _link(model: str, dataset: str) -> str:
+    return run_folder(model, dataset).relative_to(README.parent).as_posix() + "/report.md"
+
+
+def model_runs() -> dict[tuple[str, str], dict]:
+    """(dataset, model) -> metrics.json of each finished run of `BOTH`, dataset by dataset."""
+    return {(d, m): json.loads((run_folder(m, d) / "metrics.json").read_text())
+            for d in BOTH for m in MODELS if (run_folder(m, d) / "metrics.json").exists()}
+
+
+def models_table() -> list[str]:
+    """The README's two-model table: each method's AUROC on every finished run of `BOTH` on
+    either model (n, accuracy and positives on top), then the runs not finished yet."""
+    rs = model_runs()
+    heads = [f"[{TITLES_BOTH[d]}, {MODELS[m][0]}]({_link(m, d)})" for d, m in rs]
+    out = ["| method | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(rs),
+           "| questions (accuracy) | " + " | ".join(f"{m['n']} ({m['accuracy']:.3f})"
+                                                 for m in rs.values()) + " |",
+           "| incorrect answers (positives) | " + " | ".join(str(m["n_incorrect"])
+                                                          for m in rs.values()) + " |"]
+    for name in paper_order(["combined_logreg_cv", *BASELINES, *SIGNALS], all_paper=True):
+        cells = [cell(m["methods"].get(name), m["n"]) for m in rs.values()]
+        if any(c != "–" for c in cells):
+            out.append(f"| {method_label(name, LABELS)} | " + " | ".join(cells) + " |")
+    missing = [f"{MODELS[m][0]} on {TITLES_BOTH[d]}" for d in BOTH for m in MODELS
+               if (d, m) not in rs]
+    if missing:
+        out += ["", "Not finished yet: " + ", ".join(missing) + "."]
+    return out
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A claim of "Which signal works where", as a difference of two AUROCs on one dataset.
+
+    It *holds* on a model when the paired bootstrap 95% interval of AUROC(s1) − AUROC(s2)
+    (`isograd.evaluate.paired_difference`, on the rows that hold both scores) excludes 0 with
+    the sign the claim gives; otherwise it is *not shown* there.
+    """
+
+    text: str  # the claim, as the README words it
+    dataset: str
+    s1: str
+    s2: str | None  # None: chance (a constant score, whose AUROC is 0.5 on every resample)
+    sign: int  # +1: s1 ranks the wrong answers higher than s2 does; -1: lower
+    label: str = "correct"  # the labelling: the run's grader, or "correct_f1" (token F1 >= 0.5)
+
+
+FINDINGS = [
+    Finding("MSP ranks wrong TriviaQA answers better than ‖∇log p‖²", "triviaqa", "msp",
+            "grad_log_p", +1),
+    Finding("‖∇log p‖² ranks them better than the paper's epistemic", "triviaqa", "grad_log_p",
+            "epistemic", +1),
+    Finding("the paper's epistemic is below chance on TriviaQA", "triviaqa", "epistemic", None, -1),
+    Finding("the paper's epistemic is above chance on TruthfulQA generation", "truthfulqa-gen",
+            "epistemic", None, +1),
+    Finding("MSP is below chance on TruthfulQA generation", "truthfulqa-gen", "msp", None, -1),
+    Finding("under the first labelling, epistemic ranks TruthfulQA answers better than MSP",
+            "truthfulqa-gen", "epistemic", "msp", +1),
+    Finding("under token F1, MSP ranks them better than epistemic", "truthfulqa-gen", "msp",
+            "epistemic", +1, "correct_f1"),
+    Finding("on MC1, P(True) ranks better than epistemic", "truthfulqa-mc1", "p_true",
+            "epistemic", +1),
+    Finding("the per-token trace (its max) ranks TruthfulQA answers worse than the answer's "
+            "own epistemic", "truthfulqa-gen", "epistemic", "epistemic_token_max", +1),
+    Finding("on ARC-Easy, epistemic ranks wrong picks better than MSP", "arc-easy-test",
+            "epistemic", "msp", +1),
+]
+FINDING_RESAMPLES = 1000
+
+
+def verdict(f: Finding, model: str) -> dict:
+    """`f` on `model`'s run: ``verdict`` ("holds", "not shown", "too few" or "not run") and,
+    where measured, the rows, the correct answers among them and the difference with its
+    interval."""
+    import numpy as np
+
+    from isograd.evaluate.metrics import paired_difference, too_few
+    from isograd.qa.evaluation import run_methods
+
+    folder = run_folder(model, f.dataset)
+    if not (folder / "metrics.json").exists():
+        return {"verdict": "not run"}
+    config = json.loads((folder / "metrics.json").read_text())["config"]
+    rows = read_scores(folder / "scores.jsonl")
+    orient = run_methods(rows, config)
+    names = [f.s1] + ([f.s2] if f.s2 else [])
+    if any(n not in orient for n in names):
+        return {"verdict": "not run"}
+    rows = [r for r in rows if all(r.get(k) is not None for k in [*names, f.label])]
+    y = np.array([0 if r[f.label] else 1 for r in rows])
+    out = {"n": len(rows), "correct": int(len(y) - y.sum())}
+    if not rows or too_few(y):
+        return {**out, "verdict": "too few"}
+    s = [np.array([r[k] for r in rows], dtype=float) * (1 if orient[k] else -1) for k in names]
+    d = paired_difference(y, s[0], s[1] if f.s2 else np.zeros(len(rows)),
+                          n=FINDING_RESAMPLES, seed=0)
+    return {**out, "difference": d.difference, "low": d.low, "high": d.high,
+            "verdict": "holds" if d.excludes_zero() == f.sign else "not shown"}
+
+
+def _signed(x: float) -> str:
+    return f"{x:+.2f}".replace("-", "−")
+
+
+def verdict_text(v: dict, model: str) -> str:
+    name = MODELS[model][0]
+    if v["verdict"] == "not run":
+        return f"not run on {name} yet"
+    if v["verdict"] == "too few":
+        return f"too few to test on {name} ({v['correct']} correct of {v['n']})"
+    return (f"{v['verdict']} on {name} ({_signed(v['difference'])} "
+            f"[{_signed(v['low'])}, {_signed(v['high'])}], n = {v['n']})")
+
+
+def findings() -> list[str]:
+    """One line per finding: its verdict on each model (the README's findings block)."""
+    return [f"- {f.text}: " + "; ".join(verdict_text(verdict(f, m), m) for m in MODELS) + "."
+            for f in FINDINGS]
 
 
 def write_readme(lines: list[str] | None = None, mark: tuple[str, str] = MARK) -> None:
@@ -191,6 +325,8 @@ def prompts() -> None:
 if __name__ == "__main__":
     if "--readme" in sys.argv[1:]:
         write_readme()
+        write_readme(models_table(), MODELS_MARK)
+        write_readme(findings(), FINDINGS_MARK)
         sys.exit(0)
     main()
     diagnostics()
