@@ -13,7 +13,9 @@ What it measures, all with `isograd.detect`:
 - within each set, out of fold: the detector (default features), the same without its gradient
   features (paired bootstrap of the AUROC difference), isotonic-calibrated single scores, and
   the σ²-fitted total;
-- transfer: a detector fitted on all of one set, applied to another;
+- transfer: a detector fitted on all of one set, applied to another; across models, a detector
+  on the model-agnostic features fitted on one model's run, applied to the other model's run of
+  the same questions (issue 24: SmolLM2 and Gemma 3);
 - ARC-Easy: fitted on train, the threshold certified on validation, measured on test, at
   α ∈ {0.35, 0.4, 0.45} (δ = 0.1), beside a detector on log p alone;
 - the guarantee checked empirically on random calibration/test halves (`split_check`);
@@ -54,6 +56,11 @@ SETS = {"TriviaQA": "triviaqa", "NQ-open": "nq-open", "TruthfulQA gen": "truthfu
 ARC = {"train": "arc-easy-train", "validation": "arc-easy-validation", "test": "arc-easy-test"}
 TRANSFER = (("TriviaQA", "NQ-open"), ("NQ-open", "TriviaQA"), ("TriviaQA", "TruthfulQA gen"),
             ("NQ-open", "TruthfulQA gen"))
+MODEL_TRANSFER = (("arc-easy-train", "gemma3-270m-arc-easy-test"),
+                  ("gemma3-270m-arc-easy-test", "arc-easy-test"),
+                  ("triviaqa", "gemma3-270m-triviaqa"), ("gemma3-270m-triviaqa", "triviaqa"))
+"""(fitted on, applied to) results/qa folders across the two model families; a pair is measured
+once both runs are finished."""
 ARC_ALPHAS = (0.35, 0.4, 0.45)
 FACTUAL_ALPHAS = (0.8, 0.9)
 """α for the guarantee check on TriviaQA and NQ-open: the lowest levels a detector certifies
@@ -134,9 +141,30 @@ def study(quick: bool) -> dict:
             out["guarantee"][name] = {
                 str(a): split_check(oof[name], w, alpha=a, delta=DELTA, splits=splits).to_dict()
                 for a in FACTUAL_ALPHAS}
+    out["model_transfer"] = model_transfer()
     arc = {k: load(v) for k, v in ARC.items()}
     if all(arc.values()):
         out["arc"] = arc_study(arc, splits)
+    return out
+
+
+def model_transfer() -> list[dict]:
+    """Each finished pair of `MODEL_TRANSFER`: a model-agnostic detector fitted on all of one
+    model's run and applied to the other model's run, beside the target's own out-of-fold
+    detector on the same features."""
+    out = []
+    for src, dst in MODEL_TRANSFER:
+        a, b = load(src), load(dst)
+        if a is None or b is None or not (QA / dst / "metrics.json").is_file():
+            continue
+        det = fit_detector(a.rows, a.correct, features=FeatureSet.MODEL_AGNOSTIC,
+                           model_id=a.model_id)
+        w = (~b.correct).astype(int)
+        own = oof_detector(b.rows, b.correct, features=FeatureSet.MODEL_AGNOSTIC)
+        out.append({"fit": src, "fit_model": a.model_id, "apply": dst, "apply_model": b.model_id,
+                    "n": len(b.rows), "n_wrong": int(w.sum()),
+                    **probability_metrics(w, det.predict(b.rows).p_error),
+                    "within_auroc": probability_metrics(w, own)["auroc"]})
     return out
 
 
@@ -212,6 +240,16 @@ def tables(s: dict) -> list[str]:
                 "| --- | --- | --- | --- | --- | --- |"]
         for t in s["transfer"]:
             out.append(f"| {t['fit']} | {t['apply']} | {f2(t['auroc'])} | {f3(t['brier'])} | "
+                       f"{f3(t['ece'])} | {f2(t['within_auroc'])} |")
+    if s.get("model_transfer"):
+        out += ["", "**Across models** (a detector on the model-agnostic features, fitted on all "
+                "of one model's run and applied to the other model's run; within: the target's "
+                "own out-of-fold detector on the same features):", "",
+                "| fitted on | applied to | n (wrong) | AUROC | Brier | ECE | within |",
+                "| --- | --- | --- | --- | --- | --- | --- |"]
+        for t in s["model_transfer"]:
+            out.append(f"| {t['fit']} ({t['fit_model']}) | {t['apply']} ({t['apply_model']}) | "
+                       f"{t['n']} ({t['n_wrong']}) | {f2(t['auroc'])} | {f3(t['brier'])} | "
                        f"{f3(t['ece'])} | {f2(t['within_auroc'])} |")
     if "arc" in s:
         a = s["arc"]
