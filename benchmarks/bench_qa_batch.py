@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -69,6 +70,7 @@ def main() -> None:
         return (time.perf_counter() - t) / len(pairs)
 
     score(model, tok, prompts[:1], answers[:1])  # warm-up
+    load_start = os.getloadavg()
     times: dict[str, list[float]] = {str(b): [] for b in args.batch_sizes} | {"forward": []}
     for _ in range(args.rounds):
         for b in args.batch_sizes:
@@ -83,6 +85,7 @@ def main() -> None:
     out = {"model": args.model, "n_questions": args.n, "threads": args.threads,
            "rounds": args.rounds, "forward_s_per_question": fwd, "table": table, "raw": times,
            "torch": torch.__version__, "machine": platform.platform(), "cpu": platform.processor(),
+           "load_average_start_end": [load_start, os.getloadavg()],
            "command": "python benchmarks/bench_qa_batch.py " + " ".join(
                f"--{k.replace('_', '-')} {' '.join(map(str, v)) if isinstance(v, list) else v}"
                for k, v in vars(args).items() if k != "out")}
