@@ -86,15 +86,23 @@ def _block(text: str, mark: str) -> list[str]:
     return text[a + len(f"<!-- {mark} -->"):b].strip().splitlines()
 
 
-def _summarize():
+def _script(name: str, path: str):
+    """A results/ script imported as module `name` (registered: a dataclass looks itself up)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("qa_summarize",
-                                                  README.parent / "results/qa/summarize.py")
+    spec = importlib.util.spec_from_file_location(name, README.parent / path)
     mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass looks itself up there
+    sys.modules[spec.name] = mod
     spec.loader.exec_module(mod)
     return mod
+
+
+def _summarize():
+    return _script("qa_summarize", "results/qa/summarize.py")
+
+
+def _study():
+    return _script("trust_study", "results/trust/study.py")
 
 
 def test_readme_qa_table_is_the_committed_metrics():
@@ -143,13 +151,10 @@ def test_readme_qa_table_is_the_committed_metrics():
 def test_readme_trust_tables_are_the_committed_study():
     """The README's "Trust or abstain" tables are results/trust/study.py's rendering of the
     committed study.json, on the issue's full runs (the sizes checked against their metrics)."""
-    import importlib.util
     import json
 
     root = README.parent
-    spec = importlib.util.spec_from_file_location("trust_study", root / "results/trust/study.py")
-    study = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(study)
+    study = _study()
     s = json.loads((root / "results/trust/study.json").read_text())
     text = README.read_text()
     a, b = (text.index(m) for m in study.MARK)
@@ -241,3 +246,33 @@ def test_readme_findings_are_recomputed_from_the_runs():
             assert len(rows) == n and abs((a[0] - (a[1] if f.s2 else 0.5)) - d) <= 0.005 + 1e-9, line
             measured += 1
     assert measured >= 8  # SmolLM2's runs at least
+
+
+def test_study_transfers_a_model_agnostic_detector_across_models(tmp_path, monkeypatch):
+    """results/trust/study.py's cross-model table: a detector fitted on one model's run is
+    applied to another model's run (rows of another width of per-block vector), measured
+    beside the target's own out-of-fold detector; a pair with an unfinished run is left out."""
+    import json
+
+    from tests.detect.rows import synthetic_rows
+
+    study = _study()
+    for name, model, seed, blocks in (("a", "model-a", 0, 3), ("b", "model-b", 1, 5)):
+        d = tmp_path / name
+        d.mkdir()
+        rows, correct = synthetic_rows(n=300, seed=seed, blocks=blocks)
+        d.joinpath("scores.jsonl").write_text(
+            "".join(json.dumps({**r, "correct": bool(c)}) + "\n" for r, c in zip(rows, correct)))
+        d.joinpath("config.json").write_text(json.dumps({"model": model}))
+        d.joinpath("metrics.json").write_text("{}")
+    monkeypatch.setattr(study, "QA", tmp_path)
+    monkeypatch.setattr(study, "MODEL_TRANSFER", (("a", "b"), ("b", "missing")))
+    (t,) = study.model_transfer()
+    assert (t["fit_model"], t["apply_model"], t["n"]) == ("model-a", "model-b", 300)
+    assert t["n_wrong"] == sum(not json.loads(x)["correct"] for x in
+                               (tmp_path / "b/scores.jsonl").read_text().splitlines())
+    assert 0.6 < t["auroc"] <= 1 and 0.6 < t["within_auroc"] <= 1  # the synthetic signal is strong
+    lines = study.tables({"within": {}, "sets": {}, "transfer": [], "model_transfer": [t],
+                          "splits": 1, "delta": 0.1, "guarantee": {}, "precision": {},
+                          "bootstrap": 1})
+    assert f"| a (model-a) | b (model-b) | 300 ({t['n_wrong']}) | {t['auroc']:.2f} |" in "\n".join(lines)
