@@ -212,6 +212,27 @@ def test_prompt_style_is_used_and_guarded(lm, nq_file, tmp_path, monkeypatch):
         run_qa(tmp_path / "x", dataset="nq-open", data=str(nq_file), loaded=lm, prompt="?", **kw)
 
 
+def test_a_base_model_in_an_instruction_prompt_is_told_of_the_base_style(lm, nq_file, tmp_path):
+    """A tokenizer without a chat template in the default `short` style: the run goes on, with
+    one warning naming --prompt base; in the base style, or with a chat template, no warning."""
+    import warnings
+
+    from tests.lm.tiny_lm import tiny_tokenizer
+
+    model, _ = lm
+    base = (model, tiny_tokenizer(chat=False))
+    kw = {**KW, "methods": (), "limit": 1, "stage": "generate"}
+    with pytest.warns(UserWarning, match="no chat template .*'short'.*--prompt base") as got:
+        run_qa(tmp_path / "a", dataset="nq-open", data=str(nq_file), loaded=base, **kw)
+    assert sum("no chat template" in str(w.message) for w in got) == 1
+    assert len(read_rows(tmp_path / "a" / "generate.jsonl")) == 1
+    for out, loaded, extra in (("b", base, {"prompt": "base"}), ("c", lm, {})):
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            run_qa(tmp_path / out, dataset="nq-open", data=str(nq_file), loaded=loaded, **kw, **extra)
+        assert not any("no chat template" in str(w.message) for w in seen), out
+
+
 def test_old_single_file_run_is_refused_then_converted(lm, nq_file, full_run, tmp_path):
     """A run folder of the earlier format (scores.jsonl + config.json) is converted without
     recomputing: same metrics, and the converted folder runs on."""

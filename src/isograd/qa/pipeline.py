@@ -181,8 +181,23 @@ class LazyModel:
             m, tok = self.loaded or load_model(self.cfg.model, dtype=self.cfg.dtype,
                                                device=self.device, **self.load_options)
             torch.manual_seed(self.cfg.seed)
+            base_model_hint(tok, self.cfg.model, self.cfg.prompt)
             self.loaded_env = S.Env(model=m, tokenizer=tok, cfg=self.cfg, batch_size=self.batch_size)
         return replace(self.loaded_env, cfg=cfg) if cfg is not None else self.loaded_env
+
+
+def base_model_hint(tokenizer: Any, model: str, prompt: Any) -> None:
+    """Warn when a model without a chat template (a base model) is asked in an instruction
+    prompt style: it still runs, as plain text, but ``--prompt base`` is the style for it."""
+    import warnings
+
+    from ..lm.prompts import PromptStyle, has_chat_template
+
+    if not has_chat_template(tokenizer) and PromptStyle.parse(prompt) is not PromptStyle.BASE:
+        warnings.warn(f"{model} has no chat template (a base model): the "
+                      f"{PromptStyle.parse(prompt).value!r} prompt goes to it as plain text; "
+                      "--prompt base (few-shot 'Q: ... A:') is the style for base models",
+                      stacklevel=2)
 
 
 def need_rows(out: Path, stage: str, questions: Sequence[Any]) -> dict[str, dict[str, Any]]:
