@@ -50,6 +50,20 @@ def cell(e: dict | None, n: int | None = None) -> str:
     return auroc_text(e) + tail
 
 
+ROWS = paper_order(["combined_logreg_cv", *BASELINES, *SIGNALS], all_paper=True)
+"""The tables' method rows: the paper's, our supervised combination, the baselines the paper
+lacks, the signals."""
+
+
+def size_rows(metrics, tail: str = "") -> list[str]:
+    """The two rows on top of a table: questions (accuracy) and positives of each run."""
+    ms = list(metrics)
+    return ["| questions (accuracy) | " + " | ".join(f"{m['n']} ({m['accuracy']:.3f})"
+                                                  for m in ms) + tail + " |",
+            "| incorrect answers (positives) | " + " | ".join(str(m["n_incorrect"])
+                                                           for m in ms) + tail + " |"]
+
+
 def runs() -> dict[str, dict]:
     return {d: json.loads((HERE / d / "metrics.json").read_text())
             for d in DATASETS if (HERE / d / "metrics.json").exists()}
@@ -60,13 +74,8 @@ def table() -> list[str]:
     rs = runs()
     heads = [f"[{TITLES[d]}](results/qa/{d}/report.md)" for d in rs]
     out = ["| method | " + " | ".join(heads) + " | TriviaQA, paper | TruthfulQA, paper |",
-           "| --- |" + " --- |" * (len(rs) + 2),
-           "| questions (accuracy) | " + " | ".join(f"{m['n']} ({m['accuracy']:.3f})"
-                                                 for m in rs.values()) + " | | |",
-           "| incorrect answers (positives) | " + " | ".join(str(m["n_incorrect"])
-                                                          for m in rs.values()) + " | | |"]
-    # the paper's rows, our supervised combination, the baselines the paper lacks, the signals
-    for name in paper_order(["combined_logreg_cv", *BASELINES, *SIGNALS], all_paper=True):
+           "| --- |" + " --- |" * (len(rs) + 2), *size_rows(rs.values(), " | |")]
+    for name in ROWS:
         cells = [cell(m["methods"].get(name), m["n"]) for m in rs.values()]
         paper = PAPER_TABLE2.get(name, {})
         pc = [f"{paper[c][0]:.2f} ± {paper[c][1]:.2f}" if c in paper else "–"
@@ -101,11 +110,8 @@ def models_table() -> list[str]:
     rs = model_runs()
     heads = [f"[{TITLES_BOTH[d]}, {MODELS[m][0]}]({_link(m, d)})" for d, m in rs]
     out = ["| method | " + " | ".join(heads) + " |", "| --- |" + " --- |" * len(rs),
-           "| questions (accuracy) | " + " | ".join(f"{m['n']} ({m['accuracy']:.3f})"
-                                                 for m in rs.values()) + " |",
-           "| incorrect answers (positives) | " + " | ".join(str(m["n_incorrect"])
-                                                          for m in rs.values()) + " |"]
-    for name in paper_order(["combined_logreg_cv", *BASELINES, *SIGNALS], all_paper=True):
+           *size_rows(rs.values())]
+    for name in ROWS:
         cells = [cell(m["methods"].get(name), m["n"]) for m in rs.values()]
         if any(c != "–" for c in cells):
             out.append(f"| {method_label(name, LABELS)} | " + " | ".join(cells) + " |")
