@@ -254,6 +254,8 @@ def test_study_transfers_a_model_agnostic_detector_across_models(tmp_path, monke
     beside the target's own out-of-fold detector; a pair with an unfinished run is left out."""
     import json
 
+    import numpy as np
+
     from tests.detect.rows import synthetic_rows
 
     study = _study()
@@ -272,6 +274,12 @@ def test_study_transfers_a_model_agnostic_detector_across_models(tmp_path, monke
     assert t["n_wrong"] == sum(not json.loads(x)["correct"] for x in
                                (tmp_path / "b/scores.jsonl").read_text().splitlines())
     assert 0.6 < t["auroc"] <= 1 and 0.6 < t["within_auroc"] <= 1  # the synthetic signal is strong
+    ra = [json.loads(x) for x in (tmp_path / "a/scores.jsonl").read_text().splitlines()]
+    rb = [json.loads(x) for x in (tmp_path / "b/scores.jsonl").read_text().splitlines()]
+    for f in ("grad_log_p", "embedding_grad"):
+        want = np.median([r[f] for r in rb]) / np.median([r[f] for r in ra])
+        assert abs(t["scale"][f] - want) <= 1e-9 * want
+    assert 0 < t["mean_p_error"] < 1 and np.isfinite(t["logit_shift"])
     lines = study.tables({"within": {}, "sets": {}, "transfer": [], "model_transfer": [t],
                           "splits": 1, "delta": 0.1, "guarantee": {}, "precision": {},
                           "bootstrap": 1})

@@ -161,11 +161,35 @@ def model_transfer() -> list[dict]:
                            model_id=a.model_id)
         w = (~b.correct).astype(int)
         own = oof_detector(b.rows, b.correct, features=FeatureSet.MODEL_AGNOSTIC)
+        p = det.predict(b.rows).p_error
         out.append({"fit": src, "fit_model": a.model_id, "apply": dst, "apply_model": b.model_id,
-                    "n": len(b.rows), "n_wrong": int(w.sum()),
-                    **probability_metrics(w, det.predict(b.rows).p_error),
-                    "within_auroc": probability_metrics(w, own)["auroc"]})
+                    "n": len(b.rows), "n_wrong": int(w.sum()), **probability_metrics(w, p),
+                    "mean_p_error": float(np.mean(p)),
+                    "within_auroc": probability_metrics(w, own)["auroc"],
+                    "scale": {f: median_of(b.rows, f) / median_of(a.rows, f) for f in SCALE},
+                    "logit_shift": logit_shift(det, a.rows, b.rows)})
     return out
+
+
+def logit_shift(det, fit_rows: list[dict], apply_rows: list[dict]) -> float:
+    """How far the target's median gradient norms move the detector's logit from the fitted
+    run's: Σ over the log-gradient features of coefficient / scale × log(median ratio)."""
+    names = [f.name for f in det.features]
+    return float(sum(det.coef[i] / det.scale[i]
+                     * np.log(median_of(apply_rows, n) / median_of(fit_rows, n))
+                     for i, n in enumerate(names) if n in GRADIENTS))
+
+
+GRADIENTS = ("grad_log_p", "epistemic", "embedding_grad")
+
+
+SCALE = ("grad_log_p", "embedding_grad")
+"""The gradient norms whose scale the cross-model table compares (median on the target run over
+median on the fitted run): each model has its own."""
+
+
+def median_of(rows: list[dict], field: str) -> float:
+    return float(np.median([float(r[field]) for r in rows]))
 
 
 def arc_study(arc: dict[str, RunRows], splits: int) -> dict:
@@ -244,13 +268,19 @@ def tables(s: dict) -> list[str]:
     if s.get("model_transfer"):
         out += ["", "**Across models** (a detector on the model-agnostic features, fitted on all "
                 "of one model's run and applied to the other model's run; within: the target's "
-                "own out-of-fold detector on the same features):", "",
-                "| fitted on | applied to | n (wrong) | AUROC | Brier | ECE | within |",
-                "| --- | --- | --- | --- | --- | --- | --- |"]
+                "own out-of-fold detector on the same features; mean P(wrong) against the "
+                "share wrong; scale: the target's median gradient norm over the fitted run's; "
+                "logit shift: how far those scales (of ‖∇log p‖², epistemic and ‖∂ log p / ∂e‖²) "
+                "move the detector's logit):",
+                "", "| fitted on | applied to | n (wrong) | AUROC | Brier | ECE | mean P(wrong) | "
+                "within | scale of ‖∇log p‖² | scale of ‖∂ log p / ∂e‖² | logit shift |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
         for t in s["model_transfer"]:
             out.append(f"| {t['fit']} ({t['fit_model']}) | {t['apply']} ({t['apply_model']}) | "
                        f"{t['n']} ({t['n_wrong']}) | {f2(t['auroc'])} | {f3(t['brier'])} | "
-                       f"{f3(t['ece'])} | {f2(t['within_auroc'])} |")
+                       f"{f3(t['ece'])} | {f2(t['mean_p_error'])} ({f2(t['n_wrong'] / t['n'])}) "
+                       f"| {f2(t['within_auroc'])} | {t['scale']['grad_log_p']:.3g} | "
+                       f"{t['scale']['embedding_grad']:.3g} | {t['logit_shift']:+.2f} |")
     if "arc" in s:
         a = s["arc"]
         out += ["", f"**Abstention on ARC-Easy** (fitted on train, n = {a['n']['train']}; "
