@@ -203,3 +203,13 @@ def test_llm_judge_errors_never_show_the_key(monkeypatch):
                         lambda req, timeout: _Resp(b'{"choices": [{"message": {"content": "maybe"}}]}'))
     with pytest.raises(JudgeError, match="expected yes or no"):
         grade(TRIVIA, "Paris", judge="llm")
+
+
+def test_copies_is_a_normalised_exact_match_of_a_shot_answer():
+    from isograd.qa.grading import copies
+
+    shots = ["Eight", "The piano", "Au"]
+    assert copies("the Piano.", shots) and copies(" EIGHT ", shots)
+    assert not copies("a grand piano", shots)  # containing a shot's answer is no copy
+    assert not copies("", shots) and not copies("The", ["the"])  # nothing left after normalising
+    assert not copies("Eight", [])

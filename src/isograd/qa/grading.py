@@ -100,6 +100,13 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
+def copies(answer: str, answers: Sequence[str]) -> bool:
+    """`answer` *is* one of `answers` (SQuAD-normalised exact match; an empty answer copies
+    nothing): e.g. a few-shot prompt's answer copied to an unrelated question."""
+    norm = normalize_answer(answer)
+    return bool(norm) and norm in {normalize_answer(a) for a in answers}
+
+
 def tokens(text: str) -> list[str]:
     """Normalised whitespace tokens, numbers in words written as digits ("eight" -> "8",
     `isograd.qa.numbers`), so that every grader matches "8 legs" with "eight"."""

@@ -27,7 +27,7 @@ import torch
 from isograd.lm import greedy_answers, load_model, qa_prompt
 from isograd.lm.prompts import BASE_EXAMPLES, EXAMPLES, INSTRUCTION, base_prompt, bos_text
 from isograd.qa.datasets import load_dataset
-from isograd.qa.grading import alias_match, grade, normalize_answer
+from isograd.qa.grading import alias_match, copies, grade, normalize_answer
 
 # typical quiz shots (a year, a painter, capitals ...): the kind the issue saw copied
 TRIVIA5 = (
@@ -93,8 +93,7 @@ def run(load, questions, name: str, out: Path, args) -> dict:
                 for q, a in zip(questions, ans)]
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     shot_answers = [a for _, a in shots]
-    norm = {normalize_answer(a) for a in shot_answers}
-    copied = [r for r in rows if r["answer"] and normalize_answer(r["answer"]) in norm]
+    copied = [r for r in rows if copies(r["answer"], shot_answers)]
     contains = [r for r in rows
                 if alias_match(r["answer"], shot_answers, question=r["question"])[0]]
     top, top_n = Counter(normalize_answer(r["answer"]) for r in rows if r["answer"]).most_common(1)[0]
