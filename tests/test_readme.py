@@ -284,3 +284,56 @@ def test_study_transfers_a_model_agnostic_detector_across_models(tmp_path, monke
                           "splits": 1, "delta": 0.1, "guarantee": {}, "precision": {},
                           "bootstrap": 1})
     assert f"| a (model-a) | b (model-b) | 300 ({t['n_wrong']}) | {t['auroc']:.2f} |" in "\n".join(lines)
+
+
+def test_readme_prompt_table_is_recomputed_from_the_runs():
+    """The README's prompt table (TriviaQA's first 500 questions in each model and prompt) is
+    recomputed here from each run's scores.jsonl, on the questions of triviaqa-base-500:
+    correct answers, copied shot answers and every AUROC (or "too few to rank")."""
+    import json
+
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    block = _block(README.read_text(encoding="utf-8"), "prompt-table")
+    qa = README.parent / "results" / "qa"
+    if not (qa / "triviaqa-base-500" / "metrics.json").exists():
+        assert block == ["Not finished yet: triviaqa-base-500."]
+        return
+    folders = [f for f in ("triviaqa", "triviaqa-base-500", "gemma3-270m-triviaqa")
+               if (qa / f / "metrics.json").exists()]
+    head = block[0].split(" | ")
+    assert [h.split("](results/qa/")[1].split("/report.md")[0] for h in head[1:]] == folders
+    table = {line.split(" | ")[0].lstrip("| "): line.rstrip(" |").split(" | ")[1:]
+             for line in block[2:] if line.startswith("|")}
+
+    def rows(folder):
+        with open(qa / folder / "scores.jsonl", encoding="utf-8") as f:  # "\n" only: answers
+            return [json.loads(x) for x in f]  # may hold other line separators
+
+    ids = [r["id"] for r in rows("triviaqa-base-500")]
+    assert len(ids) == 500
+    shots = {"eight", "au", "berlin", "yellow", "piano", "jupiter"}  # BASE_EXAMPLES, normalised
+    higher_is_uncertain = {"P(True)": ("p_true", False), "epistemic ‖g‖²": ("epistemic", True),
+                           "maximum sequence probability": ("msp", True),
+                           "‖∇ log p‖² (no p² factor)": ("grad_log_p", True)}
+    checked = 0
+    for col, folder in enumerate(folders):
+        by_id = {r["id"]: r for r in rows(folder)}
+        rs = [by_id[i] for i in ids]
+        correct = sum(bool(r["correct"]) for r in rs)
+        assert table["correct answers (of the questions)"][col] == f"{correct} of 500"
+        copied = sum(" ".join(w for w in re.sub(r"[^\w\s]", "", r["answer"].lower()).split()
+                              if w not in ("a", "an", "the")) in shots for r in rs)
+        assert table["answer is a `base` shot's answer"][col] == str(copied)
+        for label, (field, sign) in higher_is_uncertain.items():
+            have = [r for r in rs if r.get(field) is not None]
+            y = np.array([0 if r["correct"] else 1 for r in have])
+            c = table[label][col]
+            if min(y.sum(), len(y) - y.sum()) < 30:
+                assert c == f"too few to rank ({len(y) - y.sum()} correct of {len(y)})", (label, c)
+            else:
+                s = np.array([r[field] for r in have], float) * (1 if sign else -1)
+                assert abs(float(c.split(" ± ")[0]) - roc_auc_score(y, s)) <= 0.005 + 1e-9
+            checked += 1
+    assert checked >= 8

@@ -4,7 +4,8 @@ Usage: .venv/bin/python results/qa/summarize.py [--readme]   (reads results/qa/<
 metrics.json and scores.jsonl). ``--readme`` writes the table into README.md between its
 ``<!-- qa-table -->`` markers instead of printing it (tests/test_readme.py holds every cell to
 the metrics.json files), the two-model table between ``<!-- models-table -->`` and the
-findings' verdicts on each model between ``<!-- findings -->``. Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer
+findings' verdicts on each model between ``<!-- findings -->`` and the prompt table (TriviaQA's
+first 500 questions in each model and prompt) between ``<!-- prompt-table -->``. Also prints diagnostics: AUROC of ‖∇log p‖² alone, of p, of the answer
 length; the ways of combining epistemic and aleatoric, measured on the same rows; and, when
 results/qa/prompts/ holds runs (results/qa/prompts/run.sh), the prompt-style comparison.
 """
@@ -32,6 +33,7 @@ TITLES = {"triviaqa": "TriviaQA", "truthfulqa-gen": "TruthfulQA gen",
 MARK = ("<!-- qa-table -->", "<!-- /qa-table -->")
 MODELS_MARK = ("<!-- models-table -->", "<!-- /models-table -->")
 FINDINGS_MARK = ("<!-- findings -->", "<!-- /findings -->")
+PROMPT_MARK = ("<!-- prompt-table -->", "<!-- /prompt-table -->")
 # the two model families (issue 24): run folder prefix of each, and the datasets run on both
 MODELS = {"smollm2-135m": ("SmolLM2", ""), "gemma3-270m": ("Gemma 3", "gemma3-270m-")}
 BOTH = ["triviaqa", "truthfulqa-gen", "truthfulqa-mc1", "arc-easy-test"]
@@ -117,6 +119,77 @@ def models_table() -> list[str]:
             out.append(f"| {method_label(name, LABELS)} | " + " | ".join(cells) + " |")
     missing = [f"{MODELS[m][0]} on {TITLES_BOTH[d]}" for d in BOTH for m in MODELS
                if (d, m) not in rs]
+    if missing:
+        out += ["", "Not finished yet: " + ", ".join(missing) + "."]
+    return out
+
+
+PROMPT_BASE = "triviaqa-base-500"
+"""SmolLM2 in the base-model prompt on TriviaQA's first 500 questions: the questions of the
+prompt table."""
+PROMPT_RUNS = (("SmolLM2, chat prompt (`short`)", "triviaqa"),
+               ("SmolLM2, `--prompt base`", PROMPT_BASE),
+               ("Gemma 3, `--prompt base`", "gemma3-270m-triviaqa"))
+"""The prompt table's columns: (title, results/qa folder), each read on `PROMPT_BASE`'s questions."""
+PROMPT_METHODS = ("p_true", "aleatoric", "epistemic", "grad_log_p", "embedding_grad", "msp",
+                  "mean_token_entropy")
+
+
+def auroc_cell(rows: list[dict], name: str, higher_is_uncertain: bool) -> str:
+    """AUROC ± bootstrap std of one score on the rows that hold it (1 = incorrect; their number
+    when some rows lack it), or "too few to rank" as the reports say it."""
+    import numpy as np
+
+    from isograd.evaluate.metrics import too_few
+
+    n = len(rows)
+    rows = [r for r in rows if r.get(name) is not None]
+    if not rows:
+        return "–"
+    y = np.array([0 if r["correct"] else 1 for r in rows])
+    if too_few(y):
+        return f"too few to rank ({len(y) - int(y.sum())} correct of {len(y)})"
+    s = np.array([r[name] for r in rows], dtype=float) * (1 if higher_is_uncertain else -1)
+    tail = f" (n = {len(rows)})" if len(rows) != n else ""
+    return _boot(y, s) + tail
+
+
+def prompt_table() -> list[str]:
+    """The prompt's share of a difference between the models: TriviaQA's first 500 questions
+    (those of `PROMPT_BASE`) under each (model, prompt) of `PROMPT_RUNS`, each cell computed on
+    those questions' rows; runs not finished yet are named under the table."""
+    import numpy as np
+
+    from isograd.lm.prompts import BASE_EXAMPLES
+    from isograd.qa.evaluation import run_methods
+    from isograd.qa.grading import copies
+
+    shots = [a for _, a in BASE_EXAMPLES]
+    if not (HERE / PROMPT_BASE / "metrics.json").exists():
+        return [f"Not finished yet: {PROMPT_BASE}."]
+    ids = [r["id"] for r in read_scores(HERE / PROMPT_BASE / "scores.jsonl")]
+    cols, missing = [], []
+    for title, folder in PROMPT_RUNS:
+        d = HERE / folder
+        if not (d / "metrics.json").exists():
+            missing.append(title)
+            continue
+        by_id = {r["id"]: r for r in read_scores(d / "scores.jsonl")}
+        rows = [by_id[i] for i in ids]
+        config = json.loads((d / "metrics.json").read_text())["config"]
+        cols.append((f"[{title}]({d.relative_to(README.parent).as_posix()}/report.md)", rows,
+                     run_methods(rows, config)))
+    out = ["| method | " + " | ".join(c[0] for c in cols) + " |", "| --- |" + " --- |" * len(cols),
+           "| correct answers (of the questions) | "
+           + " | ".join(f"{sum(bool(r['correct']) for r in c[1])} of {len(c[1])}" for c in cols) + " |",
+           "| answer tokens (mean) | "
+           + " | ".join(f"{np.mean([r['n_tokens'] for r in c[1]]):.1f}" for c in cols) + " |",
+           "| answer is a `base` shot's answer | "
+           + " | ".join(str(sum(copies(r["answer"], shots) for r in c[1])) for c in cols) + " |"]
+    for name in PROMPT_METHODS:
+        cells = [auroc_cell(rows, name, orient[name]) if name in orient else "–"
+                 for _, rows, orient in cols]
+        out.append(f"| {method_label(name, LABELS)} | " + " | ".join(cells) + " |")
     if missing:
         out += ["", "Not finished yet: " + ", ".join(missing) + "."]
     return out
@@ -333,6 +406,7 @@ if __name__ == "__main__":
         write_readme()
         write_readme(models_table(), MODELS_MARK)
         write_readme(findings(), FINDINGS_MARK)
+        write_readme(prompt_table(), PROMPT_MARK)
         sys.exit(0)
     main()
     diagnostics()
