@@ -14,6 +14,10 @@
 # arc-easy-test (SmolLM2-135M-Instruct); gemma3-270m-triviaqa gemma3-270m-truthfulqa-gen
 # gemma3-270m-truthfulqa-mc1 gemma3-270m-arc-easy-test (Gemma 3 270M base, --prompt base);
 # triviaqa-base-500 (SmolLM2 in Gemma's prompt). Each writes results/qa/<entry>/.
+# RANKS=2 results/qa/run_all.sh ENTRY runs one entry data-parallel under torchrun (two
+# processes of one thread each, gloo on the CPU, each computing half the rows of every stage;
+# results do not depend on the number of processes: README, "Scaling out"). Never beside
+# another run.
 # The earlier, smaller runs (triviaqa-150, truthfulqa-gen-200, nq-open-500) are kept as they
 # were; results/qa/<name>/report.md states the command of each.
 set -u
@@ -31,7 +35,11 @@ run() {  # output folder, dataset, model, extra args...
   if [ -f "results/qa/$out/scores.jsonl" ] && [ ! -f "results/qa/$out/generate.config.json" ]; then
     .venv/bin/isograd qa --convert "results/qa/$out" --quiet
   fi
-  nice -n 10 .venv/bin/isograd qa --dataset "$ds" --model "$model" "${COMMON[@]}" "$@" \
+  local launch=(.venv/bin/isograd)
+  if [ "${RANKS:-1}" -gt 1 ]; then
+    launch=(.venv/bin/torchrun --standalone --nproc-per-node "$RANKS" --no-python .venv/bin/isograd)
+  fi
+  OMP_NUM_THREADS=1 nice -n 10 "${launch[@]}" qa --dataset "$ds" --model "$model" "${COMMON[@]}" "$@" \
     --out "results/qa/$out" > "results/qa/$out.log" 2>&1 \
     || echo "run $out failed, see results/qa/$out.log"
 }
