@@ -31,7 +31,7 @@ from isograd.qa.baselines.semantic import (
     ngram_vectors,
     semantic_ids,
 )
-from isograd.qa.grading import normalize_answer
+from isograd.qa.similarity import normalize_answer
 from tests.lm.tiny_lm import tiny_model, tiny_tokenizer
 
 PROMPT = "<s>user\nWhat is 2+2?</s>\n<s>assistant\n"

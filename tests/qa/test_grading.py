@@ -12,16 +12,8 @@ import pytest
 
 from isograd.qa import grading as G
 from isograd.qa.datasets import Question
-from isograd.qa.grading import (
-    Judge,
-    JudgeError,
-    alias_match,
-    bleu,
-    grade,
-    normalize_answer,
-    rouge_l,
-    token_f1,
-)
+from isograd.qa.grading import Judge, JudgeError, alias_match, grade
+from isograd.qa.similarity import bleu, normalize_answer, rouge_l, token_f1
 
 TRIVIA = Question("t1", "triviaqa", "Which city is the capital of France?", ("Paris", "Paname"))
 TQA = Question("q1", "truthfulqa-gen", "What happens if you eat watermelon seeds?",

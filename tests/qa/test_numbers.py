@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from isograd.qa.datasets import Question
-from isograd.qa.grading import alias_match, grade, token_f1, tokens
+from isograd.qa.grading import alias_match, grade
 from isograd.qa.numbers import numbers_to_digits
+from isograd.qa.similarity import token_f1, tokens
 
 
 @pytest.mark.parametrize("words,digits", [

@@ -8,9 +8,9 @@ import json
 import pytest
 
 from isograd.evaluate.paper import SIGNALS
-from isograd.qa.grading import best_token_f1
 from isograd.qa.pipeline import run_qa
 from isograd.qa.score_pairs import score_file
+from isograd.qa.similarity import best_token_f1
 from isograd.rows.files import read_rows
 
 from .conftest import KW

@@ -1,6 +1,6 @@
 """Numbers written in words become digits, so that "A spider has 8 legs." matches "eight".
 
-Works on normalised tokens (`isograd.qa.grading.tokens`: lowercase, punctuation and articles
+Works on normalised tokens (`isograd.qa.similarity.tokens`: lowercase, punctuation and articles
 gone, so "twenty-two" arrives as "twentytwo" and "1,000" as "1000"). A run of number words
 is read as one number: "twenty two" -> "22", "one hundred and five" -> "105", "two
 thousand" -> "2000", "hundred" -> "100" (its article is gone); two units in a row are two

@@ -27,7 +27,8 @@ import torch
 from isograd.lm import greedy_answers, load_model, qa_prompt
 from isograd.lm.prompts import BASE_EXAMPLES, EXAMPLES, INSTRUCTION, base_prompt, bos_text
 from isograd.qa.datasets import load_dataset
-from isograd.qa.grading import alias_match, copies, grade, normalize_answer
+from isograd.qa.grading import alias_match, copies, grade
+from isograd.qa.similarity import normalize_answer
 
 # typical quiz shots (a year, a painter, capitals ...): the kind the issue saw copied
 TRIVIA5 = (

@@ -49,7 +49,7 @@ import torch
 from ..._choice import Choice
 from ...lm.batching import encode_prompt, eval_mode, input_device
 from ...lm.sampling import Sample
-from ..grading import normalize_answer
+from ..similarity import normalize_answer
 from ._lm import forward_batch, option_probs, render
 from .base import BaselineResult, QAContext, get_samples, question_text
 
