@@ -18,8 +18,6 @@ from collections.abc import Callable, Sequence
 from .numbers import numbers_to_digits
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
-
-
 _ASCII_PUNCT = set(string.punctuation)
 
 
